@@ -1,0 +1,206 @@
+package wxphone
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"time"
+)
+
+// Client exchanges codes with WeChat for one Mini Program. It is safe for
+// concurrent use. Create it with New and Close it when done.
+type Client struct {
+	appID  string
+	secret Secret
+	up     *upstream
+	tokens TokenSource
+	owned  *TokenManager // closed by Close; nil when the caller supplied TokenSource
+	log    *slog.Logger
+}
+
+// New validates cfg and returns a Client. Unless cfg.TokenSource is set, the
+// Client owns a TokenManager (stable tokens, refreshed in the background)
+// built from cfg. New makes no network call; see Client.Warm.
+func New(cfg Config) (*Client, error) {
+	up, log, err := cfg.newUpstream()
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{appID: cfg.AppID, secret: cfg.Secret, up: up, tokens: cfg.TokenSource, log: log}
+	if c.tokens == nil {
+		m, err := NewTokenManager(cfg)
+		if err != nil {
+			return nil, err
+		}
+		c.tokens, c.owned = m, m
+	}
+	return c, nil
+}
+
+// AppID returns the Mini Program's appid.
+func (c *Client) AppID() string { return c.appID }
+
+// TokenSource returns the source of the Client's access tokens (a
+// *TokenManager unless Config.TokenSource was set).
+func (c *Client) TokenSource() TokenSource { return c.tokens }
+
+// Warm obtains a token now so that the first exchange does not wait for one.
+func (c *Client) Warm(ctx context.Context) error {
+	_, err := c.tokens.Token(ctx)
+	return err
+}
+
+// Close stops the Client's own TokenManager, if any.
+func (c *Client) Close() error {
+	if c.owned != nil {
+		return c.owned.Close()
+	}
+	return nil
+}
+
+// PhoneNumber exchanges a getPhoneNumber code for the user's phone number.
+//
+// The code is validated first (see ValidateCode); a bad one is refused with
+// an *InputError and never sent. The code is resent only when it cannot have
+// been used: when nothing was written to the connection (dial, DNS, TLS), once
+// after a token error (the token is invalidated if still current and
+// refreshed), and once, after a jittered pause, after errcode -1. When the
+// request may have reached WeChat and the answer was lost (a timeout or reset
+// after writing, HTTP 5xx, a truncated answer) the error matches
+// ErrOutcomeUnknown and the code must not be sent again. So does a 40029
+// that follows a resend. 45011 is returned at once (ErrRateLimited).
+//
+// The result's watermark must name this Client's appid, else the result is
+// refused with a *WatermarkError. A nil result always comes with a non-nil
+// error.
+func (c *Client) PhoneNumber(ctx context.Context, code string) (*PhoneInfo, error) {
+	if err := ValidateCode(code); err != nil {
+		return nil, err
+	}
+	body := phoneBody(code)
+	tok, err := c.tokens.Token(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var st attempts
+	for {
+		var r phoneResp
+		err := c.up.call(ctx, OpPhoneNumber, http.MethodPost, "/wxa/business/getuserphonenumber",
+			"access_token="+url.QueryEscape(tok.Value), body, &r, code, tok.Value)
+		if err == nil {
+			return c.checkPhone(r.PhoneInfo)
+		}
+		var ae *APIError
+		if errors.As(err, &ae) && tokenErrcodes[ae.ErrCode] && !st.tokenRetried {
+			inv, ok := c.tokens.(TokenInvalidator)
+			if !ok {
+				return nil, err
+			}
+			st.tokenRetried, st.resent = true, true
+			c.log.Info("access token rejected; invalidating and retrying once", "errcode", ae.ErrCode, "rid", ae.RID, "token", tok)
+			if tok, err = inv.Invalidate(ctx, tok.Value); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if retry, ferr := c.decide(ctx, OpPhoneNumber, &st, err); !retry {
+			return nil, ferr
+		}
+	}
+}
+
+func (c *Client) checkPhone(p *PhoneInfo) (*PhoneInfo, error) {
+	switch {
+	case p == nil:
+		return nil, &OutcomeUnknownError{Op: OpPhoneNumber, Err: &DecodeError{Op: OpPhoneNumber, Reason: "errcode 0 without phone_info"}}
+	case p.PhoneNumber == "" && p.PurePhoneNumber == "":
+		return nil, &OutcomeUnknownError{Op: OpPhoneNumber, Err: &DecodeError{Op: OpPhoneNumber, Reason: "phone_info without a phone number"}}
+	case p.Watermark.AppID != c.appID:
+		return nil, &WatermarkError{Want: c.appID, Got: p.Watermark.AppID}
+	}
+	return p, nil
+}
+
+type phoneResp struct {
+	envelope
+	PhoneInfo *PhoneInfo `json:"phone_info"`
+}
+
+// phoneBody builds {"code":"…"} for a validated (printable ASCII) code.
+func phoneBody(code string) []byte {
+	b := make([]byte, 0, len(code)+12)
+	b = append(b, `{"code":"`...)
+	for i := 0; i < len(code); i++ {
+		if c := code[i]; c == '"' || c == '\\' {
+			b = append(b, '\\')
+		}
+		b = append(b, code[i])
+	}
+	return append(b, `"}`...)
+}
+
+// attempts tracks what an exchange has already done with its code.
+type attempts struct {
+	unsent       int  // retries after failures where nothing was sent
+	busyRetried  bool // resent once after errcode -1
+	tokenRetried bool // resent once after a token error
+	resent       bool // the code went to WeChat more than once
+}
+
+// decide classifies a failed attempt: retry (the code cannot have been used)
+// or the error to return.
+func (c *Client) decide(ctx context.Context, op string, st *attempts, err error) (retry bool, _ error) {
+	var te *TransportError
+	var ae *APIError
+	var he *HTTPError
+	switch {
+	case errors.As(err, &te) && !te.Sent:
+		if ctx.Err() != nil || st.unsent >= 2 {
+			return false, err
+		}
+		st.unsent++
+		return sleepCtx(ctx, jitter(50*time.Millisecond, 150*time.Millisecond)), err
+	case errors.As(err, &ae):
+		switch {
+		case ae.ErrCode == -1 && !st.busyRetried:
+			st.busyRetried = true
+			if !sleepCtx(ctx, jitter(100*time.Millisecond, 300*time.Millisecond)) {
+				return false, err
+			}
+			st.resent = true
+			c.log.Info("WeChat busy (-1); retrying once", "op", op, "rid", ae.RID)
+			return true, nil
+		case st.resent && (ae.ErrCode == 40029 || (op == OpCode2Session && ae.ErrCode == 40163)):
+			// The first send may have used the code.
+			return false, &OutcomeUnknownError{Op: op, Err: err}
+		}
+		return false, err
+	case errors.As(err, &he) && he.StatusCode < 500:
+		return false, err // refused before processing (a proxy, a wrong path)
+	default:
+		// Sent and lost, 5xx, or an undecodable answer: WeChat may have
+		// used the code.
+		return false, &OutcomeUnknownError{Op: op, Err: err}
+	}
+}
+
+func jitter(lo, hi time.Duration) time.Duration { return lo + rand.N(hi-lo+1) }
+
+// sleepCtx waits d unless ctx ends first or its deadline leaves no time for
+// another attempt after the wait; it reports whether the wait completed.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d+50*time.Millisecond {
+		return false
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -1,0 +1,156 @@
+package wxphone
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+)
+
+// Config configures a Client or a TokenManager for one Mini Program.
+type Config struct {
+	// AppID is the Mini Program's appid. Required.
+	AppID string
+	// Secret is the AppSecret. Required unless TokenSource is set;
+	// Code2Session always needs it.
+	Secret Secret
+	// BaseURL is WeChat's API base URL; default DefaultBaseURL. Plain
+	// http is accepted only for loopback hosts (see ParseBaseURL).
+	BaseURL string
+	// HTTPClient sends every upstream request; default NewHTTPClient().
+	HTTPClient *http.Client
+	// Logger receives diagnostic lines (never a secret, token, code or full
+	// phone number); default discards.
+	Logger *slog.Logger
+	// Hooks receive metrics events.
+	Hooks Hooks
+	// TokenSource supplies access tokens. Default: a TokenManager built
+	// from this Config, owned and closed by the Client.
+	TokenSource TokenSource
+	// Token tunes the default TokenManager.
+	Token TokenOptions
+}
+
+// TokenOptions tune a TokenManager. Zero values take the defaults.
+type TokenOptions struct {
+	// Classic fetches tokens with GET /cgi-bin/token instead of POST
+	// /cgi-bin/stable_token. Dangerous with more than one instance or more
+	// than one program per appid: every classic fetch invalidates the
+	// previous classic token five minutes later, so instances that refresh
+	// independently kill each other's tokens (40001 storms). Use it only
+	// when this process is the app's only token fetcher.
+	Classic bool
+	// Store shares tokens, and the force-refresh budget, between
+	// instances. Default: a MemoryTokenStore (this process only). A store
+	// that also implements TokenLocker coordinates refreshes fleet-wide.
+	Store TokenStore
+	// Margin is the least life a token may have left when a request uses
+	// it; default and maximum for stable tokens 300 s (WeChat hands out a
+	// new stable token only in the last 300 s of the current one, so a
+	// larger margin could never be met). The background refresh runs at
+	// expiry minus Margin.
+	Margin time.Duration
+	// RefreshLead makes classic-mode refreshes start this much before the
+	// margin is reached; default 60 s. Stable mode refreshes exactly at
+	// the margin, when WeChat first hands out the next token.
+	RefreshLead time.Duration
+	// RefreshTimeout bounds one refresh, retries included, independently
+	// of the callers waiting for it; default 15 s.
+	RefreshTimeout time.Duration
+	// ForceInterval is the least time between two force refreshes
+	// (fleet-wide with a shared store); default and minimum 30 s.
+	ForceInterval time.Duration
+	// ForceDailyBudget is the number of force refreshes allowed per WeChat
+	// day (UTC+8); default 10, at most 19 (WeChat allows 20).
+	ForceDailyBudget int
+	// RefusedCooldown is how long fetching pauses after WeChat refuses a
+	// token fetch (wrong secret, IP not whitelisted, …); default 1 min.
+	RefusedCooldown time.Duration
+	// QuotaCooldown is how long fetching pauses after 45009 (daily quota);
+	// default 10 min.
+	QuotaCooldown time.Duration
+	// LockWait bounds how long an instance waits for another instance's
+	// refresh (a TokenLocker store) before fetching itself; default 3 s.
+	LockWait time.Duration
+}
+
+const (
+	stableMargin = 300 * time.Second
+	minForceGap  = 30 * time.Second
+)
+
+func (o TokenOptions) withDefaults() (TokenOptions, error) {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&o.Margin, stableMargin)
+	def(&o.RefreshLead, time.Minute)
+	def(&o.RefreshTimeout, 15*time.Second)
+	def(&o.ForceInterval, minForceGap)
+	def(&o.RefusedCooldown, time.Minute)
+	def(&o.QuotaCooldown, 10*time.Minute)
+	def(&o.LockWait, 3*time.Second)
+	if o.ForceDailyBudget == 0 {
+		o.ForceDailyBudget = 10
+	}
+	switch {
+	case o.Margin < 30*time.Second:
+		return o, errors.New("wxphone: Token.Margin must be at least 30s")
+	case !o.Classic && o.Margin > stableMargin:
+		return o, errors.New("wxphone: Token.Margin cannot exceed 300s with stable tokens (WeChat rotates them only in their last 300s)")
+	case o.Classic && o.Margin > time.Hour:
+		return o, errors.New("wxphone: Token.Margin must be at most 1h")
+	case o.ForceInterval < minForceGap:
+		return o, errors.New("wxphone: Token.ForceInterval must be at least 30s (WeChat's spacing)")
+	case o.ForceDailyBudget < 1 || o.ForceDailyBudget > 19:
+		return o, errors.New("wxphone: Token.ForceDailyBudget must be between 1 and 19 (WeChat allows 20 a day)")
+	case o.RefreshTimeout < 0 || o.RefreshLead < 0 || o.RefusedCooldown < 0 || o.QuotaCooldown < 0 || o.LockWait < 0:
+		return o, errors.New("wxphone: Token durations must not be negative")
+	}
+	if o.Store == nil {
+		o.Store = NewMemoryTokenStore()
+	}
+	return o, nil
+}
+
+// maxAppIDLen bounds an appid (real ones are "wx" and 16 hex digits).
+const maxAppIDLen = 64
+
+func validateAppID(id string) error {
+	if id == "" {
+		return errors.New("wxphone: AppID is required")
+	}
+	if len(id) > maxAppIDLen {
+		return fmt.Errorf("wxphone: AppID longer than %d bytes", maxAppIDLen)
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; c <= ' ' || c > '~' {
+			return errors.New("wxphone: AppID must be printable ASCII without spaces")
+		}
+	}
+	return nil
+}
+
+// newUpstream validates the shared part of a Config.
+func (c Config) newUpstream() (*upstream, *slog.Logger, error) {
+	if err := validateAppID(c.AppID); err != nil {
+		return nil, nil, err
+	}
+	base, err := ParseBaseURL(c.BaseURL)
+	if err != nil {
+		return nil, nil, err
+	}
+	hc := c.HTTPClient
+	if hc == nil {
+		hc = NewHTTPClient()
+	}
+	log := c.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return &upstream{hc: hc, base: *base, appID: c.AppID, hooks: c.Hooks}, log.With("appid", c.AppID), nil
+}

@@ -1,0 +1,375 @@
+package wxphone
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Operation names, as carried by the typed errors and the Hooks events.
+const (
+	OpPhoneNumber  = "getuserphonenumber"
+	OpStableToken  = "stable_token"
+	OpToken        = "token"
+	OpCode2Session = "jscode2session"
+)
+
+// Sentinel errors. Every error this package returns matches one or more of
+// them with errors.Is; the concrete types below carry the details.
+var (
+	// ErrInvalidInput: the caller's input (a code, a payload) was refused
+	// locally; nothing was sent to WeChat. See *InputError.
+	ErrInvalidInput = errors.New("wxphone: invalid input")
+	// ErrInvalidCode: WeChat says the code does not exist, expired or was
+	// already used (errcode 40029; 40163 on jscode2session).
+	ErrInvalidCode = errors.New("wxphone: code invalid, expired or already used")
+	// ErrAppIDMismatch: the code was issued to another Mini Program
+	// (errcode 40013 on the exchange).
+	ErrAppIDMismatch = errors.New("wxphone: code belongs to another appid")
+	// ErrRateLimited: WeChat's per-minute limit (errcode 45011). Not retried.
+	ErrRateLimited = errors.New("wxphone: rate limited by WeChat")
+	// ErrSystemBusy: WeChat's errcode -1.
+	ErrSystemBusy = errors.New("wxphone: WeChat system busy")
+	// ErrTokenInvalid: WeChat rejected the access token (40001, 40014,
+	// 42001, 41001) and the single refresh-and-retry did not help.
+	ErrTokenInvalid = errors.New("wxphone: access token rejected by WeChat")
+	// ErrOutcomeUnknown: the request may have reached WeChat, which may
+	// have used the code, and the answer was lost (timeout or reset after
+	// the request was written, HTTP 5xx, a truncated answer, or 40029
+	// after a resend). The code must not be sent again; ask the user to tap
+	// the button again. See *OutcomeUnknownError.
+	ErrOutcomeUnknown = errors.New("wxphone: outcome unknown: WeChat may have used the code")
+	// ErrTokenFetchRefused: a token fetch failed for a reason retrying will
+	// not fix: wrong appid or secret, IP not whitelisted, secret frozen,
+	// daily quota (40013, 40125, 40164, 40243, 45009 and kin).
+	ErrTokenFetchRefused = errors.New("wxphone: WeChat refused the token fetch")
+	// ErrQuotaExhausted: the daily quota of the token endpoint (45009).
+	ErrQuotaExhausted = errors.New("wxphone: WeChat daily quota exhausted")
+	// ErrTokenUnavailable: no usable token can be had right now (cool-down
+	// after a refused fetch, force-refresh budget spent, manager closed).
+	// See *TokenUnavailableError.
+	ErrTokenUnavailable = errors.New("wxphone: no usable access token")
+	// ErrForceRefreshLimited: a force refresh was needed but the 30 s
+	// spacing or the daily budget does not allow one.
+	ErrForceRefreshLimited = errors.New("wxphone: force-refresh budget exhausted")
+	// ErrWatermarkMismatch: the phone data carries another appid's
+	// watermark; the result is refused (fail closed).
+	ErrWatermarkMismatch = errors.New("wxphone: watermark appid mismatch")
+	// ErrMalformedResponse: WeChat's answer could not be decoded (empty,
+	// truncated, HTML, or errcode 0 without the expected data).
+	ErrMalformedResponse = errors.New("wxphone: malformed response from WeChat")
+	// ErrUpstream: a transport failure or an unexpected HTTP status.
+	ErrUpstream = errors.New("wxphone: upstream failure")
+	// ErrDecrypt: a legacy encryptedData payload could not be decrypted.
+	ErrDecrypt = errors.New("wxphone: cannot decrypt payload")
+	// ErrClosed: the Client or TokenManager was closed.
+	ErrClosed = errors.New("wxphone: closed")
+)
+
+// Token-related errcodes on business APIs.
+var tokenErrcodes = map[int]bool{40001: true, 40014: true, 42001: true, 41001: true}
+
+// Errcodes of a token fetch that retrying will not fix.
+var refusedFetchErrcodes = map[int]bool{
+	40001: true, // classic endpoint: AppSecret wrong
+	40002: true, 40013: true, 40125: true, 40164: true, 40243: true,
+	41002: true, 41004: true, 45009: true, 50004: true, 50007: true,
+	61024: true, 89501: true, 89503: true, 89506: true, 89507: true,
+}
+
+func isTokenOp(op string) bool { return op == OpStableToken || op == OpToken }
+
+// APIError is an error WeChat reported in the body (HTTP 200 with a non-zero
+// errcode).
+type APIError struct {
+	Op      string // the operation, e.g. OpPhoneNumber
+	ErrCode int    // WeChat's errcode
+	ErrMsg  string // WeChat's errmsg, sanitised and truncated
+	RID     string // the rid parsed from errmsg, for WeChat support
+}
+
+// Error describes the failure without any credential or code.
+func (e *APIError) Error() string {
+	var b strings.Builder
+	b.WriteString("wxphone: ")
+	b.WriteString(e.Op)
+	b.WriteString(": errcode ")
+	b.WriteString(strconv.Itoa(e.ErrCode))
+	if e.ErrMsg != "" {
+		b.WriteString(": ")
+		b.WriteString(e.ErrMsg)
+	}
+	return b.String()
+}
+
+// Is matches the sentinels that describe this errcode for this operation.
+func (e *APIError) Is(target error) bool {
+	switch target {
+	case ErrSystemBusy:
+		return e.ErrCode == -1
+	case ErrRateLimited:
+		return e.ErrCode == 45011
+	case ErrQuotaExhausted:
+		return e.ErrCode == 45009
+	}
+	if isTokenOp(e.Op) {
+		return target == ErrTokenFetchRefused && refusedFetchErrcodes[e.ErrCode]
+	}
+	switch target {
+	case ErrInvalidCode:
+		return e.ErrCode == 40029 || (e.Op == OpCode2Session && e.ErrCode == 40163)
+	case ErrAppIDMismatch:
+		return e.ErrCode == 40013
+	case ErrTokenInvalid:
+		return tokenErrcodes[e.ErrCode]
+	}
+	return false
+}
+
+// RetryAfter is how long to wait before trying again: a minute for 45011.
+func (e *APIError) RetryAfter() time.Duration {
+	if e.ErrCode == 45011 {
+		return time.Minute
+	}
+	return 0
+}
+
+// Temporary reports whether the same request may succeed later (-1, 45011).
+func (e *APIError) Temporary() bool { return e.ErrCode == -1 || e.ErrCode == 45011 }
+
+// parseRID extracts the rid from an errmsg such as
+// "invalid code hint: [xyz] rid: 632d16be-15ad5486-1e378de4" or the older
+// "…, hints: [ req_id: abc ]".
+func parseRID(msg string) string {
+	for _, marker := range []string{"rid:", "req_id:"} {
+		i := strings.LastIndex(msg, marker)
+		if i < 0 {
+			continue
+		}
+		s := strings.TrimLeft(msg[i+len(marker):], " ")
+		end := 0
+		for end < len(s) && end < 64 && isRIDChar(s[end]) {
+			end++
+		}
+		if end > 0 {
+			return s[:end]
+		}
+	}
+	return ""
+}
+
+func isRIDChar(c byte) bool {
+	return c == '-' || c == '_' || ('0' <= c && c <= '9') || ('a' <= c && c <= 'z') || ('A' <= c && c <= 'Z')
+}
+
+// maxErrMsg bounds how much of WeChat's errmsg an error carries.
+const maxErrMsg = 200
+
+// sanitizeMsg bounds an upstream message, drops control characters and
+// removes any of the given sensitive values should the upstream echo them.
+func sanitizeMsg(msg string, sensitive ...string) string {
+	for _, s := range sensitive {
+		if len(s) >= 4 && strings.Contains(msg, s) {
+			msg = strings.ReplaceAll(msg, s, redacted)
+		}
+	}
+	var b strings.Builder
+	for _, r := range msg {
+		if b.Len() >= maxErrMsg {
+			b.WriteString("…")
+			break
+		}
+		if r < 0x20 || r == 0x7f {
+			r = ' '
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// InputError reports input refused locally, before any network call. It
+// never contains the input itself.
+type InputError struct {
+	Field  string // "code", "encryptedData", …
+	Reason string // what is wrong, e.g. "empty" or "longer than 128 bytes"
+}
+
+func (e *InputError) Error() string { return "wxphone: invalid " + e.Field + ": " + e.Reason }
+
+// Is matches ErrInvalidInput.
+func (e *InputError) Is(target error) bool { return target == ErrInvalidInput }
+
+// TransportError is a failure below HTTP: dial, DNS, TLS, a reset, a timeout
+// or a cancelled context. URLs inside it are redacted.
+type TransportError struct {
+	Op string
+	// Sent reports whether any part of the request was written to the
+	// connection: if true, WeChat may have received and acted on it.
+	Sent bool
+	Err  error
+}
+
+func (e *TransportError) Error() string {
+	s := "wxphone: " + e.Op + ": transport failure"
+	if !e.Sent {
+		s += " (nothing sent)"
+	}
+	return s + ": " + e.Err.Error()
+}
+
+// Unwrap returns the redacted cause, so errors.Is(err,
+// context.DeadlineExceeded) works.
+func (e *TransportError) Unwrap() error { return e.Err }
+
+// Is matches ErrUpstream.
+func (e *TransportError) Is(target error) bool { return target == ErrUpstream }
+
+// Timeout reports whether the failure was a timeout (a deadline or a
+// transport timeout).
+func (e *TransportError) Timeout() bool { return IsTimeout(e.Err) }
+
+// HTTPError is an unexpected HTTP status from WeChat (or a proxy before it).
+type HTTPError struct {
+	Op         string
+	StatusCode int
+}
+
+func (e *HTTPError) Error() string {
+	return "wxphone: " + e.Op + ": unexpected HTTP status " + strconv.Itoa(e.StatusCode)
+}
+
+// Is matches ErrUpstream.
+func (e *HTTPError) Is(target error) bool { return target == ErrUpstream }
+
+// DecodeError reports an answer that could not be decoded. It never carries
+// the body, which may hold a phone number or a token.
+type DecodeError struct {
+	Op     string
+	Reason string // e.g. "empty body", "HTML instead of JSON", "truncated JSON"
+	Err    error  // the decoder's error, if any
+}
+
+func (e *DecodeError) Error() string {
+	s := "wxphone: " + e.Op + ": malformed response: " + e.Reason
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+
+// Unwrap returns the decoder's error.
+func (e *DecodeError) Unwrap() error { return e.Err }
+
+// Is matches ErrMalformedResponse.
+func (e *DecodeError) Is(target error) bool { return target == ErrMalformedResponse }
+
+// OutcomeUnknownError means the request may have reached WeChat and the answer
+// was lost. Err is the cause (a *TransportError, *HTTPError, *DecodeError or
+// *APIError). The code must not be sent again.
+type OutcomeUnknownError struct {
+	Op  string
+	Err error
+}
+
+func (e *OutcomeUnknownError) Error() string {
+	return "wxphone: " + e.Op + ": outcome unknown (WeChat may have used the code; ask the user to tap again): " + e.Err.Error()
+}
+
+// Unwrap returns the cause, except an *APIError (a 40029 or 40163 that
+// followed a resend): its sentinels would tell the caller "invalid code"
+// when WeChat may well have used the code for the first send. errors.As
+// still finds that *APIError (for its rid); errors.Is does not match
+// ErrInvalidCode.
+func (e *OutcomeUnknownError) Unwrap() error {
+	if _, ok := e.Err.(*APIError); ok {
+		return nil
+	}
+	return e.Err
+}
+
+// As lets errors.As reach a hidden *APIError cause.
+func (e *OutcomeUnknownError) As(target any) bool {
+	ae, ok := e.Err.(*APIError)
+	if p, isAE := target.(**APIError); ok && isAE {
+		*p = ae
+		return true
+	}
+	return false
+}
+
+// Is matches ErrOutcomeUnknown.
+func (e *OutcomeUnknownError) Is(target error) bool { return target == ErrOutcomeUnknown }
+
+// WatermarkError reports phone data whose watermark names another appid.
+type WatermarkError struct {
+	Want, Got string // appids are not secret
+}
+
+func (e *WatermarkError) Error() string {
+	return fmt.Sprintf("wxphone: watermark appid %q does not match the configured appid %q", e.Got, e.Want)
+}
+
+// Is matches ErrWatermarkMismatch.
+func (e *WatermarkError) Is(target error) bool { return target == ErrWatermarkMismatch }
+
+// TokenUnavailableError reports that no usable token can be had until Until:
+// a refused fetch tripped a cool-down, or a needed force refresh is not
+// allowed by its budget. Err holds the cause (e.g. the *APIError with 45009,
+// or ErrForceRefreshLimited).
+type TokenUnavailableError struct {
+	AppID  string
+	Reason string
+	Until  time.Time
+	Err    error
+}
+
+func (e *TokenUnavailableError) Error() string {
+	s := "wxphone: no usable access token for " + e.AppID + ": " + e.Reason
+	if !e.Until.IsZero() {
+		s += " until " + e.Until.UTC().Format(time.RFC3339)
+	}
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+
+// Unwrap returns the cause.
+func (e *TokenUnavailableError) Unwrap() error { return e.Err }
+
+// Is matches ErrTokenUnavailable.
+func (e *TokenUnavailableError) Is(target error) bool { return target == ErrTokenUnavailable }
+
+// RetryAfter is the time left until Until (at least a second).
+func (e *TokenUnavailableError) RetryAfter() time.Duration {
+	d := time.Until(e.Until)
+	if d < time.Second {
+		d = time.Second
+	}
+	return d
+}
+
+// RetryAfter reports how long a caller should wait before retrying after err,
+// if err says so (45011, a token cool-down).
+func RetryAfter(err error) (time.Duration, bool) {
+	var r interface{ RetryAfter() time.Duration }
+	if errors.As(err, &r) {
+		if d := r.RetryAfter(); d > 0 {
+			return d, true
+		}
+	}
+	return 0, false
+}
+
+// IsTimeout reports whether err is a deadline or a transport timeout.
+func IsTimeout(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}

@@ -1,0 +1,61 @@
+package wxphone
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"time"
+)
+
+// maxExpiresIn bounds a believable expires_in; WeChat sends at most 7200.
+const maxExpiresIn = 86400
+
+type tokenResp struct {
+	envelope
+	AccessToken string  `json:"access_token"`
+	ExpiresIn   flexInt `json:"expires_in"`
+}
+
+type stableTokenReq struct {
+	GrantType    string `json:"grant_type"`
+	AppID        string `json:"appid"`
+	Secret       string `json:"secret"`
+	ForceRefresh bool   `json:"force_refresh"`
+}
+
+// fetchStable calls POST /cgi-bin/stable_token.
+func (u *upstream) fetchStable(ctx context.Context, secret Secret, force bool) (Token, error) {
+	body, err := json.Marshal(stableTokenReq{GrantType: "client_credential", AppID: u.appID, Secret: secret.Reveal(), ForceRefresh: force})
+	if err != nil {
+		return Token{}, err
+	}
+	var r tokenResp
+	if err := u.call(ctx, OpStableToken, http.MethodPost, "/cgi-bin/stable_token", "", body, &r, secret.Reveal()); err != nil {
+		return Token{}, err
+	}
+	return r.token(OpStableToken, time.Now())
+}
+
+// fetchClassic calls GET /cgi-bin/token. Every call invalidates the
+// previous classic token five minutes later.
+func (u *upstream) fetchClassic(ctx context.Context, secret Secret) (Token, error) {
+	q := url.Values{"grant_type": {"client_credential"}, "appid": {u.appID}, "secret": {secret.Reveal()}}
+	var r tokenResp
+	if err := u.call(ctx, OpToken, http.MethodGet, "/cgi-bin/token", q.Encode(), nil, &r, secret.Reveal()); err != nil {
+		return Token{}, err
+	}
+	return r.token(OpToken, time.Now())
+}
+
+// token turns a decoded answer into a Token whose expiry counts from when
+// the answer arrived (never earlier than WeChat's own clock).
+func (r *tokenResp) token(op string, received time.Time) (Token, error) {
+	if r.AccessToken == "" {
+		return Token{}, &DecodeError{Op: op, Reason: "errcode 0 without access_token"}
+	}
+	if r.ExpiresIn <= 0 || r.ExpiresIn > maxExpiresIn {
+		return Token{}, &DecodeError{Op: op, Reason: "expires_in out of range"}
+	}
+	return Token{Value: r.AccessToken, ExpiresAt: received.Add(time.Duration(r.ExpiresIn) * time.Second)}, nil
+}

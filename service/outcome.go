@@ -1,0 +1,115 @@
+package service
+
+import (
+	"errors"
+
+	"github.com/wxphone/wxphone"
+)
+
+// outcome is what the replay store keeps (sealed) for a code: the phone
+// data, or the final error. It is stored only for outcomes that a second
+// upstream call could not improve on.
+type outcome struct {
+	Phone *phoneData `json:"p,omitempty"`
+	Err   *errData   `json:"e,omitempty"`
+}
+
+type phoneData struct {
+	PhoneNumber     string `json:"n"`
+	PurePhoneNumber string `json:"pn"`
+	CountryCode     string `json:"cc"`
+	AppID           string `json:"a"`
+	Timestamp       int64  `json:"t"`
+}
+
+type errData struct {
+	Kind    string `json:"k"` // kindOutcomeUnknown, kindAPI, kindWatermark
+	ErrCode int    `json:"c,omitempty"`
+	ErrMsg  string `json:"m,omitempty"`
+	RID     string `json:"r,omitempty"`
+	Got     string `json:"g,omitempty"` // watermark appid
+	Want    string `json:"w,omitempty"`
+}
+
+const (
+	kindOutcomeUnknown = "outcome_unknown"
+	kindAPI            = "api"
+	kindWatermark      = "watermark"
+)
+
+// toOutcome converts an exchange's result; final reports whether it is to
+// be stored (otherwise the claim is released so the code can be retried).
+func toOutcome(info *wxphone.PhoneInfo, err error) (out outcome, final bool) {
+	var ae *wxphone.APIError
+	var we *wxphone.WatermarkError
+	switch {
+	case err == nil:
+		return outcome{Phone: &phoneData{
+			PhoneNumber: info.PhoneNumber.Reveal(), PurePhoneNumber: info.PurePhoneNumber.Reveal(),
+			CountryCode: info.CountryCode, AppID: info.Watermark.AppID, Timestamp: info.Watermark.Timestamp,
+		}}, true
+	case errors.Is(err, wxphone.ErrOutcomeUnknown):
+		e := &errData{Kind: kindOutcomeUnknown}
+		if errors.As(err, &ae) {
+			e.ErrCode, e.ErrMsg, e.RID = ae.ErrCode, ae.ErrMsg, ae.RID
+		}
+		return outcome{Err: e}, true
+	case errors.As(err, &we):
+		return outcome{Err: &errData{Kind: kindWatermark, Got: we.Got, Want: we.Want}}, true
+	case errors.As(err, &ae) && (errors.Is(err, wxphone.ErrInvalidCode) || errors.Is(err, wxphone.ErrAppIDMismatch)):
+		return outcome{Err: &errData{Kind: kindAPI, ErrCode: ae.ErrCode, ErrMsg: ae.ErrMsg, RID: ae.RID}}, true
+	}
+	return outcome{}, false
+}
+
+// result rebuilds the typed result a replay returns.
+func (o outcome) result() (*wxphone.PhoneInfo, error) {
+	if o.Phone != nil {
+		return &wxphone.PhoneInfo{
+			PhoneNumber: wxphone.PhoneNumber(o.Phone.PhoneNumber), PurePhoneNumber: wxphone.PhoneNumber(o.Phone.PurePhoneNumber),
+			CountryCode: o.Phone.CountryCode, Watermark: wxphone.Watermark{AppID: o.Phone.AppID, Timestamp: o.Phone.Timestamp},
+		}, nil
+	}
+	e := o.Err
+	if e == nil {
+		return nil, &wxphone.OutcomeUnknownError{Op: wxphone.OpPhoneNumber, Err: errors.New("empty stored outcome")}
+	}
+	switch e.Kind {
+	case kindAPI:
+		return nil, &wxphone.APIError{Op: wxphone.OpPhoneNumber, ErrCode: e.ErrCode, ErrMsg: e.ErrMsg, RID: e.RID}
+	case kindWatermark:
+		return nil, &wxphone.WatermarkError{Want: e.Want, Got: e.Got}
+	}
+	var cause error = errors.New("an earlier exchange of this code lost WeChat's answer")
+	if e.ErrCode != 0 {
+		cause = &wxphone.APIError{Op: wxphone.OpPhoneNumber, ErrCode: e.ErrCode, ErrMsg: e.ErrMsg, RID: e.RID}
+	}
+	return nil, &wxphone.OutcomeUnknownError{Op: wxphone.OpPhoneNumber, Err: cause}
+}
+
+// resultClass is the bounded metric label of an exchange result.
+func resultClass(err error) string {
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.Is(err, wxphone.ErrOutcomeUnknown):
+		return "outcome_unknown"
+	case errors.Is(err, wxphone.ErrInvalidCode):
+		return "invalid_code"
+	case errors.Is(err, wxphone.ErrAppIDMismatch):
+		return "appid_mismatch"
+	case errors.Is(err, wxphone.ErrWatermarkMismatch):
+		return "watermark_mismatch"
+	case errors.Is(err, wxphone.ErrRateLimited):
+		return "rate_limited"
+	case errors.Is(err, wxphone.ErrTokenUnavailable), errors.Is(err, wxphone.ErrTokenFetchRefused), errors.Is(err, wxphone.ErrTokenInvalid):
+		return "token_unavailable"
+	case errors.Is(err, wxphone.ErrSystemBusy):
+		return "busy"
+	case wxphone.IsTimeout(err):
+		return "timeout"
+	case errors.Is(err, wxphone.ErrUpstream), errors.Is(err, wxphone.ErrMalformedResponse):
+		return "upstream_error"
+	}
+	return "error"
+}

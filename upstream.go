@@ -1,0 +1,314 @@
+package wxphone
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// DefaultBaseURL is WeChat's API base URL.
+const DefaultBaseURL = "https://api.weixin.qq.com"
+
+// maxResponseBytes bounds how much of an upstream answer is read.
+const maxResponseBytes = 1 << 20
+
+// NewHTTPClient returns the tuned *http.Client wxphone uses by default: 5 s
+// dial and TLS handshake timeouts, a 10 s response-header timeout, a 30 s
+// overall timeout, an idle pool of 512 connections per host (Go's default
+// keeps 2, which under load means a new TLS handshake for most requests), TLS
+// 1.2 or later with verification always on, and no redirects (a redirect
+// would carry the access_token in its URL to another place).
+func NewHTTPClient() *http.Client {
+	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	tr := &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           dialer.DialContext,
+		TLSHandshakeTimeout:   5 * time.Second,
+		ResponseHeaderTimeout: 10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   512,
+		IdleConnTimeout:       90 * time.Second,
+		ForceAttemptHTTP2:     true,
+		TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12},
+	}
+	return &http.Client{
+		Transport:     tr,
+		Timeout:       30 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+// ParseBaseURL validates a WeChat API base URL: absolute, https, no user
+// info, query or fragment; plain http only for loopback hosts (an emulator
+// on this machine), so a token never crosses a network in clear.
+func ParseBaseURL(s string) (*url.URL, error) {
+	if s == "" {
+		s = DefaultBaseURL
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, fmt.Errorf("wxphone: base URL: %w", err)
+	}
+	switch {
+	case u.Host == "":
+		return nil, errors.New("wxphone: base URL must be absolute, e.g. https://api.weixin.qq.com")
+	case u.User != nil:
+		return nil, errors.New("wxphone: base URL must not carry user info")
+	case u.RawQuery != "" || u.Fragment != "":
+		return nil, errors.New("wxphone: base URL must not carry a query or fragment")
+	case u.Scheme == "https":
+	case u.Scheme == "http":
+		if !isLoopback(u.Hostname()) {
+			return nil, errors.New("wxphone: plain http base URL allowed only for loopback hosts")
+		}
+	default:
+		return nil, fmt.Errorf("wxphone: base URL scheme %q not supported", u.Scheme)
+	}
+	u.Path = strings.TrimRight(u.Path, "/")
+	u.RawPath = ""
+	return u, nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// RedactURL removes the query (which carries access_token, secret or
+// js_code) and any user info from a URL, for logs and errors.
+func RedactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		if i := strings.IndexAny(raw, "?#"); i >= 0 {
+			return raw[:i] + "?REDACTED"
+		}
+		return "REDACTED"
+	}
+	u.User = nil
+	q := u.RawQuery != ""
+	u.RawQuery, u.Fragment, u.RawFragment = "", "", ""
+	if q {
+		return u.String() + "?REDACTED"
+	}
+	return u.String()
+}
+
+// redactErr rewrites the URL inside a *url.Error so the error text carries
+// no query string.
+func redactErr(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return &url.Error{Op: ue.Op, URL: RedactURL(ue.URL), Err: ue.Err}
+	}
+	return err
+}
+
+// Hooks receive events for metrics and tracing. Nil hooks are skipped. Hooks
+// run synchronously on the caller's goroutine and must be fast. No event
+// carries a code, a token or a phone number.
+type Hooks struct {
+	// OnUpstream is called after every HTTP call to WeChat.
+	OnUpstream func(UpstreamEvent)
+	// OnTokenFetch is called after every token fetch from WeChat.
+	OnTokenFetch func(TokenFetchEvent)
+}
+
+// UpstreamEvent describes one HTTP call to WeChat.
+type UpstreamEvent struct {
+	AppID    string
+	Op       string // OpPhoneNumber, OpStableToken, OpToken, OpCode2Session
+	Status   int    // HTTP status; 0 when no response arrived
+	ErrCode  int    // WeChat's errcode; 0 on success or when no body was decoded
+	Duration time.Duration
+	Err      error // nil on success
+}
+
+// TokenFetchEvent describes one token fetch.
+type TokenFetchEvent struct {
+	AppID    string
+	Kind     string // "stable", "stable_force" or "classic"
+	Trigger  string // "background", "request" or "invalidate"
+	Duration time.Duration
+	Err      error
+}
+
+// upstream performs HTTP calls to WeChat for one app.
+type upstream struct {
+	hc    *http.Client
+	base  url.URL
+	appID string
+	hooks Hooks
+}
+
+var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// envelope is the errcode/errmsg pair every WeChat answer may carry; a
+// missing errcode means 0.
+type envelope struct {
+	ErrCode flexInt `json:"errcode"`
+	ErrMsg  string  `json:"errmsg"`
+}
+
+func (e *envelope) env() *envelope { return e }
+
+type enveloped interface{ env() *envelope }
+
+// call sends one request and decodes a 200 answer into out, returning a
+// typed error for anything else. sensitive values are scrubbed from any
+// upstream message that echoes them.
+func (u *upstream) call(ctx context.Context, op, method, path, rawQuery string, body []byte, out enveloped, sensitive ...string) error {
+	start := time.Now()
+	status, err := u.roundTrip(ctx, op, method, path, rawQuery, body, out, sensitive)
+	if u.hooks.OnUpstream != nil {
+		ev := UpstreamEvent{AppID: u.appID, Op: op, Status: status, Duration: time.Since(start), Err: err}
+		var ae *APIError
+		if errors.As(err, &ae) {
+			ev.ErrCode = ae.ErrCode
+		}
+		u.hooks.OnUpstream(ev)
+	}
+	return err
+}
+
+func (u *upstream) roundTrip(ctx context.Context, op, method, path, rawQuery string, body []byte, out enveloped, sensitive []string) (int, error) {
+	target := u.base // copy
+	target.Path = u.base.Path + path
+	target.RawQuery = rawQuery
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, &TransportError{Op: op, Err: err} // nothing sent
+	}
+	// "Nothing was sent" must be proven, never assumed: net/http's
+	// Transport reports GetConn before it dials and WroteHeaderField as it
+	// writes. A RoundTripper that reports neither (a custom or wrapping
+	// transport) may have sent the request, so its failures count as sent.
+	var started, wrote atomic.Bool
+	trace := &httptrace.ClientTrace{
+		GetConn:          func(string) { started.Store(true) },
+		WroteHeaderField: func(string, []string) { wrote.Store(true) },
+		WroteHeaders:     func() { wrote.Store(true) },
+	}
+	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), method, "", rd)
+	if err != nil {
+		return 0, &TransportError{Op: op, Err: redactErr(err)}
+	}
+	req.URL = &target
+	req.Host = target.Host
+	req.Header = http.Header{
+		"Accept":     {"application/json"},
+		"User-Agent": {"wxphone/1"},
+	}
+	if body != nil {
+		req.Header["Content-Type"] = []string{"application/json"}
+	} else {
+		// net/http silently replays a GET (it deems GET idempotent) when a
+		// kept-alive connection fails before the first response byte,
+		// which would send a js_code twice. A non-rewindable body makes
+		// the request non-replayable; an empty one sends no body.
+		req.Body = noReplayBody{}
+	}
+	resp, err := u.hc.Do(req)
+	if err != nil {
+		return 0, &TransportError{Op: op, Sent: wrote.Load() || !started.Load(), Err: redactErr(err)}
+	}
+	defer resp.Body.Close()
+	buf := bufPool.Get().(*bytes.Buffer)
+	buf.Reset()
+	defer func() {
+		if buf.Cap() <= 64<<10 {
+			bufPool.Put(buf)
+		}
+	}()
+	if _, err := buf.ReadFrom(io.LimitReader(resp.Body, maxResponseBytes+1)); err != nil {
+		return resp.StatusCode, &TransportError{Op: op, Sent: true, Err: redactErr(err)}
+	}
+	if resp.StatusCode != http.StatusOK {
+		return resp.StatusCode, &HTTPError{Op: op, StatusCode: resp.StatusCode}
+	}
+	if buf.Len() > maxResponseBytes {
+		return resp.StatusCode, &DecodeError{Op: op, Reason: "body larger than 1 MiB"}
+	}
+	return resp.StatusCode, decodeAnswer(op, buf.Bytes(), out, sensitive)
+}
+
+// noReplayBody is an empty request body without GetBody; see roundTrip.
+type noReplayBody struct{}
+
+func (noReplayBody) Read([]byte) (int, error) { return 0, io.EOF }
+func (noReplayBody) Close() error             { return nil }
+
+// decodeAnswer decodes the body of an HTTP 200 answer into out and turns a
+// non-zero errcode into an *APIError.
+func decodeAnswer(op string, b []byte, out enveloped, sensitive []string) error {
+	if err := decodeBody(op, b, out); err != nil {
+		return err
+	}
+	if e := out.env(); e.ErrCode != 0 {
+		msg := sanitizeMsg(e.ErrMsg, sensitive...)
+		return &APIError{Op: op, ErrCode: int(e.ErrCode), ErrMsg: msg, RID: parseRID(msg)}
+	}
+	return nil
+}
+
+// decodeBody decodes a JSON answer whatever its Content-Type, and turns
+// anything else into a *DecodeError that names the problem without quoting
+// the body.
+func decodeBody(op string, b []byte, out any) error {
+	t := bytes.TrimSpace(b)
+	if len(t) == 0 {
+		return &DecodeError{Op: op, Reason: "empty body"}
+	}
+	if t[0] == '<' {
+		return &DecodeError{Op: op, Reason: "HTML or XML instead of JSON"}
+	}
+	if t[0] != '{' {
+		return &DecodeError{Op: op, Reason: "not a JSON object"}
+	}
+	if err := json.Unmarshal(t, out); err != nil {
+		reason := "invalid JSON"
+		var se *json.SyntaxError
+		if errors.As(err, &se) && se.Offset >= int64(len(t)) && strings.HasPrefix(se.Error(), "unexpected end of JSON input") {
+			// Only running out of input is truncation; trailing garbage
+			// also fails at the last offset.
+			reason = "truncated JSON"
+		}
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			reason = "unexpected field type"
+		}
+		return &DecodeError{Op: op, Reason: reason, Err: scrubJSONErr(err)}
+	}
+	return nil
+}
+
+// scrubJSONErr keeps a decoder error's kind but never its quoted input.
+func scrubJSONErr(err error) error {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return fmt.Errorf("field %q: cannot decode a JSON %s", te.Field, te.Value)
+	}
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return fmt.Errorf("syntax error at offset %d", se.Offset)
+	}
+	return errors.New("cannot decode")
+}
