@@ -1,0 +1,422 @@
+package wxmock
+
+import (
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+const (
+	contentTypeJSON  = "application/json; encoding=utf-8"
+	contentTypeError = "text/plain"
+)
+
+// ServeHTTP serves the WeChat endpoints and the admin API:
+//
+//	GET  /cgi-bin/token
+//	POST /cgi-bin/stable_token
+//	POST /wxa/business/getuserphonenumber
+//	GET  /sns/jscode2session
+//	     /admin/…
+//
+// Every other path answers 404.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL == nil {
+		http.NotFound(w, r)
+		return
+	}
+	switch p := r.URL.Path; p {
+	case "/cgi-bin/token":
+		s.serveWeChat(w, r, epToken)
+	case "/cgi-bin/stable_token":
+		s.serveWeChat(w, r, epStable)
+	case "/wxa/business/getuserphonenumber":
+		s.serveWeChat(w, r, epPhone)
+	case "/sns/jscode2session":
+		s.serveWeChat(w, r, epSession)
+	default:
+		if strings.HasPrefix(p, "/admin/") {
+			s.serveAdmin(w, r)
+			return
+		}
+		http.NotFound(w, r)
+	}
+}
+
+// wxRequest is one WeChat request being served. Parsing is lazy and
+// idempotent because stable_token must be decoded before fault selection.
+type wxRequest struct {
+	r      *http.Request
+	ep     endpointIdx
+	query  url.Values
+	parsed bool
+
+	bodyErr  int // 0, 44002 (empty) or 47001 (too large, unreadable, malformed)
+	code     string
+	stable   stableRequest
+	stableOK bool
+}
+
+type stableRequest struct {
+	GrantType    string `json:"grant_type"`
+	AppID        string `json:"appid"`
+	Secret       string `json:"secret"`
+	ForceRefresh bool   `json:"force_refresh"`
+}
+
+type phoneRequest struct {
+	Code string `json:"code"`
+}
+
+func (q *wxRequest) params() url.Values {
+	if q.query == nil {
+		q.query = q.r.URL.Query()
+	}
+	return q.query
+}
+
+// readBody reads at most MaxBodyBytes and classifies the result.
+func readBody(r *http.Request) ([]byte, int) {
+	if r.Body == nil {
+		return nil, 44002
+	}
+	if n := r.ContentLength; n > MaxBodyBytes {
+		return nil, 47001
+	} else if n > 0 {
+		// Common case: one exact allocation instead of ReadAll's growth.
+		b := make([]byte, n)
+		if _, err := io.ReadFull(r.Body, b); err != nil {
+			return nil, 47001
+		}
+		return b, 0
+	}
+	b, err := io.ReadAll(io.LimitReader(r.Body, MaxBodyBytes+1))
+	switch {
+	case err != nil, len(b) > MaxBodyBytes:
+		return nil, 47001
+	case len(b) == 0:
+		return nil, 44002
+	}
+	return b, 0
+}
+
+// parse reads what the endpoint needs from the request.
+func (q *wxRequest) parse() {
+	if q.parsed {
+		return
+	}
+	q.parsed = true
+	switch q.ep {
+	case epStable:
+		b, ec := readBody(q.r)
+		if q.bodyErr = ec; ec != 0 {
+			return
+		}
+		if json.Unmarshal(b, &q.stable) != nil {
+			q.bodyErr = 47001
+			return
+		}
+		q.stableOK = true
+	case epPhone:
+		b, ec := readBody(q.r)
+		if q.bodyErr = ec; ec != 0 {
+			return
+		}
+		var pr phoneRequest
+		if json.Unmarshal(b, &pr) != nil {
+			q.bodyErr = 47001
+			return
+		}
+		q.code = pr.Code
+	case epSession:
+		q.code = q.params().Get("js_code")
+	}
+}
+
+// faultAppID returns the appid a request is for, as used by Fault.AppID.
+func (s *Server) faultAppID(q *wxRequest) string {
+	switch q.ep {
+	case epStable:
+		q.parse()
+		return q.stable.AppID
+	case epPhone:
+		return s.tokenApp(q.params().Get("access_token"))
+	default:
+		return q.params().Get("appid")
+	}
+}
+
+// wxResult is the answer normal processing produced.
+type wxResult struct {
+	errcode int
+	body    []byte // success body when errcode == 0
+	known   bool   // the request's code is a minted or load-mode code
+}
+
+func (s *Server) serveWeChat(w http.ResponseWriter, r *http.Request, ep endpointIdx) {
+	q := &wxRequest{r: r, ep: ep}
+	var o outcome
+	var delay time.Duration
+	var f *Fault
+	if s.faults.active.Load() > 0 {
+		delay, f = s.faults.pick(ep.name(), s.faultAppID(q))
+	}
+	if delay > 0 && !sleepCtx(r.Context(), delay) {
+		o.canceled = true
+		s.stats.record(ep, &o)
+		return
+	}
+	if f != nil && f.Kind == FaultResetBeforeRead {
+		o.reset = true
+		s.stats.record(ep, &o)
+		s.log.Debug("wxmock: fault reset_before_read", "endpoint", ep.name())
+		abortConn(w, true)
+		return
+	}
+
+	q.parse()
+	o.code = q.code
+	if q.stableOK {
+		o.mode = 1
+		if q.stable.ForceRefresh {
+			o.mode = 2
+		}
+	}
+	now := s.Now()
+	var res wxResult
+	if f == nil || f.Kind == FaultDropAfterConsume || f.Consume {
+		res = s.process(q, now)
+		o.codeNew = res.known
+	} else if o.code != "" {
+		o.codeNew = s.codeKnown(ep, o.code)
+	}
+
+	if s.log.Enabled(r.Context(), slog.LevelDebug) {
+		kind := ""
+		if f != nil {
+			kind = f.Kind
+		}
+		errcode := res.errcode
+		if f != nil && f.Kind == FaultErrcode {
+			errcode = f.Errcode
+		}
+		s.log.LogAttrs(r.Context(), slog.LevelDebug, "wxmock: request",
+			slog.String("endpoint", ep.name()), slog.Int("errcode", errcode), slog.String("fault", kind))
+	}
+
+	switch {
+	case f == nil:
+		o.errcode, o.answered = res.errcode, res.errcode == 0
+		s.stats.record(ep, &o)
+		s.writeResult(w, now, res)
+	case f.Kind == FaultDropAfterConsume:
+		o.errcode, o.answered, o.dropped = res.errcode, res.errcode == 0, true
+		s.stats.record(ep, &o)
+		abortConn(w, false)
+	case f.Kind == FaultErrcode:
+		o.errcode = f.Errcode
+		s.stats.record(ep, &o)
+		msg := f.Errmsg
+		if msg == "" {
+			msg = errText(f.Errcode)
+		}
+		s.writeError(w, now, f.Errcode, msg)
+	default: // FaultHTTPStatus
+		o.status = f.Status
+		s.stats.record(ep, &o)
+		h := w.Header()
+		h.Set("Content-Type", "text/html")
+		h.Set("X-Content-Type-Options", "nosniff")
+		w.WriteHeader(f.Status)
+		_, _ = w.Write(gatewayPage(f.Status))
+	}
+}
+
+// codeKnown reports whether code is a code the emulator would honour or
+// has honoured, for the per-code statistics of unprocessed requests.
+func (s *Server) codeKnown(ep endpointIdx, code string) bool {
+	switch ep {
+	case epPhone:
+		return s.isLoadCode(code) || s.phoneMinted(code)
+	case epSession:
+		return s.loginMinted(code)
+	}
+	return false
+}
+
+// process runs the endpoint's real logic.
+func (s *Server) process(q *wxRequest, now time.Time) wxResult {
+	m := q.r.Method
+	switch q.ep {
+	case epToken:
+		if m != http.MethodGet && m != http.MethodPost {
+			return wxResult{errcode: 43001}
+		}
+		p := q.params()
+		return tokenBody(s.fetchClassic(p.Get("grant_type"), p.Get("appid"), p.Get("secret"), now))
+	case epStable:
+		if m != http.MethodPost {
+			return wxResult{errcode: 43002}
+		}
+		if q.bodyErr != 0 {
+			return wxResult{errcode: q.bodyErr}
+		}
+		st := &q.stable
+		return tokenBody(s.fetchStable(st.GrantType, st.AppID, st.Secret, st.ForceRefresh, now))
+	case epPhone:
+		if m != http.MethodPost {
+			return wxResult{errcode: 43002}
+		}
+		tok := q.params().Get("access_token")
+		if tok == "" {
+			return wxResult{errcode: 41001}
+		}
+		appid, ec := s.checkToken(tok, now)
+		if ec != 0 {
+			return wxResult{errcode: ec}
+		}
+		if q.bodyErr != 0 {
+			return wxResult{errcode: q.bodyErr}
+		}
+		body, ec, known := s.redeemPhone(appid, q.code, now)
+		return wxResult{errcode: ec, body: body, known: known}
+	default: // epSession
+		if m != http.MethodGet && m != http.MethodPost {
+			return wxResult{errcode: 43001}
+		}
+		p := q.params()
+		if p.Get("grant_type") != "authorization_code" {
+			return wxResult{errcode: 40002}
+		}
+		appid := p.Get("appid")
+		s.appMu.RLock()
+		_, ec := s.checkCredentials(appid, p.Get("secret"))
+		s.appMu.RUnlock()
+		if ec != 0 {
+			return wxResult{errcode: ec}
+		}
+		if q.code == "" {
+			return wxResult{errcode: 41008}
+		}
+		body, ec, known := s.redeemLogin(appid, q.code, now)
+		return wxResult{errcode: ec, body: body, known: known}
+	}
+}
+
+// tokenBody renders a token fetch: {"access_token":"…","expires_in":N}
+// without an errcode field.
+func tokenBody(t tokenResult) wxResult {
+	if t.errcode != 0 {
+		return wxResult{errcode: t.errcode}
+	}
+	b := make([]byte, 0, 48+len(t.token))
+	b = append(b, `{"access_token":"`...)
+	b = append(b, t.token...) // [A-Za-z0-9_-] only
+	b = append(b, `","expires_in":`...)
+	b = strconv.AppendInt(b, t.expiresIn, 10)
+	b = append(b, '}')
+	return wxResult{body: b}
+}
+
+func (s *Server) writeResult(w http.ResponseWriter, now time.Time, res wxResult) {
+	if res.errcode != 0 {
+		s.writeError(w, now, res.errcode, errText(res.errcode))
+		return
+	}
+	w.Header().Set("Content-Type", contentTypeJSON)
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(res.body)
+}
+
+// writeError writes a WeChat business error: HTTP 200, text/plain,
+// {"errcode":N,"errmsg":"<msg> rid: xxxxxxxx-xxxxxxxx-xxxxxxxx"}.
+func (s *Server) writeError(w http.ResponseWriter, now time.Time, errcode int, msg string) {
+	b := make([]byte, 0, 64+len(msg)+26)
+	b = append(b, `{"errcode":`...)
+	b = strconv.AppendInt(b, int64(errcode), 10)
+	b = append(b, `,"errmsg":"`...)
+	b = appendJSONText(b, msg)
+	b = append(b, " rid: "...)
+	b = append(b, s.rid(now)...)
+	b = append(b, `"}`...)
+	w.Header().Set("Content-Type", contentTypeError)
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(b)
+}
+
+// appendJSONText appends v escaped for use inside a JSON string. v is valid
+// UTF-8 (fault texts are validated).
+func appendJSONText(b []byte, v string) []byte {
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		switch {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		case c < 0x20:
+			b = append(b, `\u00`...)
+			b = append(b, lowerHex[c>>4], lowerHex[c&0xf])
+		default:
+			b = append(b, c)
+		}
+	}
+	return b
+}
+
+// errText returns WeChat's errmsg text for errcode, without the rid.
+func errText(errcode int) string {
+	switch errcode {
+	case -1:
+		return "system error"
+	case 40001:
+		return "invalid credential, access_token is invalid or not latest"
+	case 40002:
+		return "invalid grant_type"
+	case 40013:
+		return "invalid appid"
+	case 40014:
+		return "invalid access_token"
+	case 40029:
+		return "invalid code"
+	case 40125:
+		return "invalid appsecret"
+	case 40163:
+		return "code been used,"
+	case 40164:
+		return "invalid ip, not in whitelist"
+	case 40226:
+		return "code blocked"
+	case 41001:
+		return "access_token missing"
+	case 41002:
+		return "appid missing"
+	case 41004:
+		return "appsecret missing"
+	case 41008:
+		return "missing code"
+	case 42001:
+		return "access_token expired"
+	case 43001:
+		return "require GET method"
+	case 43002:
+		return "require POST method"
+	case 44002:
+		return "empty post data"
+	case 45009:
+		return "reach max api daily quota limit"
+	case 45011:
+		return "api minute-quota reach limit mustslower retry next minute"
+	case 47001:
+		return "data format error"
+	case 48001:
+		return "api unauthorized"
+	case 50002:
+		return "user limited"
+	default:
+		return "system error"
+	}
+}
