@@ -1,0 +1,242 @@
+// Command wxphone exchanges WeChat Mini Program phone codes as a service.
+//
+//	wxphone serve     run the HTTP API (configured by environment and flags)
+//	wxphone mock      run the WeChat emulator alone
+//	wxphone demo      run the emulator and the service with a demo page
+//	wxphone version   print the version
+//
+// Each subcommand takes -h. This command only wires packages together:
+// config loads the settings, the wxphone clients talk to WeChat, service
+// adds replay protection, server is the HTTP API, demo runs the demo.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/wxphone/wxphone"
+	"github.com/wxphone/wxphone/config"
+	"github.com/wxphone/wxphone/demo"
+	"github.com/wxphone/wxphone/metrics"
+	"github.com/wxphone/wxphone/ratelimit"
+	"github.com/wxphone/wxphone/server"
+	"github.com/wxphone/wxphone/service"
+	"github.com/wxphone/wxphone/wxmock"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv)
+	stop()
+	os.Exit(code)
+}
+
+const usage = `wxphone exchanges WeChat Mini Program phone codes.
+
+Usage:
+  wxphone serve [flags]     run the HTTP API (see wxphone serve -h)
+  wxphone mock [flags]      run the WeChat emulator alone
+  wxphone demo [flags]      run the emulator and the service, with a demo page
+  wxphone version           print the version
+
+Run "wxphone <command> -h" for a command's flags.
+`
+
+// run executes one command line and returns the exit status.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "serve":
+		err = serve(ctx, args[1:], stdout, stderr, getenv)
+	case "mock":
+		err = mock(ctx, args[1:], stdout, getenv)
+	case "demo":
+		err = runDemo(ctx, args[1:], stdout, stderr)
+	case "version", "--version", "-version":
+		fmt.Fprintln(stdout, "wxphone", version())
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+	default:
+		fmt.Fprintf(stderr, "wxphone: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		return 2
+	}
+	fmt.Fprintln(stderr, "wxphone:", err)
+	return 1
+}
+
+// errUsage marks a command-line mistake already reported.
+var errUsage = errors.New("usage")
+
+// version returns the module version from the build information.
+func version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "(unknown)"
+	}
+	v := bi.Main.Version
+	if v == "" {
+		v = "(devel)"
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+			v += " " + s.Value[:12]
+		}
+	}
+	return v + " " + bi.GoVersion
+}
+
+// serve runs the HTTP API until ctx is cancelled.
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
+	cfg, err := config.Load(args, getenv)
+	if errors.Is(err, config.ErrHelp) {
+		config.PrintUsage(stdout)
+		return flag.ErrHelp
+	}
+	if err != nil {
+		return err
+	}
+	srv, err := build(cfg, stdout)
+	if err != nil {
+		return err
+	}
+	return srv.ListenAndServe(ctx)
+}
+
+// build wires a server from cfg: one client per app with metrics hooks and
+// the logger, the service, the server. The fleet wiring (REDIS_URL: token
+// store, replay store, limiter) belongs here.
+func build(cfg *config.Config, logOut io.Writer) (*server.Server, error) {
+	logger := server.NewLogger(logOut, cfg.LogLevel)
+	m := metrics.New()
+	var clients []*wxphone.Client
+	closeAll := func() {
+		for _, c := range clients {
+			_ = c.Close()
+		}
+	}
+	for _, a := range cfg.Apps {
+		c, err := wxphone.New(wxphone.Config{AppID: a.AppID, Secret: a.Secret, BaseURL: cfg.APIBase, Logger: logger, Hooks: m.Hooks()})
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("app %s: %w", a.AppID, err)
+		}
+		clients = append(clients, c)
+	}
+	if cfg.RedisURL != "" {
+		logger.Warn("REDIS_URL is set, but this build keeps tokens, replays and rate limits in this process; run one replica")
+	}
+	if !cfg.DataKeySet {
+		logger.Info("WXPHONE_DATA_KEY is not set: using a random per-process data key (replays survive only within this process)")
+	}
+	svc, err := service.New(service.Config{Clients: clients, Keyring: cfg.Keyring(), ExchangeTimeout: cfg.ExchangeTimeout, Metrics: m, Logger: logger})
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
+	srv, err := server.New(server.Config{
+		Service: svc, APIKeys: config.Reveal(cfg.APIKeys), TokenAPIKeys: config.Reveal(cfg.TokenAPIKeys),
+		Keyring: cfg.Keyring(), RateLimit: ratelimit.Limit{Rate: cfg.RateLimit, Burst: cfg.RateBurst},
+		Metrics: m, Logger: logger, RequestTimeout: cfg.RequestTimeout, ShutdownTimeout: cfg.ShutdownTimeout, Addr: cfg.Addr,
+	})
+	if err != nil {
+		_ = svc.Close(context.Background())
+		return nil, err
+	}
+	return srv, nil
+}
+
+// appsFlag collects repeated --app appid:secret values.
+type appsFlag []wxmock.App
+
+func (a *appsFlag) String() string { return strconv.Itoa(len(*a)) + " app(s)" }
+
+func (a *appsFlag) Set(v string) error {
+	for _, item := range strings.Split(v, ",") {
+		id, secret, ok := strings.Cut(strings.TrimSpace(item), ":")
+		if !ok || id == "" || secret == "" {
+			return errors.New("want appid:secret")
+		}
+		*a = append(*a, wxmock.App{AppID: id, Secret: secret})
+	}
+	return nil
+}
+
+// mock runs the emulator alone.
+func mock(ctx context.Context, args []string, stdout io.Writer, getenv func(string) string) error {
+	fs := flag.NewFlagSet("mock", flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	var apps appsFlag
+	addr := fs.String("addr", envOr(getenv, "WXMOCK_ADDR", demo.DefaultEmulatorAddr), "listen address (env WXMOCK_ADDR)")
+	fs.Var(&apps, "app", "emulated app as appid:secret; repeatable (env WXMOCK_APPS, comma-separated); default the demo app")
+	prefix := fs.String("load-prefix", getenv("WXMOCK_LOAD_PREFIX"), "load mode: every new code with this prefix is valid once (env WXMOCK_LOAD_PREFIX)")
+	ccNum := fs.Bool("country-code-number", false, "send countryCode as a JSON number, like the documentation's example")
+	seed := fs.Int64("seed", 0, "non-zero: deterministic tokens and codes")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "Usage: wxphone mock [flags]\n\nRuns the WeChat emulator (endpoints and admin API, docs/emulator.md).\nIts secrets are fake test values, so they may be given on the command line.\n\nFlags:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	if len(apps) == 0 {
+		if v := getenv("WXMOCK_APPS"); v != "" {
+			if err := apps.Set(v); err != nil {
+				return fmt.Errorf("WXMOCK_APPS: %w", err)
+			}
+		}
+	}
+	return demo.RunEmulator(ctx, demo.EmulatorOptions{Addr: *addr, Apps: apps, LoadPrefix: *prefix, CountryCodeAsNumber: *ccNum, Seed: *seed}, stdout)
+}
+
+// runDemo runs the demo.
+func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	addr := fs.String("addr", "", "service address (default "+demo.DefaultAddr+" when free, else a random port; loopback only)")
+	emuAddr := fs.String("emulator-addr", "", "emulator address (default "+demo.DefaultEmulatorAddr+" when free, else a random port; loopback only)")
+	verbose := fs.Bool("v", false, "print the service's JSON request log on stderr")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "Usage: wxphone demo [flags]\n\nRuns the WeChat emulator and the wxphone service on 127.0.0.1 with a generated\nAPI key, and serves a page playing the Mini Program's button.\n\nFlags:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	opts := demo.Options{Addr: *addr, EmulatorAddr: *emuAddr}
+	if *verbose {
+		opts.Log = stderr
+	}
+	return demo.Run(ctx, opts, stdout)
+}
+
+func envOr(getenv func(string) string, key, def string) string {
+	if v := getenv(key); v != "" {
+		return v
+	}
+	return def
+}

@@ -1,0 +1,176 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/wxphone/wxphone/config"
+	"github.com/wxphone/wxphone/server"
+	"github.com/wxphone/wxphone/wxmock"
+)
+
+func TestCommands(t *testing.T) {
+	env := func(string) string { return "" }
+	tests := []struct {
+		name     string
+		args     []string
+		code     int
+		stdout   string
+		stderr   string
+		notInOut string
+	}{
+		{name: "no args", args: nil, code: 2, stderr: "Usage:"},
+		{name: "unknown", args: []string{"frobnicate"}, code: 2, stderr: `unknown command "frobnicate"`},
+		{name: "help", args: []string{"help"}, code: 0, stdout: "wxphone serve"},
+		{name: "version", args: []string{"version"}, code: 0, stdout: "wxphone "},
+		{name: "serve -h", args: []string{"serve", "-h"}, code: 0, stdout: "WXPHONE_API_KEYS"},
+		{name: "mock -h", args: []string{"mock", "-h"}, code: 0, stdout: "-load-prefix"},
+		{name: "demo -h", args: []string{"demo", "-h"}, code: 0, stdout: "-emulator-addr"},
+		{name: "serve without config", args: []string{"serve"}, code: 1, stderr: "no Mini Program configured"},
+		{name: "serve with a secret flag", args: []string{"serve", "--secret", "s3cr3t-value-0123456789"}, code: 1, stderr: "not accepted on the command line", notInOut: "s3cr3t-value-0123456789"},
+		{name: "mock bad flag", args: []string{"mock", "--nope"}, code: 2},
+		{name: "demo on a public address", args: []string{"demo", "--addr", "0.0.0.0:0"}, code: 1, stderr: "loopback"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			code := run(context.Background(), tc.args, &out, &errb, env)
+			if code != tc.code {
+				t.Errorf("exit %d, want %d; stdout %q stderr %q", code, tc.code, out.String(), errb.String())
+			}
+			if !strings.Contains(out.String(), tc.stdout) || !strings.Contains(errb.String(), tc.stderr) {
+				t.Errorf("stdout %q (want %q), stderr %q (want %q)", out.String(), tc.stdout, errb.String(), tc.stderr)
+			}
+			if tc.notInOut != "" && strings.Contains(out.String()+errb.String(), tc.notInOut) {
+				t.Errorf("the output echoes the secret")
+			}
+		})
+	}
+}
+
+// TestServeWiring builds the serve stack from the environment, as the
+// command does, against the emulator, and exchanges a code through it.
+func TestServeWiring(t *testing.T) {
+	emu, err := wxmock.New(wxmock.Options{Apps: []wxmock.App{{AppID: "wxwiring00000001", Secret: "wiring-secret-0123456789"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ets := httptest.NewServer(emu)
+	defer ets.Close()
+	envs := map[string]string{
+		"WX_APPID": "wxwiring00000001", "WX_SECRET": "wiring-secret-0123456789", "WX_API_BASE": ets.URL,
+		"WXPHONE_API_KEYS": "wiring-api-key-0123456789", "WXPHONE_LOG_LEVEL": "debug",
+	}
+	cfg, err := config.Load(nil, func(k string) string { return envs[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	srv, err := build(cfg, &logs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Run(ctx, ln) }()
+	code, err := emu.MintPhoneCode(wxmock.PhoneGrant{PurePhoneNumber: "13944445555"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("POST", "http://"+ln.Addr().String()+server.PathPhoneNumber, strings.NewReader(`{"code":"`+code+`"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer wiring-api-key-0123456789")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(b), "13944445555") {
+		t.Fatalf("exchange: %d %s", resp.StatusCode, b)
+	}
+	cancel()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	l := logs.String()
+	for _, secret := range []string{"wiring-secret-0123456789", "wiring-api-key-0123456789", code, "13944445555"} {
+		if strings.Contains(l, secret) {
+			t.Errorf("the logs contain a secret, code or full number")
+		}
+	}
+	if !strings.Contains(l, `"phone":"139****5555"`) || !strings.Contains(l, `"route":"/v1/phone-number"`) {
+		t.Errorf("logs:\n%s", l)
+	}
+	if !strings.Contains(l, `"msg":"stopped"`) {
+		t.Errorf("no stop line")
+	}
+}
+
+// TestMockCommand runs `wxphone mock` and mints a code through its admin API.
+func TestMockCommand(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	var out syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"mock", "--addr", addr, "--app", "wxmockapp0000001:mock-secret-01234", "--seed", "7"}, &out, io.Discard, func(string) string { return "" })
+	}()
+	var resp *http.Response
+	for i := 0; ; i++ {
+		resp, err = http.Post("http://"+addr+"/admin/phone-codes", "application/json", strings.NewReader(`{"purePhoneNumber":"13800138000"}`))
+		if err == nil {
+			break
+		}
+		if i > 500 {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(b), `"code"`) {
+		t.Errorf("mint: %d %s", resp.StatusCode, b)
+	}
+	cancel()
+	if c := <-done; c != 0 {
+		t.Errorf("exit %d", c)
+	}
+	if o := out.String(); !strings.Contains(o, "http://"+addr+"/admin/") || !strings.Contains(o, "wxmockapp0000001") || strings.Contains(o, "mock-secret-01234") {
+		t.Errorf("output: %s", o)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

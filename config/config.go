@@ -1,0 +1,607 @@
+// Package config loads the configuration of `wxphone serve` from
+// environment variables and command-line flags.
+//
+// Every setting is an environment variable and a flag of serve; a flag wins
+// over its variable. Secrets and keys (the AppSecret, API keys, data keys,
+// the Redis URL, which may carry a password) are accepted only from the
+// environment or from files, never as command-line values, which any user
+// of the machine can read with ps: their flags take a file path
+// (--secret-file, --api-keys-file, …) and each variable has a *_FILE
+// variant naming a file. Setting both a variable and its *_FILE variant is
+// an error. Errors name the variable, flag or file at fault and never quote
+// a secret or a key.
+package config
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/wxphone/wxphone"
+	"github.com/wxphone/wxphone/seal"
+)
+
+// Defaults.
+const (
+	DefaultAddr            = ":8080"
+	DefaultRateLimit       = 20.0
+	DefaultRequestTimeout  = 10 * time.Second
+	DefaultExchangeTimeout = 15 * time.Second
+	DefaultShutdownTimeout = 30 * time.Second
+	// MinAPIKeyLen is the shortest API key accepted.
+	MinAPIKeyLen = 16
+	// MaxFileBytes bounds a secret, key or apps file.
+	MaxFileBytes = 1 << 20
+)
+
+// ErrHelp is returned by Load when -h or --help was given.
+var ErrHelp = flag.ErrHelp
+
+// App is one Mini Program to serve.
+type App struct {
+	// AppID is the Mini Program's appid.
+	AppID string
+	// Secret is its AppSecret.
+	Secret wxphone.Secret
+}
+
+// Config is the loaded configuration. Secrets are wxphone.Secret values,
+// which never print.
+type Config struct {
+	// Addr is the listen address (WXPHONE_ADDR, --addr).
+	Addr string
+	// Apps are the Mini Programs (WX_APPID with WX_SECRET, and/or
+	// WXPHONE_APPS_FILE), in configuration order.
+	Apps []App
+	// APIBase is WeChat's base URL (WX_API_BASE, --api-base).
+	APIBase string
+	// APIKeys may exchange phone codes (WXPHONE_API_KEYS). At least one.
+	APIKeys []wxphone.Secret
+	// TokenAPIKeys may use the central token endpoints
+	// (WXPHONE_TOKEN_API_KEYS). Optional.
+	TokenAPIKeys []wxphone.Secret
+	// LogLevel is the log level (WXPHONE_LOG_LEVEL).
+	LogLevel slog.Level
+	// DataKeySet reports whether WXPHONE_DATA_KEY was configured; when not,
+	// Keyring is a random per-process key.
+	DataKeySet bool
+	// RedisURL is REDIS_URL, kept for the fleet wiring; empty when unset.
+	RedisURL wxphone.Secret
+	// RateLimit is each API key's request rate per second
+	// (WXPHONE_RATE_LIMIT); 0 disables the limit.
+	RateLimit float64
+	// RateBurst is the bucket size (WXPHONE_RATE_BURST).
+	RateBurst int
+	// RequestTimeout is the per-request deadline (WXPHONE_REQUEST_TIMEOUT).
+	RequestTimeout time.Duration
+	// ExchangeTimeout bounds one upstream exchange
+	// (WXPHONE_EXCHANGE_TIMEOUT).
+	ExchangeTimeout time.Duration
+	// ShutdownTimeout bounds a graceful shutdown
+	// (WXPHONE_SHUTDOWN_TIMEOUT).
+	ShutdownTimeout time.Duration
+
+	keyring *seal.Keyring
+}
+
+// Keyring returns the data keyring (WXPHONE_DATA_KEY, or a random key).
+func (c *Config) Keyring() *seal.Keyring { return c.keyring }
+
+// Reveal returns the values of keys, for the one place that needs them
+// (the server's key table).
+func Reveal(keys []wxphone.Secret) []string {
+	out := make([]string, len(keys))
+	for i, k := range keys {
+		out[i] = k.Reveal()
+	}
+	return out
+}
+
+// Setting describes one configuration setting.
+type Setting struct {
+	// Env is the environment variable.
+	Env string
+	// FileEnv is the *_FILE variant of a secret setting ("" otherwise).
+	FileEnv string
+	// Flag is the flag of serve, without dashes. For a secret setting it
+	// takes a file path.
+	Flag string
+	// Secret marks settings accepted only from the environment or files.
+	Secret bool
+	// Default is the default, as text ("" when none).
+	Default string
+	// Help describes the setting.
+	Help string
+}
+
+// Settings lists every setting, in documentation order.
+func Settings() []Setting {
+	return []Setting{
+		{Env: "WXPHONE_ADDR", Flag: "addr", Default: DefaultAddr, Help: "listen address"},
+		{Env: "WX_APPID", Flag: "appid", Help: "appid of the Mini Program (single-app setup)"},
+		{Env: "WX_SECRET", FileEnv: "WX_SECRET_FILE", Flag: "secret-file", Secret: true, Help: "AppSecret of WX_APPID"},
+		{Env: "WXPHONE_APPS_FILE", Flag: "apps-file", Help: "JSON file listing several Mini Programs, each with secret_env or secret_file"},
+		{Env: "WX_API_BASE", Flag: "api-base", Default: wxphone.DefaultBaseURL, Help: "WeChat API base URL (https; http only for loopback)"},
+		{Env: "WXPHONE_API_KEYS", FileEnv: "WXPHONE_API_KEYS_FILE", Flag: "api-keys-file", Secret: true, Help: "comma-separated bearer keys allowed to exchange phone codes (required; each at least 16 characters)"},
+		{Env: "WXPHONE_TOKEN_API_KEYS", FileEnv: "WXPHONE_TOKEN_API_KEYS_FILE", Flag: "token-api-keys-file", Secret: true, Help: "comma-separated bearer keys allowed on the central access-token endpoints"},
+		{Env: "WXPHONE_DATA_KEY", FileEnv: "WXPHONE_DATA_KEY_FILE", Flag: "data-key-file", Secret: true, Help: "comma-separated base64 32-byte data keys, first seals (default: a random per-process key)"},
+		{Env: "REDIS_URL", FileEnv: "REDIS_URL_FILE", Flag: "redis-url-file", Secret: true, Help: "Redis URL for a fleet (redis://, rediss:// or unix://)"},
+		{Env: "WXPHONE_LOG_LEVEL", Flag: "log-level", Default: "info", Help: "log level: debug, info, warn or error"},
+		{Env: "WXPHONE_RATE_LIMIT", Flag: "rate-limit", Default: "20", Help: "requests per second per API key; 0 disables"},
+		{Env: "WXPHONE_RATE_BURST", Flag: "rate-burst", Default: "2 × rate", Help: "burst per API key"},
+		{Env: "WXPHONE_REQUEST_TIMEOUT", Flag: "request-timeout", Default: DefaultRequestTimeout.String(), Help: "per-request deadline (Go duration, or seconds)"},
+		{Env: "WXPHONE_EXCHANGE_TIMEOUT", Flag: "exchange-timeout", Default: DefaultExchangeTimeout.String(), Help: "bound of one upstream exchange, detached from the request"},
+		{Env: "WXPHONE_SHUTDOWN_TIMEOUT", Flag: "shutdown-timeout", Default: DefaultShutdownTimeout.String(), Help: "bound of a graceful shutdown"},
+	}
+}
+
+// PrintUsage writes the flags and variables of serve to w.
+func PrintUsage(w io.Writer) {
+	fmt.Fprintln(w, "Usage: wxphone serve [flags]")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Every flag has an environment variable; the flag wins. Secrets are read only from")
+	fmt.Fprintln(w, "the environment or from files: their flags take a FILE path, never the value.")
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	for _, s := range Settings() {
+		fl := "--" + s.Flag
+		if s.Secret {
+			fl += " FILE"
+		}
+		env := s.Env
+		if s.FileEnv != "" {
+			env += ", " + s.FileEnv
+		}
+		def := ""
+		if s.Default != "" {
+			def = " (default " + s.Default + ")"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s%s\n", fl, env, s.Help, def)
+	}
+	_ = tw.Flush()
+}
+
+// secretFlags are flag names someone might try to pass a secret with.
+var secretFlags = map[string]string{
+	"secret": "WX_SECRET, WX_SECRET_FILE or --secret-file", "api-keys": "WXPHONE_API_KEYS, WXPHONE_API_KEYS_FILE or --api-keys-file",
+	"token-api-keys": "WXPHONE_TOKEN_API_KEYS, WXPHONE_TOKEN_API_KEYS_FILE or --token-api-keys-file",
+	"data-key":       "WXPHONE_DATA_KEY, WXPHONE_DATA_KEY_FILE or --data-key-file", "redis-url": "REDIS_URL, REDIS_URL_FILE or --redis-url-file",
+}
+
+// loader resolves settings from flags and the environment.
+type loader struct {
+	getenv func(string) string
+	flags  map[string]string // flags given
+	vals   map[string]*string
+}
+
+// Load parses args (the arguments after "serve") and the environment read
+// through getenv. It returns ErrHelp for -h/--help.
+func Load(args []string, getenv func(string) string) (*Config, error) {
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if strings.HasPrefix(a, "-") {
+			if alt, bad := secretFlags[name]; bad {
+				return nil, fmt.Errorf("config: --%s: secrets are not accepted on the command line (they would show in ps); use %s", name, alt)
+			}
+		}
+	}
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	l := &loader{getenv: getenv, flags: map[string]string{}, vals: map[string]*string{}}
+	for _, s := range Settings() {
+		l.vals[s.Flag] = fs.String(s.Flag, "", s.Help)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, ErrHelp
+		}
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if fs.NArg() > 0 {
+		return nil, errors.New("config: unexpected positional argument; serve takes only flags (and secrets only from the environment or files)")
+	}
+	fs.Visit(func(f *flag.Flag) { l.flags[f.Name] = f.Value.String() })
+	return l.load()
+}
+
+func (l *loader) load() (*Config, error) {
+	c := &Config{}
+	var err error
+	if c.Addr, _ = l.plain("addr", "WXPHONE_ADDR"); c.Addr == "" {
+		c.Addr = DefaultAddr
+	}
+	base, src := l.plain("api-base", "WX_API_BASE")
+	if _, err := wxphone.ParseBaseURL(base); err != nil {
+		return nil, fmt.Errorf("config: %s: %w", src, err)
+	}
+	c.APIBase = base
+	if c.APIBase == "" {
+		c.APIBase = wxphone.DefaultBaseURL
+	}
+	if c.Apps, err = l.apps(); err != nil {
+		return nil, err
+	}
+	keys, src, err := l.secret("api-keys-file", "WXPHONE_API_KEYS", "WXPHONE_API_KEYS_FILE")
+	if err != nil {
+		return nil, err
+	}
+	if keys == "" {
+		return nil, errors.New("config: no API key: set WXPHONE_API_KEYS (comma-separated), WXPHONE_API_KEYS_FILE or --api-keys-file; serve refuses to start without one")
+	}
+	if c.APIKeys, err = parseKeys(keys, src); err != nil {
+		return nil, err
+	}
+	tkeys, src, err := l.secret("token-api-keys-file", "WXPHONE_TOKEN_API_KEYS", "WXPHONE_TOKEN_API_KEYS_FILE")
+	if err != nil {
+		return nil, err
+	}
+	if tkeys != "" {
+		if c.TokenAPIKeys, err = parseKeys(tkeys, src); err != nil {
+			return nil, err
+		}
+	}
+	lvl, src := l.plain("log-level", "WXPHONE_LOG_LEVEL")
+	if c.LogLevel, err = parseLevel(lvl); err != nil {
+		return nil, fmt.Errorf("config: %s: %w", src, err)
+	}
+	dk, src, err := l.secret("data-key-file", "WXPHONE_DATA_KEY", "WXPHONE_DATA_KEY_FILE")
+	if err != nil {
+		return nil, err
+	}
+	if dk != "" {
+		if c.keyring, err = seal.ParseKeys(dk); err != nil {
+			return nil, fmt.Errorf("config: %s: %w", src, err)
+		}
+		c.DataKeySet = true
+	} else {
+		c.keyring = seal.NewRandomKeyring()
+	}
+	ru, src, err := l.secret("redis-url-file", "REDIS_URL", "REDIS_URL_FILE")
+	if err != nil {
+		return nil, err
+	}
+	if ru != "" {
+		if err := checkRedisURL(ru); err != nil {
+			return nil, fmt.Errorf("config: %s: %w", src, err)
+		}
+		c.RedisURL = wxphone.Secret(ru)
+	}
+	rate, src := l.plain("rate-limit", "WXPHONE_RATE_LIMIT")
+	c.RateLimit = DefaultRateLimit
+	if rate != "" {
+		c.RateLimit, err = strconv.ParseFloat(rate, 64)
+		if err != nil || c.RateLimit < 0 || c.RateLimit > 1e6 {
+			return nil, fmt.Errorf("config: %s: want a number of requests per second between 0 (no limit) and 1000000", src)
+		}
+	}
+	burst, src := l.plain("rate-burst", "WXPHONE_RATE_BURST")
+	c.RateBurst = max(1, int(2*c.RateLimit))
+	if burst != "" {
+		c.RateBurst, err = strconv.Atoi(burst)
+		if err != nil || c.RateBurst < 1 || c.RateBurst > 1e6 {
+			return nil, fmt.Errorf("config: %s: want a whole number between 1 and 1000000", src)
+		}
+	}
+	for _, d := range []struct {
+		flag, env string
+		def       time.Duration
+		dst       *time.Duration
+	}{
+		{"request-timeout", "WXPHONE_REQUEST_TIMEOUT", DefaultRequestTimeout, &c.RequestTimeout},
+		{"exchange-timeout", "WXPHONE_EXCHANGE_TIMEOUT", DefaultExchangeTimeout, &c.ExchangeTimeout},
+		{"shutdown-timeout", "WXPHONE_SHUTDOWN_TIMEOUT", DefaultShutdownTimeout, &c.ShutdownTimeout},
+	} {
+		v, src := l.plain(d.flag, d.env)
+		*d.dst = d.def
+		if v != "" {
+			if *d.dst, err = parseDuration(v); err != nil {
+				return nil, fmt.Errorf("config: %s: %w", src, err)
+			}
+		}
+	}
+	return c, nil
+}
+
+// plain returns a non-secret setting and the name of its source.
+func (l *loader) plain(flagName, env string) (string, string) {
+	if v, ok := l.flags[flagName]; ok {
+		return strings.TrimSpace(v), "--" + flagName
+	}
+	return strings.TrimSpace(l.getenv(env)), env
+}
+
+// secret returns a secret setting from its file flag, its variable or its
+// *_FILE variable, and the name of its source.
+func (l *loader) secret(flagName, env, fileEnv string) (string, string, error) {
+	if path, ok := l.flags[flagName]; ok {
+		v, err := readSecretFile("--"+flagName, path)
+		return v, "--" + flagName, err
+	}
+	v, path := l.getenv(env), l.getenv(fileEnv)
+	switch {
+	case v != "" && path != "":
+		return "", "", fmt.Errorf("config: both %s and %s are set; set one", env, fileEnv)
+	case path != "":
+		v, err := readSecretFile(fileEnv, path)
+		return v, fileEnv + " (" + path + ")", err
+	}
+	return strings.TrimSpace(v), env, nil
+}
+
+// readSecretFile reads a secret file, trimming surrounding white space.
+func readSecretFile(src, path string) (string, error) {
+	b, err := readFile(src, path)
+	if err != nil {
+		return "", err
+	}
+	v := strings.TrimSpace(string(b))
+	if v == "" {
+		return "", fmt.Errorf("config: %s: file %s is empty", src, path)
+	}
+	return v, nil
+}
+
+func readFile(src, path string) ([]byte, error) {
+	if path == "" {
+		return nil, fmt.Errorf("config: %s: empty file path", src)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %s: cannot read file: %w", src, err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxFileBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("config: %s: cannot read file %s: %w", src, path, err)
+	}
+	if len(b) > MaxFileBytes {
+		return nil, fmt.Errorf("config: %s: file %s is larger than %d bytes", src, path, MaxFileBytes)
+	}
+	return b, nil
+}
+
+// parseKeys splits a comma- or newline-separated key list and checks each
+// key; errors name the key's position, never its text.
+func parseKeys(s, src string) ([]wxphone.Secret, error) {
+	var out []wxphone.Secret
+	seen := map[string]bool{}
+	n := 0
+	for _, part := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == '\n' || r == '\r' }) {
+		k := strings.TrimSpace(part)
+		if k == "" {
+			continue
+		}
+		n++
+		switch {
+		case len(k) < MinAPIKeyLen:
+			return nil, fmt.Errorf("config: %s: key %d is shorter than %d characters", src, n, MinAPIKeyLen)
+		case len(k) > 256:
+			return nil, fmt.Errorf("config: %s: key %d is longer than 256 characters", src, n)
+		case !printable(k):
+			return nil, fmt.Errorf("config: %s: key %d must be printable ASCII without spaces", src, n)
+		case seen[k]:
+			return nil, fmt.Errorf("config: %s: key %d repeats an earlier key", src, n)
+		}
+		seen[k] = true
+		out = append(out, wxphone.Secret(k))
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("config: %s: no key in the list", src)
+	}
+	return out, nil
+}
+
+func printable(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c > '~' {
+			return false
+		}
+	}
+	return true
+}
+
+func validAppID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+func checkSecret(src, secret string) error {
+	if len(secret) > 256 || !printable(secret) {
+		return fmt.Errorf("config: %s: the AppSecret must be at most 256 printable ASCII characters without spaces", src)
+	}
+	return nil
+}
+
+// appsFile is the format of WXPHONE_APPS_FILE.
+type appsFile struct {
+	Apps []appEntry `json:"apps"`
+}
+
+type appEntry struct {
+	AppID      string          `json:"appid"`
+	SecretEnv  string          `json:"secret_env"`
+	SecretFile string          `json:"secret_file"`
+	Secret     json.RawMessage `json:"secret"` // refused: never inline
+}
+
+func (l *loader) apps() ([]App, error) {
+	var apps []App
+	seen := map[string]string{}
+	add := func(a App, src string) error {
+		if prev, dup := seen[a.AppID]; dup {
+			return fmt.Errorf("config: %s: appid %s is configured twice (also in %s)", src, a.AppID, prev)
+		}
+		seen[a.AppID] = src
+		apps = append(apps, a)
+		return nil
+	}
+	id, idSrc := l.plain("appid", "WX_APPID")
+	secret, secSrc, err := l.secret("secret-file", "WX_SECRET", "WX_SECRET_FILE")
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case id != "" && secret == "":
+		return nil, fmt.Errorf("config: %s is set but its AppSecret is missing: set WX_SECRET, WX_SECRET_FILE or --secret-file", idSrc)
+	case id == "" && secret != "":
+		return nil, fmt.Errorf("config: %s is set but WX_APPID (--appid) is not", secSrc)
+	case id != "":
+		if !validAppID(id) {
+			return nil, fmt.Errorf("config: %s: the appid must be 1..64 characters of [A-Za-z0-9_-]", idSrc)
+		}
+		if err := checkSecret(secSrc, secret); err != nil {
+			return nil, err
+		}
+		if err := add(App{AppID: id, Secret: wxphone.Secret(secret)}, idSrc); err != nil {
+			return nil, err
+		}
+	}
+	path, src := l.plain("apps-file", "WXPHONE_APPS_FILE")
+	if path != "" {
+		b, err := readFile(src, path)
+		if err != nil {
+			return nil, err
+		}
+		dec := json.NewDecoder(strings.NewReader(string(b)))
+		dec.DisallowUnknownFields()
+		var f appsFile
+		if err := dec.Decode(&f); err != nil {
+			return nil, fmt.Errorf("config: %s: %s: %s", src, path, scrubJSONError(err))
+		}
+		if dec.More() {
+			return nil, fmt.Errorf("config: %s: %s: trailing data after the JSON object", src, path)
+		}
+		if len(f.Apps) == 0 {
+			return nil, fmt.Errorf("config: %s: %s: \"apps\" lists no app", src, path)
+		}
+		for i, e := range f.Apps {
+			where := fmt.Sprintf("%s: %s: app %d", src, path, i+1)
+			if !validAppID(e.AppID) {
+				return nil, fmt.Errorf("config: %s: \"appid\" must be 1..64 characters of [A-Za-z0-9_-]", where)
+			}
+			where += " (" + e.AppID + ")"
+			if len(e.Secret) > 0 {
+				return nil, fmt.Errorf("config: %s: inline \"secret\" is not allowed; use \"secret_env\" (a variable name) or \"secret_file\" (a path)", where)
+			}
+			var sec string
+			switch {
+			case e.SecretEnv != "" && e.SecretFile != "":
+				return nil, fmt.Errorf("config: %s: set one of \"secret_env\" and \"secret_file\", not both", where)
+			case e.SecretEnv != "":
+				if sec = strings.TrimSpace(l.getenv(e.SecretEnv)); sec == "" {
+					return nil, fmt.Errorf("config: %s: environment variable %s (secret_env) is unset or empty", where, e.SecretEnv)
+				}
+			case e.SecretFile != "":
+				if sec, err = readSecretFile(where+" secret_file", e.SecretFile); err != nil {
+					return nil, err
+				}
+			default:
+				return nil, fmt.Errorf("config: %s: \"secret_env\" or \"secret_file\" is required", where)
+			}
+			if err := checkSecret(where, sec); err != nil {
+				return nil, err
+			}
+			if err := add(App{AppID: e.AppID, Secret: wxphone.Secret(sec)}, where); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if len(apps) == 0 {
+		return nil, errors.New("config: no Mini Program configured: set WX_APPID with WX_SECRET (or WX_SECRET_FILE / --secret-file), or WXPHONE_APPS_FILE")
+	}
+	return apps, nil
+}
+
+// scrubJSONError describes a decoding error of the apps file without
+// quoting values (an unknown field's name is kept: it is a key, not a
+// value).
+func scrubJSONError(err error) string {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se):
+		return fmt.Sprintf("invalid JSON at byte %d", se.Offset)
+	case errors.As(err, &te):
+		return fmt.Sprintf("field %q has the wrong type", te.Field)
+	case strings.HasPrefix(err.Error(), "json: unknown field"):
+		return strings.TrimPrefix(err.Error(), "json: ") + " (allowed: apps, appid, secret_env, secret_file)"
+	case errors.Is(err, io.EOF):
+		return "empty file"
+	}
+	return "invalid JSON"
+}
+
+func checkRedisURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return errors.New("not a valid URL") // url.Parse quotes the input: never echo it
+	}
+	switch u.Scheme {
+	case "redis", "rediss":
+		if u.Host == "" {
+			return errors.New("the URL has no host")
+		}
+	case "unix":
+		if u.Path == "" {
+			return errors.New("the unix URL has no path")
+		}
+	default:
+		return errors.New("the scheme must be redis, rediss or unix")
+	}
+	return nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	switch strings.ToLower(s) {
+	case "", "info":
+		return slog.LevelInfo, nil
+	case "debug":
+		return slog.LevelDebug, nil
+	case "warn", "warning":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, errors.New("want debug, info, warn or error")
+}
+
+// parseDuration accepts a Go duration ("10s", "1m30s") or whole seconds
+// ("10"), between 1 ms and 10 minutes.
+func parseDuration(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		n, nerr := strconv.Atoi(s)
+		if nerr != nil {
+			return 0, errors.New("want a duration such as 10s or 1m, or whole seconds")
+		}
+		d = time.Duration(n) * time.Second
+	}
+	if d < time.Millisecond || d > 10*time.Minute {
+		return 0, errors.New("want a duration between 1ms and 10m")
+	}
+	return d, nil
+}

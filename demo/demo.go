@@ -1,0 +1,282 @@
+// Package demo runs the WeChat emulator (wxmock) and the wxphone service in
+// one process on 127.0.0.1, with a generated API key and a small page that
+// plays the Mini Program's getPhoneNumber button: `wxphone demo`.
+//
+// The page is served at the service's root. Tapping its button mints a
+// code through a demo-only endpoint (standing in for WeChat handing the
+// code to the Mini Program), posts it to POST /v1/phone-number with the
+// demo key (standing in for the customer backend) and shows the answer.
+// Other buttons inject emulator faults so that replays, retries and
+// outcome_unknown can be seen. Everything listens on loopback only; the
+// demo endpoints also refuse requests whose Host is not a loopback name, so
+// a web page elsewhere cannot read the demo key through DNS rebinding.
+package demo
+
+import (
+	"context"
+	"crypto/rand"
+	"embed"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/wxphone/wxphone"
+	"github.com/wxphone/wxphone/metrics"
+	"github.com/wxphone/wxphone/ratelimit"
+	"github.com/wxphone/wxphone/server"
+	"github.com/wxphone/wxphone/service"
+	"github.com/wxphone/wxphone/wxmock"
+)
+
+// The emulated Mini Program of the demo and of `wxphone mock` without
+// --app. The secret is a fake one, known to the emulator only.
+const (
+	DemoAppID  = "wxdemo0123456789"
+	DemoSecret = "demo-secret-not-for-production"
+)
+
+// Default addresses, used when free.
+const (
+	DefaultAddr         = "127.0.0.1:8080"
+	DefaultEmulatorAddr = "127.0.0.1:8081"
+)
+
+//go:embed web
+var webFS embed.FS
+
+// Options configures Run.
+type Options struct {
+	// Addr is the service's listen address (loopback only). Empty: DefaultAddr
+	// when free, else a random port.
+	Addr string
+	// EmulatorAddr is the emulator's listen address (loopback only).
+	// Empty: DefaultEmulatorAddr when free, else a random port.
+	EmulatorAddr string
+	// Log receives the service's JSON request log; nil discards it.
+	Log io.Writer
+	// LogLevel is the level of Log.
+	LogLevel slog.Level
+	// Seed makes the emulator deterministic when non-zero.
+	Seed int64
+	// OnReady, if set, is called once both servers listen.
+	OnReady func(Info)
+}
+
+// Info describes a running demo.
+type Info struct {
+	ServiceURL  string // e.g. http://127.0.0.1:8080
+	EmulatorURL string // e.g. http://127.0.0.1:8081
+	APIKey      string // may call POST /v1/phone-number
+	TokenAPIKey string // may call the access-token endpoints
+	AppID       string // the emulated Mini Program
+}
+
+// Run starts the emulator and the service, prints the demo key and
+// ready-to-paste curl commands to out, and serves until ctx is cancelled,
+// then shuts both down gracefully.
+func Run(ctx context.Context, opts Options, out io.Writer) error {
+	emu, err := wxmock.New(wxmock.Options{Apps: []wxmock.App{{AppID: DemoAppID, Secret: DemoSecret}}, Seed: opts.Seed})
+	if err != nil {
+		return err
+	}
+	emuLn, err := listen(opts.EmulatorAddr, DefaultEmulatorAddr)
+	if err != nil {
+		return fmt.Errorf("demo: emulator: %w", err)
+	}
+	svcLn, err := listen(opts.Addr, DefaultAddr)
+	if err != nil {
+		_ = emuLn.Close()
+		return fmt.Errorf("demo: service: %w", err)
+	}
+	info := Info{
+		ServiceURL: "http://" + svcLn.Addr().String(), EmulatorURL: "http://" + emuLn.Addr().String(),
+		APIKey: "demo_" + randomHex(16), TokenAPIKey: "demotok_" + randomHex(16), AppID: DemoAppID,
+	}
+
+	emuSrv := &http.Server{Handler: emu, ReadHeaderTimeout: 5 * time.Second}
+	emuDone := make(chan struct{})
+	go func() { defer close(emuDone); _ = emuSrv.Serve(emuLn) }()
+	stopEmu := func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if emuSrv.Shutdown(sctx) != nil {
+			_ = emuSrv.Close()
+		}
+		<-emuDone
+	}
+
+	logw := opts.Log
+	if logw == nil {
+		logw = io.Discard
+	}
+	logger := server.NewLogger(logw, opts.LogLevel)
+	m := metrics.New()
+	client, err := wxphone.New(wxphone.Config{AppID: DemoAppID, Secret: DemoSecret, BaseURL: info.EmulatorURL, Logger: logger, Hooks: m.Hooks()})
+	if err != nil {
+		_ = svcLn.Close()
+		stopEmu()
+		return err
+	}
+	svc, err := service.New(service.Config{Clients: []*wxphone.Client{client}, Metrics: m, Logger: logger, ExchangeTimeout: 15 * time.Second})
+	if err != nil {
+		_ = client.Close()
+		_ = svcLn.Close()
+		stopEmu()
+		return err
+	}
+	srv, err := server.New(server.Config{
+		Service: svc, APIKeys: []string{info.APIKey}, TokenAPIKeys: []string{info.TokenAPIKey},
+		RateLimit: ratelimit.Limit{Rate: 20, Burst: 40}, Metrics: m, Logger: logger,
+		Fallback: newPage(emu, info),
+	})
+	if err != nil {
+		_ = svc.Close(context.Background())
+		_ = svcLn.Close()
+		stopEmu()
+		return err
+	}
+	printBanner(out, info)
+	if opts.OnReady != nil {
+		opts.OnReady(info)
+	}
+	err = srv.Run(ctx, svcLn)
+	stopEmu()
+	return err
+}
+
+// listen listens on addr, or on def when addr is empty and def is free,
+// else on a random loopback port. Only loopback addresses are accepted.
+func listen(addr, def string) (net.Listener, error) {
+	explicit := addr != ""
+	if !explicit {
+		addr = def
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("bad address %q: %w", addr, err)
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return nil, fmt.Errorf("the demo listens on loopback addresses only, not %q", addr)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err == nil || explicit {
+		return ln, err
+	}
+	return net.Listen("tcp", "127.0.0.1:0")
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic("demo: crypto/rand failed: " + err.Error())
+	}
+	return hex.EncodeToString(b)
+}
+
+func printBanner(out io.Writer, in Info) {
+	fmt.Fprintf(out, `wxphone demo: the WeChat emulator and the wxphone service, on this machine only.
+
+  service:   %[1]s   (open %[1]s/ in a browser for the interactive page)
+  emulator:  %[2]s   (admin API under %[2]s/admin/)
+  appid:     %[3]s
+  API key:   %[4]s   (demo only, valid until this process exits)
+  token key: %[5]s   (for the central access-token endpoint)
+
+# 1. Mint a code, as WeChat would hand one to the Mini Program (emulator admin API):
+CODE=$(curl -s -X POST %[2]s/admin/phone-codes -H 'Content-Type: application/json' \
+  -d '{"purePhoneNumber":"13800138000"}' | sed -E 's/.*"code":"([^"]+)".*/\1/')
+
+# 2. Exchange it, as your backend would (run it twice: the second answer is a replay):
+curl -s -X POST %[1]s/v1/phone-number -H 'Authorization: Bearer %[4]s' \
+  -H 'Content-Type: application/json' -d "{\"code\":\"$CODE\"}"
+
+# 3. Make WeChat drop its answer after using the next code, then exchange a new code:
+curl -s -X POST %[2]s/admin/faults -H 'Content-Type: application/json' \
+  -d '{"endpoint":"phone","kind":"drop_after_consume","count":1}'
+
+# 4. The central access-token endpoint:
+curl -s %[1]s/v1/access-token -H 'Authorization: Bearer %[5]s'
+
+Press Ctrl-C to stop.
+`, in.ServiceURL, in.EmulatorURL, in.AppID, in.APIKey, in.TokenAPIKey)
+}
+
+// EmulatorOptions configures RunEmulator.
+type EmulatorOptions struct {
+	// Addr is the listen address; default DefaultEmulatorAddr.
+	Addr string
+	// Apps are the emulated Mini Programs; default the demo app.
+	Apps []wxmock.App
+	// LoadPrefix enables load mode (see wxmock.Options.LoadPrefix).
+	LoadPrefix string
+	// CountryCodeAsNumber sends countryCode as a JSON number.
+	CountryCodeAsNumber bool
+	// Seed makes the emulator deterministic when non-zero.
+	Seed int64
+	// Logger receives the emulator's logs; nil discards them.
+	Logger *slog.Logger
+	// OnReady, if set, is called with the base URL once listening.
+	OnReady func(baseURL string)
+}
+
+// RunEmulator serves the WeChat emulator alone (`wxphone mock`) until ctx
+// is cancelled. It prints the base URL, the admin base URL and the apps to
+// out (the demo app's fake secret included; secrets given in opts.Apps are
+// not printed).
+func RunEmulator(ctx context.Context, opts EmulatorOptions, out io.Writer) error {
+	apps, demoApp := opts.Apps, false
+	if len(apps) == 0 {
+		apps, demoApp = []wxmock.App{{AppID: DemoAppID, Secret: DemoSecret}}, true
+	}
+	emu, err := wxmock.New(wxmock.Options{Apps: apps, LoadPrefix: opts.LoadPrefix, CountryCodeAsNumber: opts.CountryCodeAsNumber, Seed: opts.Seed, Logger: opts.Logger})
+	if err != nil {
+		return err
+	}
+	addr := opts.Addr
+	if addr == "" {
+		addr = DefaultEmulatorAddr
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("mock: %w", err)
+	}
+	base := "http://" + ln.Addr().String()
+	fmt.Fprintf(out, "wxmock: WeChat emulator listening on %s\n  admin API: %s/admin/\n", base, base)
+	for _, a := range apps {
+		if demoApp {
+			fmt.Fprintf(out, "  app: %s (secret %s, a fake for the emulator only)\n", a.AppID, a.Secret)
+		} else {
+			fmt.Fprintf(out, "  app: %s\n", a.AppID)
+		}
+	}
+	if opts.LoadPrefix != "" {
+		fmt.Fprintf(out, "  load mode: every new code starting with %s is valid once\n", strconv.Quote(opts.LoadPrefix))
+	}
+	fmt.Fprintf(out, "Point wxphone serve at it with WX_API_BASE=%s\n", base)
+	hs := &http.Server{Handler: emu, ReadHeaderTimeout: 5 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	if opts.OnReady != nil {
+		opts.OnReady(base)
+	}
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		_ = hs.Close()
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

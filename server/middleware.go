@@ -1,0 +1,425 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/wxphone/wxphone"
+)
+
+// perm is what a route requires of the API key.
+type perm uint8
+
+const (
+	permNone  perm = iota // no key (health, readiness, metrics)
+	permPhone             // a key from APIKeys
+	permToken             // a key from TokenAPIKeys
+)
+
+// route is one method on one path.
+type route struct {
+	method string
+	path   string // the pattern, used as the metrics and log label
+	perm   perm
+	body   bool // a JSON body is required
+	handle func(w http.ResponseWriter, r *http.Request, rc *reqCtx)
+}
+
+// Route describes one registered route (for documentation and tests).
+type Route struct {
+	// Method is the HTTP method (GET routes also answer HEAD).
+	Method string
+	// Path is the exact path, also the route label of logs and metrics.
+	Path string
+	// Auth is "none", "phone" (APIKeys) or "token" (TokenAPIKeys).
+	Auth string
+}
+
+// Routes lists the routes the server registers.
+func (s *Server) Routes() []Route {
+	var out []Route
+	for _, p := range sortedKeys(s.routes) {
+		for _, rt := range s.routes[p] {
+			out = append(out, Route{Method: rt.method, Path: rt.path, Auth: [...]string{"none", "phone", "token"}[rt.perm]})
+		}
+	}
+	return out
+}
+
+// reqCtx carries what one request's log line reports.
+type reqCtx struct {
+	id       string
+	route    string
+	caller   string
+	appID    string
+	errCode  ErrorCode
+	errcode  int
+	rid      string
+	replayed *bool
+	phone    wxphone.PhoneNumber
+	cause    error
+}
+
+// statusWriter records the status written.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// Flush implements http.Flusher.
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (s *Server) middleware() http.Handler {
+	return http.HandlerFunc(s.serve)
+}
+
+// serve is the whole middleware chain: request id, security headers,
+// routing, panic recovery, logging and metrics, shutdown refusal, API key
+// authentication, the per-key rate limit, content type and body limit, the
+// request deadline, then the route's handler.
+func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rc := &reqCtx{id: requestID(r.Header.Get("X-Request-Id"))}
+	h := w.Header()
+	h.Set("X-Request-Id", rc.id)
+	h.Set("X-Content-Type-Options", "nosniff")
+
+	rt, allow := s.match(r)
+	if rt == nil && allow == "" && s.fallback != nil {
+		rc.route = "other"
+		sw := &statusWriter{ResponseWriter: w}
+		defer s.finish(sw, r, rc, start)
+		s.fallback.ServeHTTP(sw, r)
+		return
+	}
+	h.Set("Cache-Control", "no-store")
+	h.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+	sw := &statusWriter{ResponseWriter: w}
+	defer s.finish(sw, r, rc, start)
+
+	switch {
+	case rt == nil && allow == "":
+		rc.route = "other"
+		s.writeError(sw, rc, newError(http.StatusNotFound, CodeNotFound, "No such route."))
+		return
+	case rt == nil:
+		rc.route = r.URL.Path // a known path: bounded
+		e := newError(http.StatusMethodNotAllowed, CodeMethodNotAllowed, "Method not allowed on this route; see the Allow header.")
+		e.allow = allow
+		s.writeError(sw, rc, e)
+		return
+	}
+	rc.route = rt.path
+	if rt.perm != permNone {
+		if s.closing.Load() {
+			s.writeError(sw, rc, newError(http.StatusServiceUnavailable, CodeShuttingDown, "This instance is shutting down; retry on another one."))
+			return
+		}
+		if e := s.authorize(r, rt, rc); e != nil {
+			s.writeError(sw, rc, e)
+			return
+		}
+		if e := s.limit(r.Context(), rc); e != nil {
+			s.writeError(sw, rc, e)
+			return
+		}
+	}
+	if rt.body {
+		if e := checkBody(r); e != nil {
+			s.writeError(sw, rc, e)
+			return
+		}
+		r.Body = http.MaxBytesReader(sw, r.Body, MaxBodyBytes)
+	}
+	if rt.perm != permNone {
+		ctx, cancel := context.WithTimeout(r.Context(), s.timeout)
+		defer cancel()
+		r = r.WithContext(ctx)
+	}
+	rt.handle(sw, r, rc)
+}
+
+// finish recovers a panic, records metrics and writes the log line.
+func (s *Server) finish(sw *statusWriter, r *http.Request, rc *reqCtx, start time.Time) {
+	if p := recover(); p != nil {
+		if p == http.ErrAbortHandler {
+			panic(p)
+		}
+		msg := fmt.Sprint(p)
+		if len(msg) > 200 {
+			msg = msg[:200] + "…"
+		}
+		s.log.Error("panic serving a request", "request_id", rc.id, "route", rc.route, "panic", msg, "stack", string(debug.Stack()))
+		if sw.status == 0 {
+			s.writeError(sw, rc, newError(http.StatusInternalServerError, CodeInternalError, "Internal error."))
+		} else {
+			rc.errCode = CodeInternalError
+		}
+	}
+	status := sw.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	elapsed := time.Since(start)
+	s.metrics.Requests.WithLabelValues(rc.route, strconv.Itoa(status)).Inc()
+	s.metrics.RequestDuration.WithLabelValues(rc.route).Observe(elapsed.Seconds())
+
+	attrs := []slog.Attr{
+		slog.String("request_id", rc.id),
+		slog.String("method", r.Method),
+		slog.String("route", rc.route),
+		slog.Int("status", status),
+		slog.Float64("latency_ms", float64(elapsed.Microseconds())/1000),
+	}
+	if rc.caller != "" {
+		attrs = append(attrs, slog.String("key_id", rc.caller[:12]))
+	}
+	if rc.appID != "" {
+		attrs = append(attrs, slog.String("appid", rc.appID))
+	}
+	if rc.errCode != "" {
+		attrs = append(attrs, slog.String("error", string(rc.errCode)))
+	}
+	if rc.errcode != 0 {
+		attrs = append(attrs, slog.Int("errcode", rc.errcode))
+	}
+	if rc.rid != "" {
+		attrs = append(attrs, slog.String("rid", rc.rid))
+	}
+	if rc.replayed != nil {
+		attrs = append(attrs, slog.Bool("replayed", *rc.replayed))
+	}
+	if rc.phone != "" {
+		attrs = append(attrs, slog.Any("phone", rc.phone)) // masked by LogValue
+	}
+	if rc.cause != nil {
+		attrs = append(attrs, slog.String("cause", rc.cause.Error()))
+	}
+	level := slog.LevelInfo
+	switch {
+	case status >= 500:
+		level = slog.LevelWarn
+		if status == http.StatusInternalServerError {
+			level = slog.LevelError
+		}
+	case rc.route == "other" && status < 400, rc.route == "/healthz", rc.route == "/readyz" && status == http.StatusOK, rc.route == "/metrics":
+		level = slog.LevelDebug
+	}
+	s.log.LogAttrs(r.Context(), level, "request", attrs...)
+}
+
+// match finds the route of r, or the Allow header value when the path
+// exists with other methods.
+func (s *Server) match(r *http.Request) (*route, string) {
+	rs := s.routes[r.URL.Path]
+	if len(rs) == 0 {
+		return nil, ""
+	}
+	var methods []string
+	for _, rt := range rs {
+		if rt.method == r.Method || (rt.method == http.MethodGet && r.Method == http.MethodHead) {
+			return rt, ""
+		}
+		methods = append(methods, rt.method)
+		if rt.method == http.MethodGet {
+			methods = append(methods, http.MethodHead)
+		}
+	}
+	return nil, strings.Join(methods, ", ")
+}
+
+// requestID accepts an incoming id of 1..MaxRequestIDLen printable ASCII
+// characters and otherwise generates one.
+func requestID(in string) string {
+	if n := len(in); n > 0 && n <= MaxRequestIDLen {
+		ok := true
+		for i := 0; i < n; i++ {
+			if c := in[i]; c <= ' ' || c > '~' {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return in
+		}
+	}
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// authorize checks the bearer key against every configured key in constant
+// time (SHA-256 digests compared with crypto/subtle, over all keys, always)
+// and the route's permission.
+func (s *Server) authorize(r *http.Request, rt *route, rc *reqCtx) *apiError {
+	unauthorized := func(msg string) *apiError {
+		return newError(http.StatusUnauthorized, CodeUnauthorized, msg)
+	}
+	hdr := r.Header.Get("Authorization")
+	if hdr == "" {
+		return unauthorized("Missing API key: send \"Authorization: Bearer <key>\".")
+	}
+	scheme, key, ok := strings.Cut(hdr, " ")
+	key = strings.TrimSpace(key)
+	if !ok || !strings.EqualFold(scheme, "Bearer") || key == "" {
+		return unauthorized("Malformed Authorization header: send \"Authorization: Bearer <key>\".")
+	}
+	d := sha256.Sum256([]byte(key))
+	idx := -1
+	for i := range s.keys {
+		eq := subtle.ConstantTimeCompare(d[:], s.keys[i].digest[:])
+		idx = subtle.ConstantTimeSelect(eq, i, idx)
+	}
+	if idx < 0 {
+		return unauthorized("Unknown API key.")
+	}
+	k := &s.keys[idx]
+	rc.caller = k.caller
+	if (rt.perm == permPhone && !k.phone) || (rt.perm == permToken && !k.token) {
+		return newError(http.StatusForbidden, CodeForbidden, "This API key is not allowed on this route.")
+	}
+	return nil
+}
+
+// limit applies the per-key rate limit. A limiter failure lets the request
+// through (logged): the limit protects capacity, it is not a security
+// boundary, and a shared limiter's outage must not stop traffic.
+func (s *Server) limit(ctx context.Context, rc *reqCtx) *apiError {
+	if s.limiter == nil {
+		return nil
+	}
+	ok, after, err := s.limiter.Allow(ctx, rc.caller)
+	if err != nil {
+		s.log.Warn("rate limiter failed; letting the request through", "request_id", rc.id, "err", err)
+		return nil
+	}
+	if ok {
+		return nil
+	}
+	s.metrics.RateLimited.WithLabelValues("local").Inc()
+	e := newError(http.StatusTooManyRequests, CodeRateLimited, "Too many requests for this API key; retry after the delay in Retry-After.")
+	e.retryAfter = max(after, time.Second)
+	return e
+}
+
+// checkBody checks the content type and the declared length.
+func checkBody(r *http.Request) *apiError {
+	ct := r.Header.Get("Content-Type")
+	mt, _, err := mime.ParseMediaType(ct)
+	if ct == "" || err != nil || mt != "application/json" {
+		return newError(http.StatusUnsupportedMediaType, CodeUnsupportedMediaType, "The body must be JSON with \"Content-Type: application/json\".")
+	}
+	if r.ContentLength > MaxBodyBytes {
+		return errBodyTooLarge()
+	}
+	return nil
+}
+
+func errBodyTooLarge() *apiError {
+	return newError(http.StatusRequestEntityTooLarge, CodeBodyTooLarge, "The body exceeds "+strconv.Itoa(MaxBodyBytes)+" bytes.")
+}
+
+// decodeStrict decodes exactly one JSON object into v, refusing unknown
+// fields and trailing data. Messages never quote the body.
+func decodeStrict(r *http.Request, v any, fields string) *apiError {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil {
+		_, terr := dec.Token()
+		var mbe *http.MaxBytesError
+		switch {
+		case terr == io.EOF:
+			return nil
+		case errors.As(terr, &mbe):
+			return errBodyTooLarge()
+		}
+		return newError(http.StatusBadRequest, CodeInvalidRequest, "The body must hold exactly one JSON object.")
+	}
+	var mbe *http.MaxBytesError
+	var ute *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &mbe):
+		return errBodyTooLarge()
+	case strings.HasPrefix(err.Error(), "json: unknown field"):
+		return newError(http.StatusBadRequest, CodeInvalidRequest, "The body has an unknown field; allowed fields: "+fields+".")
+	case errors.As(err, &ute):
+		return newError(http.StatusBadRequest, CodeInvalidRequest, "A field of the body has the wrong type; allowed fields (all strings): "+fields+".")
+	}
+	return newError(http.StatusBadRequest, CodeInvalidRequest, "The body is not a valid JSON object.")
+}
+
+// writeJSON writes v as the JSON answer.
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status = http.StatusInternalServerError
+		b = []byte(`{"error":{"code":"internal_error","message":"Internal error."}}`)
+	}
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+type errorBody struct {
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Code      ErrorCode `json:"code"`
+	Message   string    `json:"message"`
+	Errcode   int       `json:"errcode,omitempty"`
+	RID       string    `json:"rid,omitempty"`
+	RequestID string    `json:"request_id"`
+}
+
+// writeError writes e and records it for the log line.
+func (s *Server) writeError(w http.ResponseWriter, rc *reqCtx, e *apiError) {
+	rc.errCode, rc.errcode, rc.rid, rc.cause = e.code, e.errcode, e.rid, e.cause
+	h := w.Header()
+	switch {
+	case e.status == http.StatusUnauthorized:
+		h.Set("WWW-Authenticate", `Bearer realm="wxphone"`)
+	case e.allow != "":
+		h.Set("Allow", e.allow)
+	}
+	if e.retryAfter > 0 {
+		h.Set("Retry-After", retryAfterSeconds(e.retryAfter))
+	}
+	writeJSON(w, e.status, errorBody{errorDetail{Code: e.code, Message: e.msg, Errcode: e.errcode, RID: e.rid, RequestID: rc.id}})
+}

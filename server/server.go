@@ -1,0 +1,337 @@
+// Package server is wxphone's HTTP API over a *service.Service:
+//
+//	POST /v1/phone-number            exchange a getPhoneNumber code (phone keys)
+//	GET  /v1/access-token            the current access token (token keys)
+//	POST /v1/access-token/invalidate report a rejected token, get a new one (token keys)
+//	GET  /healthz                    process up
+//	GET  /readyz                     every app has a usable token
+//	GET  /metrics                    Prometheus metrics
+//
+// Every answer is JSON. Errors have the shape
+// {"error":{"code":"…","message":"…","errcode":N,"rid":"…","request_id":"…"}}
+// with a stable code (see ErrorCode) and a status that says whose fault it
+// is. docs/openapi.json is the full contract and docs/errors.md the error
+// table.
+//
+// The server never writes a code, an access token (outside the token
+// endpoints' bodies), an API key or a full phone number (outside the
+// exchange's 200 body) into a log line, a header or an error body. Request
+// bodies are decoded strictly: unknown fields are refused with 400, so that
+// a misspelt "openid" cannot silently drop the binding the caller asked
+// for.
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/wxphone/wxphone/metrics"
+	"github.com/wxphone/wxphone/ratelimit"
+	"github.com/wxphone/wxphone/seal"
+	"github.com/wxphone/wxphone/service"
+)
+
+// Defaults and limits.
+const (
+	// MaxBodyBytes bounds a request body (4 KiB).
+	MaxBodyBytes = 4 << 10
+	// DefaultRequestTimeout is the default per-request deadline.
+	DefaultRequestTimeout = 10 * time.Second
+	// DefaultShutdownTimeout bounds a graceful shutdown: in-flight requests,
+	// then detached exchanges and token refreshers.
+	DefaultShutdownTimeout = 30 * time.Second
+	// MinAPIKeyLen is the shortest API key accepted.
+	MinAPIKeyLen = 16
+	// MaxRequestIDLen bounds an incoming X-Request-Id; longer or
+	// non-printable ones are replaced by a generated id.
+	MaxRequestIDLen = 64
+)
+
+// Check is a named readiness check for /readyz (a shared store, say). It
+// must return quickly; /readyz gives it a short deadline.
+type Check struct {
+	// Name is shown in the /readyz body.
+	Name string
+	// Check returns nil when ready; its error is logged, never shown.
+	Check func(ctx context.Context) error
+}
+
+// Config configures a Server.
+type Config struct {
+	// Service answers the requests. Required. Run closes it on shutdown.
+	Service *service.Service
+	// APIKeys may call POST /v1/phone-number. At least one of APIKeys and
+	// TokenAPIKeys is required; every key is at least MinAPIKeyLen bytes.
+	APIKeys []string
+	// TokenAPIKeys may call the central token endpoints. A key may be in
+	// both lists.
+	TokenAPIKeys []string
+	// Keyring derives the caller id of each key (a keyed hash, used for
+	// rate limiting, replay ownership and logs); default a random keyring.
+	// Replicas sharing a replay store must share it.
+	Keyring *seal.Keyring
+	// Limiter limits requests per API key. Default: an in-memory token
+	// bucket of RateLimit, or no limit when RateLimit.Rate is 0.
+	Limiter ratelimit.Limiter
+	// RateLimit is the per-key limit of the default Limiter.
+	RateLimit ratelimit.Limit
+	// Metrics receives request metrics and is served at /metrics; default
+	// a fresh set. Pass the one the Service and the clients' hooks use.
+	Metrics *metrics.Metrics
+	// Logger receives one line per request and operational messages;
+	// default discards. See NewLogger.
+	Logger *slog.Logger
+	// RequestTimeout is the per-request deadline; default
+	// DefaultRequestTimeout.
+	RequestTimeout time.Duration
+	// ShutdownTimeout bounds Run's graceful shutdown; default
+	// DefaultShutdownTimeout.
+	ShutdownTimeout time.Duration
+	// ReadyChecks are extra /readyz checks.
+	ReadyChecks []Check
+	// Fallback serves requests that match no API route (the demo page);
+	// default a JSON 404.
+	Fallback http.Handler
+	// Addr is the listen address of ListenAndServe; default ":8080".
+	Addr string
+	// NoWarm disables Run's background token warm-up (tests).
+	NoWarm bool
+}
+
+// Server is the HTTP API. Create it with New.
+type Server struct {
+	svc      *service.Service
+	keys     []keyEntry
+	limiter  ratelimit.Limiter
+	metrics  *metrics.Metrics
+	log      *slog.Logger
+	timeout  time.Duration
+	shutdown time.Duration
+	checks   []Check
+	fallback http.Handler
+	addr     string
+	noWarm   bool
+	routes   map[string][]*route
+	promH    http.Handler
+	handler  http.Handler
+
+	closing atomic.Bool
+	runOnce sync.Once
+}
+
+type keyEntry struct {
+	digest [sha256.Size]byte
+	caller string // keyed hash of the key
+	phone  bool
+	token  bool
+}
+
+// New validates cfg and returns a Server.
+func New(cfg Config) (*Server, error) {
+	if cfg.Service == nil {
+		return nil, errors.New("server: Config.Service is required")
+	}
+	if len(cfg.APIKeys) == 0 && len(cfg.TokenAPIKeys) == 0 {
+		return nil, errors.New("server: at least one API key is required")
+	}
+	s := &Server{
+		svc: cfg.Service, limiter: cfg.Limiter, metrics: cfg.Metrics, log: cfg.Logger,
+		timeout: cfg.RequestTimeout, shutdown: cfg.ShutdownTimeout, checks: cfg.ReadyChecks,
+		fallback: cfg.Fallback, addr: cfg.Addr, noWarm: cfg.NoWarm,
+	}
+	kr := cfg.Keyring
+	if kr == nil {
+		kr = seal.NewRandomKeyring()
+	}
+	add := func(list []string, which string, phone bool) error {
+		for i, k := range list {
+			if len(k) < MinAPIKeyLen {
+				return fmt.Errorf("server: %s key %d is shorter than %d bytes", which, i+1, MinAPIKeyLen)
+			}
+			d := sha256.Sum256([]byte(k))
+			found := false
+			for j := range s.keys {
+				if s.keys[j].digest == d {
+					found = true
+					if phone {
+						s.keys[j].phone = true
+					} else {
+						s.keys[j].token = true
+					}
+				}
+			}
+			if !found {
+				s.keys = append(s.keys, keyEntry{digest: d, caller: kr.Index("apikey", k), phone: phone, token: !phone})
+			}
+		}
+		return nil
+	}
+	if err := add(cfg.APIKeys, "API", true); err != nil {
+		return nil, err
+	}
+	if err := add(cfg.TokenAPIKeys, "token API", false); err != nil {
+		return nil, err
+	}
+	if s.limiter == nil && cfg.RateLimit.Rate > 0 {
+		if cfg.RateLimit.Burst < 1 {
+			return nil, errors.New("server: RateLimit.Burst must be at least 1")
+		}
+		s.limiter = ratelimit.NewMemory(cfg.RateLimit)
+	}
+	if cfg.RateLimit.Rate < 0 {
+		return nil, errors.New("server: RateLimit.Rate must not be negative")
+	}
+	if s.metrics == nil {
+		s.metrics = metrics.New()
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	switch {
+	case s.timeout == 0:
+		s.timeout = DefaultRequestTimeout
+	case s.timeout < 0:
+		return nil, errors.New("server: RequestTimeout must be positive")
+	}
+	switch {
+	case s.shutdown == 0:
+		s.shutdown = DefaultShutdownTimeout
+	case s.shutdown < 0:
+		return nil, errors.New("server: ShutdownTimeout must be positive")
+	}
+	if s.addr == "" {
+		s.addr = ":8080"
+	}
+	for _, c := range s.checks {
+		if c.Name == "" || c.Check == nil {
+			return nil, errors.New("server: a ReadyCheck needs a Name and a Check")
+		}
+	}
+	if err := registerTokenCollector(s.metrics, s.svc); err != nil {
+		return nil, err
+	}
+	s.promH = promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{})
+	s.routes = s.routeTable()
+	s.handler = s.middleware()
+	return s, nil
+}
+
+// NewLogger returns the JSON logger the server expects: one object per line
+// on w, at level.
+func NewLogger(w io.Writer, level slog.Leveler) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+// Handler returns the server's http.Handler (all routes and middleware).
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Metrics returns the metrics the server records into.
+func (s *Server) Metrics() *metrics.Metrics { return s.metrics }
+
+// ListenAndServe listens on Config.Addr and calls Run.
+func (s *Server) ListenAndServe(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.addr)
+	if err != nil {
+		return fmt.Errorf("server: listen: %w", err)
+	}
+	return s.Run(ctx, ln)
+}
+
+// Run serves on ln until ctx is cancelled, then shuts down gracefully: it
+// stops accepting connections, lets requests in flight finish (bounded by
+// ShutdownTimeout), then closes the Service, which waits for detached
+// exchanges and stops the token refreshers. Unless NoWarm is set it also
+// fetches every app's token in the background until that succeeds, so that
+// /readyz turns ready without waiting for traffic. Run may be called once.
+func (s *Server) Run(ctx context.Context, ln net.Listener) error {
+	first := false
+	s.runOnce.Do(func() { first = true })
+	if !first {
+		_ = ln.Close()
+		return errors.New("server: Run called twice")
+	}
+	hs := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      s.timeout + 5*time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	warmCtx, stopWarm := context.WithCancel(ctx)
+	var warmDone sync.WaitGroup
+	if !s.noWarm {
+		warmDone.Add(1)
+		go func() { defer warmDone.Done(); s.warm(warmCtx) }()
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- hs.Serve(ln) }()
+	s.log.Info("listening", "addr", ln.Addr().String(), "apps", s.svc.Apps())
+
+	var err error
+	select {
+	case err = <-serveErr:
+		// the listener failed
+	case <-ctx.Done():
+	}
+	s.closing.Store(true)
+	stopWarm()
+	warmDone.Wait()
+	s.log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.shutdown)
+	defer cancel()
+	if serr := hs.Shutdown(sctx); serr != nil {
+		s.log.Warn("requests still in flight at the shutdown deadline; closing their connections", "err", serr)
+		_ = hs.Close()
+	}
+	if err == nil {
+		err = <-serveErr
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	if cerr := s.svc.Close(sctx); cerr != nil {
+		s.log.Warn("service close", "err", cerr)
+		if err == nil {
+			err = cerr
+		}
+	}
+	s.log.Info("stopped")
+	return err
+}
+
+// warm fetches every app's token, retrying with capped backoff until it
+// succeeds or ctx ends.
+func (s *Server) warm(ctx context.Context) {
+	backoff := time.Second
+	for {
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := s.svc.Warm(wctx)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		s.log.Warn("token warm-up failed; retrying", "retry_in", backoff, "err", err)
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		backoff = min(backoff*2, 30*time.Second)
+	}
+}
