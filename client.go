@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"sync/atomic"
 	"time"
 )
 
@@ -19,6 +20,22 @@ type Client struct {
 	tokens TokenSource
 	owned  *TokenManager // closed by Close; nil when the caller supplied TokenSource
 	log    *slog.Logger
+
+	lastQuery atomic.Pointer[tokenQuery] // the query string of the last token used
+}
+
+// tokenQuery caches "access_token=…" for one token value.
+type tokenQuery struct{ token, query string }
+
+// tokenQuery returns the exchange's query string for tok, built once per
+// token rather than once per request.
+func (c *Client) tokenQuery(tok string) string {
+	if q := c.lastQuery.Load(); q != nil && q.token == tok {
+		return q.query
+	}
+	q := &tokenQuery{token: tok, query: "access_token=" + url.QueryEscape(tok)}
+	c.lastQuery.Store(q)
+	return q.query
 }
 
 // New validates cfg and returns a Client. Unless cfg.TokenSource is set, the
@@ -89,9 +106,9 @@ func (c *Client) PhoneNumber(ctx context.Context, code string) (*PhoneInfo, erro
 	for {
 		var r phoneResp
 		err := c.up.call(ctx, OpPhoneNumber, http.MethodPost, "/wxa/business/getuserphonenumber",
-			"access_token="+url.QueryEscape(tok.Value), body, &r, code, tok.Value)
+			c.tokenQuery(tok.Value), body, &r, code, tok.Value)
 		if err == nil {
-			return c.checkPhone(r.PhoneInfo)
+			return c.checkPhone(r.PhoneInfo.info())
 		}
 		var ae *APIError
 		if errors.As(err, &ae) && tokenErrcodes[ae.ErrCode] && !st.tokenRetried {
@@ -126,7 +143,7 @@ func (c *Client) checkPhone(p *PhoneInfo) (*PhoneInfo, error) {
 
 type phoneResp struct {
 	envelope
-	PhoneInfo *PhoneInfo `json:"phone_info"`
+	PhoneInfo *wirePhoneInfo `json:"phone_info"`
 }
 
 // phoneBody builds {"code":"…"} for a validated (printable ASCII) code.

@@ -207,8 +207,11 @@ func (e *InputError) Is(target error) bool { return target == ErrInvalidInput }
 // or a cancelled context. URLs inside it are redacted.
 type TransportError struct {
 	Op string
-	// Sent reports whether any part of the request was written to the
-	// connection: if true, WeChat may have received and acted on it.
+	// Sent reports whether any part of the request may have been written
+	// to the connection: if true, WeChat may have received and acted on
+	// it. It is false only when net/http's Transport showed that nothing
+	// was written (it reports httptrace events; a RoundTripper that does
+	// not is assumed to have sent the request).
 	Sent bool
 	Err  error
 }

@@ -31,10 +31,11 @@ func (u *upstream) fetchStable(ctx context.Context, secret Secret, force bool) (
 		return Token{}, err
 	}
 	var r tokenResp
+	sent := time.Now()
 	if err := u.call(ctx, OpStableToken, http.MethodPost, "/cgi-bin/stable_token", "", body, &r, secret.Reveal()); err != nil {
 		return Token{}, err
 	}
-	return r.token(OpStableToken, time.Now())
+	return r.token(OpStableToken, sent)
 }
 
 // fetchClassic calls GET /cgi-bin/token. Every call invalidates the
@@ -42,20 +43,22 @@ func (u *upstream) fetchStable(ctx context.Context, secret Secret, force bool) (
 func (u *upstream) fetchClassic(ctx context.Context, secret Secret) (Token, error) {
 	q := url.Values{"grant_type": {"client_credential"}, "appid": {u.appID}, "secret": {secret.Reveal()}}
 	var r tokenResp
+	sent := time.Now()
 	if err := u.call(ctx, OpToken, http.MethodGet, "/cgi-bin/token", q.Encode(), nil, &r, secret.Reveal()); err != nil {
 		return Token{}, err
 	}
-	return r.token(OpToken, time.Now())
+	return r.token(OpToken, sent)
 }
 
 // token turns a decoded answer into a Token whose expiry counts from when
-// the answer arrived (never earlier than WeChat's own clock).
-func (r *tokenResp) token(op string, received time.Time) (Token, error) {
+// the request was sent: WeChat issued the token no earlier, so the expiry
+// is never later than WeChat's own, however long the answer took.
+func (r *tokenResp) token(op string, sent time.Time) (Token, error) {
 	if r.AccessToken == "" {
 		return Token{}, &DecodeError{Op: op, Reason: "errcode 0 without access_token"}
 	}
 	if r.ExpiresIn <= 0 || r.ExpiresIn > maxExpiresIn {
 		return Token{}, &DecodeError{Op: op, Reason: "expires_in out of range"}
 	}
-	return Token{Value: r.AccessToken, ExpiresAt: received.Add(time.Duration(r.ExpiresIn) * time.Second)}, nil
+	return Token{Value: r.AccessToken, ExpiresAt: sent.Add(time.Duration(r.ExpiresIn) * time.Second)}, nil
 }

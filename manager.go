@@ -174,6 +174,9 @@ func (m *TokenManager) Close() error {
 	m.mu.Unlock()
 	m.cancel()
 	m.wg.Wait()
+	// No refresh runs any more and none can start: drop the token so that
+	// Token returns ErrClosed as documented.
+	m.cur.Store(nil)
 	return nil
 }
 
@@ -208,9 +211,17 @@ func (m *TokenManager) doRefresh(ctx context.Context, trigger, rejected string) 
 	if err := m.inCooldown(); err != nil {
 		return Token{}, err
 	}
+	// A background refresh replaces the token held now, which the store
+	// most likely holds too and which is still usable (classic mode
+	// refreshes ahead of the margin): only a different token counts as
+	// someone else's refresh.
+	var stale string
+	if h := m.cur.Load(); h != nil && trigger == TriggerBackground {
+		stale = h.tok.Value
+	}
 	// Someone (another instance, or a refresh we just missed) may already
 	// have stored a usable token.
-	tok, ok, storeDown := m.loadUsable(ctx, rejected)
+	tok, ok, storeDown := m.loadUsable(ctx, rejected, stale)
 	if ok {
 		m.adopt(tok, false)
 		return tok, nil
@@ -226,12 +237,12 @@ func (m *TokenManager) doRefresh(ctx context.Context, trigger, rejected string) 
 					m.log.Warn("token lock: release failed", "err", err)
 				}
 			}()
-			if tok, ok, storeDown = m.loadUsable(ctx, rejected); ok {
+			if tok, ok, storeDown = m.loadUsable(ctx, rejected, stale); ok {
 				m.adopt(tok, false)
 				return tok, nil
 			}
 		case errors.Is(err, ErrLockHeld):
-			if tok, ok := m.waitForStore(ctx, rejected); ok {
+			if tok, ok := m.waitForStore(ctx, rejected, stale); ok {
 				m.adopt(tok, false)
 				return tok, nil
 			}
@@ -279,17 +290,20 @@ func (m *TokenManager) doRefresh(ctx context.Context, trigger, rejected string) 
 	return tok, nil
 }
 
+// usable reports whether t has more than the margin left, the same
+// boundary as a held token's usableUntil (now before ExpiresAt - Margin).
 func (m *TokenManager) usable(t Token, now time.Time) bool {
-	return t.Value != "" && t.Remaining(now) >= m.opts.Margin
+	return t.Value != "" && t.Remaining(now) > m.opts.Margin
 }
 
-// loadUsable reads the shared store. storeDown reports a store failure
-// (then the caller must neither lock nor force).
-func (m *TokenManager) loadUsable(ctx context.Context, rejected string) (tok Token, ok, storeDown bool) {
+// loadUsable reads the shared store; a token equal to rejected or stale
+// does not count. storeDown reports a store failure (then the caller must
+// neither lock nor force).
+func (m *TokenManager) loadUsable(ctx context.Context, rejected, stale string) (tok Token, ok, storeDown bool) {
 	t, err := m.opts.Store.LoadToken(ctx, m.appID)
 	switch {
 	case err == nil:
-		return t, t.Value != rejected && m.usable(t, time.Now()), false
+		return t, t.Value != rejected && t.Value != stale && m.usable(t, time.Now()), false
 	case errors.Is(err, ErrTokenNotFound):
 		return Token{}, false, false
 	default:
@@ -300,7 +314,7 @@ func (m *TokenManager) loadUsable(ctx context.Context, rejected string) (tok Tok
 
 // waitForStore polls the store while another instance refreshes, up to
 // LockWait.
-func (m *TokenManager) waitForStore(ctx context.Context, rejected string) (Token, bool) {
+func (m *TokenManager) waitForStore(ctx context.Context, rejected, stale string) (Token, bool) {
 	deadline := time.NewTimer(m.opts.LockWait)
 	defer deadline.Stop()
 	tick := time.NewTicker(50 * time.Millisecond)
@@ -312,7 +326,7 @@ func (m *TokenManager) waitForStore(ctx context.Context, rejected string) (Token
 		case <-deadline.C:
 			return Token{}, false
 		case <-tick.C:
-			tok, ok, down := m.loadUsable(ctx, rejected)
+			tok, ok, down := m.loadUsable(ctx, rejected, stale)
 			if ok {
 				return tok, true
 			}

@@ -14,7 +14,7 @@ import (
 // (String, fmt, slog, JSON) shows only a fingerprint and the expiry, never
 // the value.
 type Token struct {
-	Value     string    `json:"-"`
+	Value     string    `json:"-" xml:"-"`
 	ExpiresAt time.Time `json:"expires_at"`
 }
 

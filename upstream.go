@@ -187,48 +187,49 @@ func (u *upstream) call(ctx context.Context, op, method, path, rawQuery string, 
 }
 
 func (u *upstream) roundTrip(ctx context.Context, op, method, path, rawQuery string, body []byte, out enveloped, sensitive []string) (int, error) {
-	target := u.base // copy
-	target.Path = u.base.Path + path
-	target.RawQuery = rawQuery
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
 	if err := ctx.Err(); err != nil {
 		return 0, &TransportError{Op: op, Err: err} // nothing sent
 	}
+	target := u.base // copy
+	target.Path = u.base.Path + path
+	target.RawQuery = rawQuery
 	// "Nothing was sent" must be proven, never assumed: net/http's
 	// Transport reports GetConn before it dials and WroteHeaderField as it
 	// writes. A RoundTripper that reports neither (a custom or wrapping
 	// transport) may have sent the request, so its failures count as sent.
-	var started, wrote atomic.Bool
-	trace := &httptrace.ClientTrace{
-		GetConn:          func(string) { started.Store(true) },
-		WroteHeaderField: func(string, []string) { wrote.Store(true) },
-		WroteHeaders:     func() { wrote.Store(true) },
-	}
-	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), method, "", rd)
-	if err != nil {
-		return 0, &TransportError{Op: op, Err: redactErr(err)}
-	}
-	req.URL = &target
-	req.Host = target.Host
-	req.Header = http.Header{
-		"Accept":     {"application/json"},
-		"User-Agent": {"wxphone/1"},
+	st := new(sendTrace)
+	st.trace.GetConn = func(string) { st.started.Store(true) }
+	st.trace.WroteHeaderField = func(string, []string) { st.wrote.Store(true) }
+	st.trace.WroteHeaders = func() { st.wrote.Store(true) }
+	// Built by hand rather than with http.NewRequestWithContext, which
+	// would parse a URL and allocate a header map only to have both
+	// replaced.
+	base := http.Request{
+		Method:     method,
+		URL:        &target,
+		Proto:      "HTTP/1.1",
+		ProtoMajor: 1,
+		ProtoMinor: 1,
+		Host:       target.Host,
+		// Shared, read-only values (len == cap, so an append copies).
+		Header: http.Header{"Accept": hdrJSON, "User-Agent": hdrUserAgent},
 	}
 	if body != nil {
-		req.Header["Content-Type"] = []string{"application/json"}
+		base.Header["Content-Type"] = hdrJSON
+		base.Body = io.NopCloser(bytes.NewReader(body)) // a known in-memory reader: headers and body go out together
+		base.ContentLength = int64(len(body))
+		base.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 	} else {
 		// net/http silently replays a GET (it deems GET idempotent) when a
 		// kept-alive connection fails before the first response byte,
 		// which would send a js_code twice. A non-rewindable body makes
 		// the request non-replayable; an empty one sends no body.
-		req.Body = noReplayBody{}
+		base.Body = noReplayBody{}
 	}
+	req := base.WithContext(httptrace.WithClientTrace(ctx, &st.trace))
 	resp, err := u.hc.Do(req)
 	if err != nil {
-		return 0, &TransportError{Op: op, Sent: wrote.Load() || !started.Load(), Err: redactErr(err)}
+		return 0, &TransportError{Op: op, Sent: st.wrote.Load() || !st.started.Load(), Err: redactErr(err)}
 	}
 	defer resp.Body.Close()
 	buf := bufPool.Get().(*bytes.Buffer)
@@ -248,6 +249,17 @@ func (u *upstream) roundTrip(ctx context.Context, op, method, path, rawQuery str
 		return resp.StatusCode, &DecodeError{Op: op, Reason: "body larger than 1 MiB"}
 	}
 	return resp.StatusCode, decodeAnswer(op, buf.Bytes(), out, sensitive)
+}
+
+var (
+	hdrJSON      = []string{"application/json"}
+	hdrUserAgent = []string{"wxphone/1"}
+)
+
+// sendTrace records whether net/http started and wrote a request.
+type sendTrace struct {
+	started, wrote atomic.Bool
+	trace          httptrace.ClientTrace
 }
 
 // noReplayBody is an empty request body without GetBody; see roundTrip.

@@ -18,6 +18,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"strings"
 )
 
@@ -114,6 +116,18 @@ func derive(k []byte, purpose string) []byte {
 	m.Write([]byte(purpose))
 	return m.Sum(nil)
 }
+
+// String describes the keyring without any key material.
+func (kr *Keyring) String() string { return fmt.Sprintf("seal.Keyring(%d keys)", len(kr.keys)) }
+
+// GoString describes the keyring without any key material.
+func (kr *Keyring) GoString() string { return kr.String() }
+
+// Format writes String for every verb, so %+v and %#v reveal no key.
+func (kr *Keyring) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, kr.String()) }
+
+// LogValue implements slog.LogValuer without any key material.
+func (kr *Keyring) LogValue() slog.Value { return slog.StringValue(kr.String()) }
 
 // Len is the number of keys.
 func (kr *Keyring) Len() int { return len(kr.keys) }

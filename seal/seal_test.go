@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -128,6 +129,16 @@ func TestParseKeys(t *testing.T) {
 	}
 	if _, err := NewKeyring(); err == nil {
 		t.Error("empty keyring accepted")
+	}
+}
+
+func TestKeyringPrintsNoKeyMaterial(t *testing.T) {
+	kr, _ := NewKeyring(testKey(0x41))
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s"} {
+		out := fmt.Sprintf(verb, kr)
+		if strings.Contains(out, "AAAA") || strings.Contains(out, "65 65") || strings.Contains(out, "[") {
+			t.Errorf("%s prints %q", verb, out)
+		}
 	}
 }
 

@@ -405,13 +405,12 @@ func TestCloseWaitsForInFlightExchanges(t *testing.T) {
 	if err := f.svc.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("in-flight exchange failed: %v", err)
-		}
-	default:
-		t.Fatal("Close returned before the in-flight exchange finished")
+	// Close returned only after WeChat's answer was received and recorded.
+	if n := f.mock.Stats().Endpoints.Phone.ByErrcode[0]; n != 1 {
+		t.Fatalf("successful upstream answers when Close returned = %d, want 1", n)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("in-flight exchange failed: %v", err)
 	}
 	if _, err := f.svc.Exchange(context.Background(), Request{Code: f.mint(t, appA, "13800138001"), Caller: "k1"}); !errors.Is(err, wxphone.ErrClosed) {
 		t.Fatalf("after Close: err = %v, want ErrClosed", err)
