@@ -281,6 +281,9 @@ func (l *loader) load() (*Config, error) {
 			return nil, fmt.Errorf("config: %s: %w", src, err)
 		}
 		c.RedisURL = wxphone.Secret(ru)
+		if !c.DataKeySet {
+			return nil, fmt.Errorf("config: %s is set, so WXPHONE_DATA_KEY (or WXPHONE_DATA_KEY_FILE, --data-key-file) is required: every replica must seal and find shared data with the same key", src)
+		}
 	}
 	rate, src := l.plain("rate-limit", "WXPHONE_RATE_LIMIT")
 	c.RateLimit = DefaultRateLimit

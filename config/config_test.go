@@ -167,6 +167,7 @@ func TestLoad(t *testing.T) {
 		{name: "short data key", env: with(base(), "WXPHONE_DATA_KEY", dataKey+",AAEC"), wantErr: "key 2 decodes to 3 bytes"},
 		{name: "bad redis scheme", env: with(base(), "REDIS_URL", "http://user:redis-password-xyz@host"), wantErr: "REDIS_URL: the scheme must be redis"},
 		{name: "unparsable redis URL", env: with(base(), "REDIS_URL", "redis://user:redis-password-xyz@host:port:x/%zz"), wantErr: "REDIS_URL: not a valid URL"},
+		{name: "redis without a data key", env: with(base(), "REDIS_URL", "redis://user:redis-password-xyz@127.0.0.1:6379/0"), wantErr: "REDIS_URL is set, so WXPHONE_DATA_KEY"},
 		{name: "bad log level", env: with(base(), "WXPHONE_LOG_LEVEL", "loud"), wantErr: "WXPHONE_LOG_LEVEL: want debug"},
 		{name: "bad rate", env: with(base(), "WXPHONE_RATE_LIMIT", "-1"), wantErr: "WXPHONE_RATE_LIMIT"},
 		{name: "bad burst", args: []string{"--rate-burst", "0"}, env: base(), wantErr: "--rate-burst: want a whole number"},

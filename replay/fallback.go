@@ -75,6 +75,9 @@ func (f *Fallback) Claim(ctx context.Context, key, owner string, lease time.Time
 	}
 	rec, claimed, err = f.local.Claim(ctx, key, owner, lease, ttl)
 	rec.ClaimID = localPrefix + rec.ClaimID
+	// Another replica, or this one before the outage, may have used the
+	// code already: a 40029 now means "outcome unknown".
+	rec.Tainted = true
 	return rec, claimed, err
 }
 

@@ -158,6 +158,9 @@ func TestFallbackServesLocallyAndRecovers(t *testing.T) {
 		if err != nil || !ok {
 			t.Fatalf("claim during outage = %v %v", ok, err)
 		}
+		if !rec.Tainted {
+			t.Fatal("a claim made during an outage is not tainted: a 40029 would read as invalid code")
+		}
 		if !f.Degraded() {
 			t.Fatal("not degraded after a primary failure")
 		}

@@ -208,16 +208,23 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request, rc *reqCtx
 			body.NotReady = append(body.NotReady, st.AppID)
 		}
 	}
-	failed := false
+	failed, degraded := false, false
 	for _, c := range s.checks {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		err := c.Check(ctx)
 		cancel()
 		if err != nil {
-			failed = true
-			s.log.Warn("readiness check failed", "request_id", rc.id, "check", c.Name, "err", err)
+			if c.Degrades {
+				degraded = true
+			} else {
+				failed = true
+			}
+			s.log.Warn("readiness check failed", "request_id", rc.id, "check", c.Name, "degrades_only", c.Degrades, "err", err)
 		}
 		body.Checks = append(body.Checks, checkResult{Name: c.Name, OK: err == nil})
+	}
+	if degraded {
+		body.Status = "degraded"
 	}
 	status := http.StatusOK
 	switch {

@@ -65,6 +65,11 @@ type Check struct {
 	Name string
 	// Check returns nil when ready; its error is logged, never shown.
 	Check func(ctx context.Context) error
+	// Degrades marks a check whose failure the instance survives (a
+	// shared store with a local fallback): /readyz then still answers 200,
+	// with status "degraded", so a load balancer keeps the replica while
+	// the body and /metrics show the state.
+	Degrades bool
 }
 
 // Config configures a Server.

@@ -23,13 +23,11 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/wxphone/wxphone"
 	"github.com/wxphone/wxphone/config"
 	"github.com/wxphone/wxphone/demo"
-	"github.com/wxphone/wxphone/metrics"
-	"github.com/wxphone/wxphone/ratelimit"
+	"github.com/wxphone/wxphone/redis"
+	"github.com/wxphone/wxphone/replica"
 	"github.com/wxphone/wxphone/server"
-	"github.com/wxphone/wxphone/service"
 	"github.com/wxphone/wxphone/wxmock"
 )
 
@@ -114,54 +112,21 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	if err != nil {
 		return err
 	}
-	srv, err := build(cfg, stdout)
+	r, err := build(ctx, cfg, stdout)
 	if err != nil {
 		return err
 	}
-	return srv.ListenAndServe(ctx)
+	defer r.Close()
+	return r.Server.ListenAndServe(ctx)
 }
 
-// build wires a server from cfg: one client per app with metrics hooks and
-// the logger, the service, the server. The fleet wiring (REDIS_URL: token
-// store, replay store, limiter) belongs here.
-func build(cfg *config.Config, logOut io.Writer) (*server.Server, error) {
-	logger := server.NewLogger(logOut, cfg.LogLevel)
-	m := metrics.New()
-	var clients []*wxphone.Client
-	closeAll := func() {
-		for _, c := range clients {
-			_ = c.Close()
-		}
-	}
-	for _, a := range cfg.Apps {
-		c, err := wxphone.New(wxphone.Config{AppID: a.AppID, Secret: a.Secret, BaseURL: cfg.APIBase, Logger: logger, Hooks: m.Hooks()})
-		if err != nil {
-			closeAll()
-			return nil, fmt.Errorf("app %s: %w", a.AppID, err)
-		}
-		clients = append(clients, c)
-	}
+// build wires a replica from cfg (see package replica); go-redis's own
+// messages go to the same log.
+func build(ctx context.Context, cfg *config.Config, logOut io.Writer) (*replica.Replica, error) {
 	if cfg.RedisURL != "" {
-		logger.Warn("REDIS_URL is set, but this build keeps tokens, replays and rate limits in this process; run one replica")
+		redis.SetLogger(server.NewLogger(logOut, cfg.LogLevel))
 	}
-	if !cfg.DataKeySet {
-		logger.Info("WXPHONE_DATA_KEY is not set: using a random per-process data key (replays survive only within this process)")
-	}
-	svc, err := service.New(service.Config{Clients: clients, Keyring: cfg.Keyring(), ExchangeTimeout: cfg.ExchangeTimeout, Metrics: m, Logger: logger})
-	if err != nil {
-		closeAll()
-		return nil, err
-	}
-	srv, err := server.New(server.Config{
-		Service: svc, APIKeys: config.Reveal(cfg.APIKeys), TokenAPIKeys: config.Reveal(cfg.TokenAPIKeys),
-		Keyring: cfg.Keyring(), RateLimit: ratelimit.Limit{Rate: cfg.RateLimit, Burst: cfg.RateBurst},
-		Metrics: m, Logger: logger, RequestTimeout: cfg.RequestTimeout, ShutdownTimeout: cfg.ShutdownTimeout, Addr: cfg.Addr,
-	})
-	if err != nil {
-		_ = svc.Close(context.Background())
-		return nil, err
-	}
-	return srv, nil
+	return replica.Build(ctx, cfg, replica.Options{LogOut: logOut})
 }
 
 // appsFlag collects repeated --app appid:secret values.

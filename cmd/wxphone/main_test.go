@@ -74,10 +74,12 @@ func TestServeWiring(t *testing.T) {
 		t.Fatal(err)
 	}
 	var logs syncBuffer
-	srv, err := build(cfg, &logs)
+	r, err := build(context.Background(), cfg, &logs)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer r.Close()
+	srv := r.Server
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
