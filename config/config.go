@@ -19,7 +19,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -74,7 +73,7 @@ type Config struct {
 	// DataKeySet reports whether WXPHONE_DATA_KEY was configured; when not,
 	// Keyring is a random per-process key.
 	DataKeySet bool
-	// RedisURL is REDIS_URL, kept for the fleet wiring; empty when unset.
+	// RedisURL is REDIS_URL: set, it switches on fleet mode (see package replica); empty when unset.
 	RedisURL wxphone.Secret
 	// RateLimit is each API key's request rate per second
 	// (WXPHONE_RATE_LIMIT); 0 disables the limit.
@@ -134,7 +133,7 @@ func Settings() []Setting {
 		{Env: "WXPHONE_API_KEYS", FileEnv: "WXPHONE_API_KEYS_FILE", Flag: "api-keys-file", Secret: true, Help: "comma-separated bearer keys allowed to exchange phone codes (required; each at least 16 characters)"},
 		{Env: "WXPHONE_TOKEN_API_KEYS", FileEnv: "WXPHONE_TOKEN_API_KEYS_FILE", Flag: "token-api-keys-file", Secret: true, Help: "comma-separated bearer keys allowed on the central access-token endpoints"},
 		{Env: "WXPHONE_DATA_KEY", FileEnv: "WXPHONE_DATA_KEY_FILE", Flag: "data-key-file", Secret: true, Help: "comma-separated base64 32-byte data keys, first seals (default: a random per-process key)"},
-		{Env: "REDIS_URL", FileEnv: "REDIS_URL_FILE", Flag: "redis-url-file", Secret: true, Help: "Redis URL for a fleet (redis://, rediss:// or unix://)"},
+		{Env: "REDIS_URL", FileEnv: "REDIS_URL_FILE", Flag: "redis-url-file", Secret: true, Help: "Redis URL switching on fleet mode (redis://, rediss://, redis+sentinel://, redis+cluster://); needs WXPHONE_DATA_KEY"},
 		{Env: "WXPHONE_LOG_LEVEL", Flag: "log-level", Default: "info", Help: "log level: debug, info, warn or error"},
 		{Env: "WXPHONE_RATE_LIMIT", Flag: "rate-limit", Default: "20", Help: "requests per second per API key; 0 disables"},
 		{Env: "WXPHONE_RATE_BURST", Flag: "rate-burst", Default: "2 × rate", Help: "burst per API key"},
@@ -559,21 +558,20 @@ func scrubJSONError(err error) string {
 }
 
 func checkRedisURL(s string) error {
-	u, err := url.Parse(s)
-	if err != nil {
-		return errors.New("not a valid URL") // url.Parse quotes the input: never echo it
+	scheme, rest, ok := strings.Cut(s, "://")
+	if !ok {
+		return errors.New("not a valid URL: want scheme://host…")
 	}
-	switch u.Scheme {
-	case "redis", "rediss":
-		if u.Host == "" {
-			return errors.New("the URL has no host")
-		}
-	case "unix":
-		if u.Path == "" {
-			return errors.New("the unix URL has no path")
-		}
+	switch strings.ToLower(scheme) {
+	case "redis", "rediss", "redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster":
 	default:
-		return errors.New("the scheme must be redis, rediss or unix")
+		return errors.New("the scheme must be redis, rediss, redis+sentinel, rediss+sentinel, redis+cluster or rediss+cluster")
+	}
+	if at := strings.LastIndex(rest, "@"); at >= 0 {
+		rest = rest[at+1:]
+	}
+	if host, _, _ := strings.Cut(rest, "/"); strings.TrimSpace(host) == "" || strings.ContainsAny(host, " \t\n") {
+		return errors.New("the URL has no host")
 	}
 	return nil
 }
