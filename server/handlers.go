@@ -121,8 +121,16 @@ type tokenResponse struct {
 	ExpiresIn   int64  `json:"expires_in"`
 }
 
+// TokenHandoverMargin is subtracted from a token's remaining life in the
+// central token endpoint's expires_in: wxphone hands out the next token
+// when the current one has this much left (WeChat's stable-token handover),
+// so a client caching for expires_in asks again just when a new token is
+// available, and never uses a token in its last five minutes.
+const TokenHandoverMargin = 300 * time.Second
+
 func (s *Server) writeToken(w http.ResponseWriter, tok wxphone.Token) {
-	writeJSON(w, http.StatusOK, tokenResponse{AccessToken: tok.Value, ExpiresIn: max(int64(tok.Remaining(time.Now())/time.Second), 0)})
+	left := (tok.Remaining(time.Now()) - TokenHandoverMargin) / time.Second
+	writeJSON(w, http.StatusOK, tokenResponse{AccessToken: tok.Value, ExpiresIn: max(int64(left), 1)})
 }
 
 func (s *Server) handleToken(w http.ResponseWriter, r *http.Request, rc *reqCtx) {
