@@ -145,12 +145,18 @@ func (c Config) newUpstream() (*upstream, *slog.Logger, error) {
 		return nil, nil, err
 	}
 	hc := c.HTTPClient
+	var direct *http.Transport
 	if hc == nil {
 		hc = NewHTTPClient()
+		direct = hc.Transport.(*http.Transport)
 	}
 	log := c.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &upstream{hc: hc, base: *base, appID: c.AppID, hooks: c.Hooks}, log.With("appid", c.AppID), nil
+	u := &upstream{hc: hc, base: *base, appID: c.AppID, hooks: c.Hooks, direct: direct}
+	if direct != nil {
+		u.postHeader, u.getHeader = newHeader(true), newHeader(false)
+	}
+	return u, log.With("appid", c.AppID), nil
 }

@@ -26,7 +26,7 @@ const maxResponseBytes = 1 << 20
 
 // NewHTTPClient returns the tuned *http.Client wxphone uses by default: 5 s
 // dial and TLS handshake timeouts, a 10 s response-header timeout, a 30 s
-// overall timeout, an idle pool of 512 connections per host (Go's default
+// overall timeout, an idle pool of 1024 connections per host (Go's default
 // keeps 2, which under load means a new TLS handshake for most requests), TLS
 // 1.2 or later with verification always on, and no redirects (a redirect
 // would carry the access_token in its URL to another place).
@@ -38,15 +38,18 @@ func NewHTTPClient() *http.Client {
 		TLSHandshakeTimeout:   5 * time.Second,
 		ResponseHeaderTimeout: 10 * time.Second,
 		ExpectContinueTimeout: time.Second,
-		MaxIdleConns:          1024,
-		MaxIdleConnsPerHost:   512,
+		MaxIdleConns:          2048,
+		MaxIdleConnsPerHost:   1024,
 		IdleConnTimeout:       90 * time.Second,
 		ForceAttemptHTTP2:     true,
-		TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12},
+		// WeChat's answers are a few hundred bytes: gzip would cost more
+		// (a header, a reader per response) than it saves.
+		DisableCompression: true,
+		TLSClientConfig:    &tls.Config{MinVersion: tls.VersionTLS12},
 	}
 	return &http.Client{
 		Transport:     tr,
-		Timeout:       30 * time.Second,
+		Timeout:       defaultOverallTimeout,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 }
@@ -154,7 +157,19 @@ type upstream struct {
 	base  url.URL
 	appID string
 	hooks Hooks
+
+	// direct is set when hc is wxphone's own client (Config.HTTPClient
+	// unset): requests then go straight to its transport, skipping
+	// http.Client's redirect, cookie and timeout machinery, none of which
+	// that client uses (no redirects, no jar; the overall timeout is
+	// applied here as a context deadline when the caller set none).
+	direct                *http.Transport
+	postHeader, getHeader http.Header
 }
+
+// defaultOverallTimeout bounds a request on the direct path whose context
+// has no deadline, like NewHTTPClient's Client.Timeout.
+const defaultOverallTimeout = 30 * time.Second
 
 var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
@@ -190,17 +205,17 @@ func (u *upstream) roundTrip(ctx context.Context, op, method, path, rawQuery str
 	if err := ctx.Err(); err != nil {
 		return 0, &TransportError{Op: op, Err: err} // nothing sent
 	}
+	if u.direct != nil {
+		if _, ok := ctx.Deadline(); !ok {
+			// The direct path skips http.Client and its overall timeout.
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, defaultOverallTimeout)
+			defer cancel()
+		}
+	}
 	target := u.base // copy
 	target.Path = u.base.Path + path
 	target.RawQuery = rawQuery
-	// "Nothing was sent" must be proven, never assumed: net/http's
-	// Transport reports GetConn before it dials and WroteHeaderField as it
-	// writes. A RoundTripper that reports neither (a custom or wrapping
-	// transport) may have sent the request, so its failures count as sent.
-	st := new(sendTrace)
-	st.trace.GetConn = func(string) { st.started.Store(true) }
-	st.trace.WroteHeaderField = func(string, []string) { st.wrote.Store(true) }
-	st.trace.WroteHeaders = func() { st.wrote.Store(true) }
 	// Built by hand rather than with http.NewRequestWithContext, which
 	// would parse a URL and allocate a header map only to have both
 	// replaced.
@@ -211,25 +226,50 @@ func (u *upstream) roundTrip(ctx context.Context, op, method, path, rawQuery str
 		ProtoMajor: 1,
 		ProtoMinor: 1,
 		Host:       target.Host,
-		// Shared, read-only values (len == cap, so an append copies).
-		Header: http.Header{"Accept": hdrJSON, "User-Agent": hdrUserAgent},
 	}
+	// "Nothing was sent" must be proven, never assumed.
+	var sent func() bool
 	if body != nil {
-		base.Header["Content-Type"] = hdrJSON
-		base.Body = io.NopCloser(bytes.NewReader(body)) // a known in-memory reader: headers and body go out together
+		// A POST carries its secret (the code, the AppSecret) only in the
+		// body: a body no transport has read proves nothing reached
+		// WeChat, whatever the RoundTripper. A read counts as sent even if
+		// the bytes then fail to reach the wire (conservative).
+		sb := &sendBody{body: body}
+		sb.r.Reset(body)
+		base.Header = u.header(true)
+		base.Body = sb
 		base.ContentLength = int64(len(body))
-		base.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+		base.GetBody = sb.rewind // lets net/http resend safely when nothing was written
+		sent = sb.read.Load
 	} else {
+		// A GET carries its secrets in the URL. net/http's Transport
+		// reports GetConn before it dials and WroteHeaders once the
+		// request line and headers are in its buffer, before any byte can
+		// leave; a RoundTripper that reports neither (a custom or wrapping
+		// transport) may have sent the request, so its failures count as
+		// sent.
+		st := new(sendTrace)
+		st.trace.GetConn = func(string) { st.started.Store(true) }
+		st.trace.WroteHeaders = func() { st.wrote.Store(true) }
+		ctx = httptrace.WithClientTrace(ctx, &st.trace)
+		sent = func() bool { return st.wrote.Load() || !st.started.Load() }
+		base.Header = u.header(false)
 		// net/http silently replays a GET (it deems GET idempotent) when a
 		// kept-alive connection fails before the first response byte,
 		// which would send a js_code twice. A non-rewindable body makes
 		// the request non-replayable; an empty one sends no body.
 		base.Body = noReplayBody{}
 	}
-	req := base.WithContext(httptrace.WithClientTrace(ctx, &st.trace))
-	resp, err := u.hc.Do(req)
+	req := base.WithContext(ctx)
+	var resp *http.Response
+	var err error
+	if u.direct != nil {
+		resp, err = u.direct.RoundTrip(req)
+	} else {
+		resp, err = u.hc.Do(req)
+	}
 	if err != nil {
-		return 0, &TransportError{Op: op, Sent: st.wrote.Load() || !st.started.Load(), Err: redactErr(err)}
+		return 0, &TransportError{Op: op, Sent: sent(), Err: redactErr(err)}
 	}
 	defer resp.Body.Close()
 	buf := bufPool.Get().(*bytes.Buffer)
@@ -255,6 +295,60 @@ var (
 	hdrJSON      = []string{"application/json"}
 	hdrUserAgent = []string{"wxphone/1"}
 )
+
+// header returns the request headers. On the direct path (our own
+// transport, which never modifies a request) one read-only map per client
+// serves every request; otherwise each request gets its own, since an
+// http.Client with a cookie jar adds to it.
+func (u *upstream) header(post bool) http.Header {
+	if u.direct != nil {
+		if post {
+			return u.postHeader
+		}
+		return u.getHeader
+	}
+	return newHeader(post)
+}
+
+func newHeader(post bool) http.Header {
+	h := http.Header{"Accept": hdrJSON, "User-Agent": hdrUserAgent}
+	if post {
+		h["Content-Type"] = hdrJSON
+	}
+	return h
+}
+
+// sendBody is a request body that records whether it was ever read.
+type sendBody struct {
+	read atomic.Bool
+	body []byte
+	r    bytes.Reader
+}
+
+func (b *sendBody) Read(p []byte) (int, error) {
+	b.read.Store(true)
+	return b.r.Read(p)
+}
+
+func (b *sendBody) Close() error { return nil }
+
+// rewind is GetBody: a fresh reader over the same bytes that reports reads
+// to the same flag.
+func (b *sendBody) rewind() (io.ReadCloser, error) {
+	return &rewoundBody{b: b, r: bytes.NewReader(b.body)}, nil
+}
+
+type rewoundBody struct {
+	b *sendBody
+	r *bytes.Reader
+}
+
+func (r *rewoundBody) Read(p []byte) (int, error) {
+	r.b.read.Store(true)
+	return r.r.Read(p)
+}
+
+func (r *rewoundBody) Close() error { return nil }
 
 // sendTrace records whether net/http started and wrote a request.
 type sendTrace struct {
