@@ -1,0 +1,148 @@
+package main
+
+import (
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestMain lets the test binary double as the emulator child process.
+func TestMain(m *testing.M) {
+	maybeRunEmulator()
+	os.Exit(m.Run())
+}
+
+// TestSmoke runs the whole comparison in smoke mode and checks only its
+// structure: every SDK produced a row at every level and a scenario entry,
+// and ours had no errors on the happy path. No timing is asserted.
+func TestSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts an emulator process and drives five SDKs")
+	}
+	cfg, err := parseFlags([]string{"-smoke", "-q"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.write {
+		t.Fatal("smoke mode must not write the docs by default")
+	}
+	rep, err := runBench(cfg, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	wantLabels := []string{sdkOurs}
+	for _, s := range allSDKs[1:] {
+		wantLabels = append(wantLabels, s+" ("+modeDefault+")", s+" ("+modeTuned+")")
+	}
+	for _, l := range wantLabels {
+		for _, c := range cfg.levels {
+			a, ok := rep.aggregate(l, c)
+			if !ok {
+				t.Errorf("no row for %s at c=%d", l, c)
+				continue
+			}
+			if l == sdkOurs {
+				if a.Ops == 0 {
+					t.Errorf("ours made no exchange at c=%d", c)
+				}
+				if a.Errors != 0 || a.Wrong != 0 {
+					t.Errorf("ours at c=%d: %d errors, %d wrong numbers (first: %s)", c, a.Errors, a.Wrong, a.FirstErr)
+				}
+			}
+		}
+	}
+
+	if len(rep.Scenarios) != len(allSDKs) {
+		t.Fatalf("scenario rows = %d, want %d", len(rep.Scenarios), len(allSDKs))
+	}
+	for _, s := range rep.Scenarios {
+		if s.Cold.Err != "" {
+			t.Errorf("%s cold burst: %s", s.SDK, s.Cold.Err)
+		}
+		for name, f := range map[string]faultResult{"revoke": s.Revoke, "busy": s.Busy, "slow": s.Slow, "http500": s.HTTP500} {
+			if f.Err != "" {
+				t.Errorf("%s %s: %s", s.SDK, name, f.Err)
+			}
+		}
+		if s.SDK == sdkOurs {
+			if s.Cold.OK != cfg.coldN || s.Cold.Errors != 0 {
+				t.Errorf("ours cold burst: %d ok, %d errors (first: %s)", s.Cold.OK, s.Cold.Errors, s.Cold.FirstErr)
+			}
+			if s.Cold.TokenFetches != 1 {
+				t.Logf("ours cold burst made %d token fetches", s.Cold.TokenFetches)
+			}
+		}
+	}
+
+	md := rep.markdown()
+	for _, want := range []string{"| c | SDK (mode) |", "**wxphone (ours)**", "Targets.", "Raw numbers"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q", want)
+		}
+	}
+	for _, l := range wantLabels[1:] {
+		if !strings.Contains(md, "| "+l+" |") {
+			t.Errorf("markdown has no row for %s", l)
+		}
+	}
+}
+
+func TestWriteSection(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "benchmarks.md")
+
+	// Created with just our section.
+	if err := writeSection(path, "one\n"); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(path)
+	if got, want := string(b), beginMarker+"\none\n"+endMarker+"\n"; got != want {
+		t.Fatalf("created file = %q, want %q", got, want)
+	}
+
+	// Only the text between our markers changes.
+	head := "# Benchmarks\n\n<!-- load:begin -->\nload stuff\n<!-- load:end -->\n\n"
+	tail := "\ntrailing text\n"
+	if err := os.WriteFile(path, []byte(head+beginMarker+"\nold\n"+endMarker+tail), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeSection(path, "new\n"); err != nil {
+		t.Fatal(err)
+	}
+	b, _ = os.ReadFile(path)
+	if got, want := string(b), head+beginMarker+"\nnew\n"+endMarker+tail; got != want {
+		t.Fatalf("rewritten file = %q, want %q", got, want)
+	}
+
+	// No markers yet: appended, the rest untouched.
+	other := "# Benchmarks\n\n<!-- load:begin -->\nx\n<!-- load:end -->"
+	if err := os.WriteFile(path, []byte(other), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeSection(path, "s"); err != nil {
+		t.Fatal(err)
+	}
+	b, _ = os.ReadFile(path)
+	if got, want := string(b), other+"\n\n"+beginMarker+"\ns\n"+endMarker+"\n"; got != want {
+		t.Fatalf("appended file = %q, want %q", got, want)
+	}
+
+	// Unbalanced markers: refuse.
+	if err := os.WriteFile(path, []byte(beginMarker+"\nno end\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeSection(path, "s"); err == nil {
+		t.Fatal("unbalanced markers accepted")
+	}
+}
+
+func TestExpectedPhone(t *testing.T) {
+	// The emulator's own derivation, through a real exchange, is covered
+	// by TestSmoke; here only the shape checks.
+	if expectedPhone("load-x", "") || expectedPhone("load-x", "12345678901") {
+		t.Fatal("malformed numbers accepted")
+	}
+}
