@@ -204,7 +204,7 @@ func (c *Client) decide(ctx context.Context, op string, st *attempts, err error)
 	}
 }
 
-func jitter(lo, hi time.Duration) time.Duration { return lo + rand.N(hi-lo+1) }
+func jitter(lo, hi time.Duration) time.Duration { return lo + rand.N(hi-lo+1) } // #nosec G404 -- jitter, not a secret
 
 // sleepCtx waits d unless ctx ends first or its deadline leaves no time for
 // another attempt after the wait; it reports whether the wait completed.

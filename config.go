@@ -21,6 +21,13 @@ type Config struct {
 	BaseURL string
 	// HTTPClient sends every upstream request; default NewHTTPClient().
 	HTTPClient *http.Client
+	// H2C makes the default client (HTTPClient unset) speak HTTP/2 with
+	// prior knowledge to a plain http:// BaseURL, i.e. a loopback
+	// emulator serving h2c: every request in flight is then a stream on a
+	// shared connection instead of a connection of its own. https is not
+	// affected (HTTP/2 is negotiated there by ALPN). Ignored when
+	// HTTPClient is set.
+	H2C bool
 	// Logger receives diagnostic lines (never a secret, token, code or full
 	// phone number); default discards.
 	Logger *slog.Logger
@@ -149,6 +156,11 @@ func (c Config) newUpstream() (*upstream, *slog.Logger, error) {
 	if hc == nil {
 		hc = NewHTTPClient()
 		direct = hc.Transport.(*http.Transport)
+		if c.H2C {
+			direct.Protocols = new(http.Protocols)
+			direct.Protocols.SetHTTP2(true)
+			direct.Protocols.SetUnencryptedHTTP2(true)
+		}
 	}
 	log := c.Logger
 	if log == nil {

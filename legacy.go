@@ -63,11 +63,12 @@ func Decrypt(sessionKey SessionKey, encryptedData, iv string) ([]byte, error) {
 
 // pkcs7Len checks PKCS#7 padding without branching on the pad bytes.
 func pkcs7Len(b []byte) (int, bool) {
-	pad := int(b[len(b)-1])
+	padByte := b[len(b)-1]
+	pad := int(padByte)
 	good := subtle.ConstantTimeLessOrEq(1, pad) & subtle.ConstantTimeLessOrEq(pad, aes.BlockSize)
 	for i := 1; i <= aes.BlockSize; i++ {
 		inPad := subtle.ConstantTimeLessOrEq(i, pad)
-		eq := subtle.ConstantTimeByteEq(b[len(b)-i], byte(pad))
+		eq := subtle.ConstantTimeByteEq(b[len(b)-i], padByte)
 		good &= subtle.ConstantTimeSelect(inPad, eq, 1)
 	}
 	if good != 1 {

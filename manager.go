@@ -383,7 +383,7 @@ func (m *TokenManager) fetch(ctx context.Context, kind, trigger string) (Token, 
 		if !retryableFetch(kind, err) || attempt >= 6 {
 			return Token{}, err
 		}
-		wait := backoff/2 + rand.N(backoff/2+1)
+		wait := backoff/2 + rand.N(backoff/2+1) // #nosec G404 -- jitter, not a secret
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
 			return Token{}, err
 		}
@@ -472,7 +472,7 @@ func (m *TokenManager) lead() time.Duration {
 	if !m.opts.Classic {
 		return 0 // WeChat rotates a stable token only at the margin
 	}
-	return m.opts.RefreshLead/2 + rand.N(m.opts.RefreshLead/2+1)
+	return m.opts.RefreshLead/2 + rand.N(m.opts.RefreshLead/2+1) // #nosec G404 -- jitter, not a secret
 }
 
 // schedule arms the background refresh timer for the held token h.

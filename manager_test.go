@@ -150,7 +150,7 @@ func TestRefreshAheadFollowsExpiresIn(t *testing.T) {
 					t.Fatalf("fetches = %+v; want a background refresh at exactly %v", ev, refreshAt)
 				}
 				t2, err := m.Token(context.Background())
-				if err != nil || t2.Value == t1.Value || t2.ExpiresAt.Sub(time.Now()) != ttl {
+				if err != nil || t2.Value == t1.Value || time.Until(t2.ExpiresAt) != ttl {
 					t.Errorf("after refresh: %v, %v; want a new token with %v left", t2, err, ttl)
 				}
 				// And again, from the new token's expires_in.

@@ -2,10 +2,10 @@ package wxphone
 
 import (
 	"errors"
-	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -47,9 +47,18 @@ func TestNothingSecretInLogsOrErrors(t *testing.T) {
 		secrets[code] = "phone code"
 		return code
 	}
+	// Every hook event is rendered too: their Err fields carry the same
+	// errors.
+	var eventsMu sync.Mutex
+	var events []any
+	hooks := Hooks{
+		OnUpstream:   func(ev UpstreamEvent) { eventsMu.Lock(); events = append(events, ev); eventsMu.Unlock() },
+		OnTokenFetch: func(ev TokenFetchEvent) { eventsMu.Lock(); events = append(events, ev); eventsMu.Unlock() },
+	}
 	cfgWith := func(mut func(*Config)) Config {
 		cfg := env.config(t)
 		cfg.Logger = logger
+		cfg.Hooks = hooks
 		if mut != nil {
 			mut(&cfg)
 		}
@@ -142,6 +151,11 @@ func TestNothingSecretInLogsOrErrors(t *testing.T) {
 	rc := newTestClient(t, cfgWith(nil))
 	keep(rc.Warm(ctx))
 	keep(rc.Warm(ctx)) // in the cool-down
+	status := rc.TokenSource().(*TokenManager).Status()
+	if status.LastError == nil {
+		t.Error("no LastError in the cool-down")
+	}
+	logger.Debug("status", "status", status)
 	_, err = rc.PhoneNumber(ctx, mint(testPhone))
 	keep(err)
 	fault(wxmock.Fault{Endpoint: wxmock.EndpointStableToken, Kind: wxmock.FaultErrcode, Errcode: -1, Count: 2})
@@ -202,6 +216,12 @@ func TestNothingSecretInLogsOrErrors(t *testing.T) {
 	_, err = sc.PhoneNumber(ctx, mint(testPhone))
 	keep(err)
 
+	// Input refused locally.
+	for _, bad := range []string{"", "code with a space " + testSecret, strings.Repeat("c", MaxCodeLen+1)} {
+		_, err = c.PhoneNumber(ctx, bad)
+		keep(err)
+	}
+
 	// After Close.
 	_ = c.Close()
 	_, err = c.PhoneNumber(ctx, mint(testPhone))
@@ -221,18 +241,51 @@ func TestNothingSecretInLogsOrErrors(t *testing.T) {
 	if len(errs) < 30 {
 		t.Errorf("only %d errors collected", len(errs))
 	}
+	// Every error, every error in its chain and every hook event, in every
+	// rendering (fmt verbs, slog text and JSON, encoding/json and xml).
 	var rendered []string
+	render := func(v any) {
+		for _, r := range renderings(t, v) {
+			rendered = append(rendered, r)
+		}
+	}
 	for _, err := range errs {
-		rendered = append(rendered, err.Error(), fmt.Sprintf("%+v", err), fmt.Sprintf("%#v", err))
+		for e := err; e != nil; e = errors.Unwrap(e) {
+			render(e)
+		}
 		var ue *url.Error
 		if errors.As(err, &ue) {
-			rendered = append(rendered, ue.URL, ue.Error())
+			render(ue)
+			rendered = append(rendered, ue.URL)
 			if strings.Contains(ue.URL, "=") {
 				t.Errorf("url.Error carries a query: %s", ue.URL)
 			}
 		}
-		for e := errors.Unwrap(err); e != nil; e = errors.Unwrap(e) {
-			rendered = append(rendered, e.Error())
+		var ae *APIError
+		if errors.As(err, &ae) {
+			render(ae)
+		}
+	}
+	render(status)
+	render(&status)
+	eventsMu.Lock()
+	for _, ev := range events {
+		render(ev)
+	}
+	eventsMu.Unlock()
+	// Every error type was met on the way.
+	for name, target := range map[string]any{
+		"APIError": new(*APIError), "TransportError": new(*TransportError), "url.Error": new(*url.Error),
+		"HTTPError": new(*HTTPError), "DecodeError": new(*DecodeError), "OutcomeUnknownError": new(*OutcomeUnknownError),
+		"InputError": new(*InputError), "WatermarkError": new(*WatermarkError), "TokenUnavailableError": new(*TokenUnavailableError),
+		"DecryptError": new(*DecryptError),
+	} {
+		found := false
+		for _, err := range errs {
+			found = found || errors.As(err, target)
+		}
+		if !found {
+			t.Errorf("no failure path produced a %s", name)
 		}
 	}
 	for s, what := range secrets {

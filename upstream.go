@@ -63,6 +63,12 @@ func ParseBaseURL(s string) (*url.URL, error) {
 	}
 	u, err := url.Parse(s)
 	if err != nil {
+		// url.Parse quotes the whole URL, user info included: keep only
+		// the reason.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
 		return nil, fmt.Errorf("wxphone: base URL: %w", err)
 	}
 	switch {
@@ -213,6 +219,36 @@ func (u *upstream) roundTrip(ctx context.Context, op, method, path, rawQuery str
 			defer cancel()
 		}
 	}
+	req, sb, st := u.request(ctx, method, path, rawQuery, body)
+	var resp *http.Response
+	var err error
+	if u.direct != nil {
+		resp, err = u.direct.RoundTrip(req)
+	} else {
+		resp, err = u.hc.Do(req)
+	}
+	if err != nil {
+		return 0, &TransportError{Op: op, Sent: mayHaveSent(sb, st), Err: redactErr(err)}
+	}
+	return u.answer(op, resp, out, sensitive)
+}
+
+// mayHaveSent reports whether a failed request may have reached WeChat:
+// its body was read (a POST), or the transport started it and did not
+// report that it stopped before writing (a GET; see request).
+func mayHaveSent(sb *sendBody, st *sendTrace) bool {
+	if sb != nil {
+		return sb.read.Load()
+	}
+	return st.wrote.Load() || !st.started.Load()
+}
+
+// request builds the request of roundTrip, with the body (a POST) or the
+// trace (a GET) that mayHaveSent reads. It and answer are functions of their own
+// so that their frames (the request is built on the stack) are not on the
+// stack while the call waits for WeChat: a call in flight then holds a
+// shallower goroutine stack.
+func (u *upstream) request(ctx context.Context, method, path, rawQuery string, body []byte) (*http.Request, *sendBody, *sendTrace) {
 	target := u.base // copy
 	target.Path = u.base.Path + path
 	target.RawQuery = rawQuery
@@ -228,19 +264,19 @@ func (u *upstream) roundTrip(ctx context.Context, op, method, path, rawQuery str
 		Host:       target.Host,
 	}
 	// "Nothing was sent" must be proven, never assumed.
-	var sent func() bool
+	var sb *sendBody
+	var st *sendTrace
 	if body != nil {
 		// A POST carries its secret (the code, the AppSecret) only in the
 		// body: a body no transport has read proves nothing reached
 		// WeChat, whatever the RoundTripper. A read counts as sent even if
 		// the bytes then fail to reach the wire (conservative).
-		sb := &sendBody{body: body}
+		sb = &sendBody{body: body}
 		sb.r.Reset(body)
 		base.Header = u.header(true)
 		base.Body = sb
 		base.ContentLength = int64(len(body))
 		base.GetBody = sb.rewind // lets net/http resend safely when nothing was written
-		sent = sb.read.Load
 	} else {
 		// A GET carries its secrets in the URL. net/http's Transport
 		// reports GetConn before it dials and WroteHeaders once the
@@ -248,11 +284,10 @@ func (u *upstream) roundTrip(ctx context.Context, op, method, path, rawQuery str
 		// leave; a RoundTripper that reports neither (a custom or wrapping
 		// transport) may have sent the request, so its failures count as
 		// sent.
-		st := new(sendTrace)
+		st = new(sendTrace)
 		st.trace.GetConn = func(string) { st.started.Store(true) }
 		st.trace.WroteHeaders = func() { st.wrote.Store(true) }
 		ctx = httptrace.WithClientTrace(ctx, &st.trace)
-		sent = func() bool { return st.wrote.Load() || !st.started.Load() }
 		base.Header = u.header(false)
 		// net/http silently replays a GET (it deems GET idempotent) when a
 		// kept-alive connection fails before the first response byte,
@@ -260,17 +295,11 @@ func (u *upstream) roundTrip(ctx context.Context, op, method, path, rawQuery str
 		// the request non-replayable; an empty one sends no body.
 		base.Body = noReplayBody{}
 	}
-	req := base.WithContext(ctx)
-	var resp *http.Response
-	var err error
-	if u.direct != nil {
-		resp, err = u.direct.RoundTrip(req)
-	} else {
-		resp, err = u.hc.Do(req)
-	}
-	if err != nil {
-		return 0, &TransportError{Op: op, Sent: sent(), Err: redactErr(err)}
-	}
+	return base.WithContext(ctx), sb, st
+}
+
+// answer reads and decodes resp (see request).
+func (u *upstream) answer(op string, resp *http.Response, out enveloped, sensitive []string) (int, error) {
 	defer resp.Body.Close()
 	buf := bufPool.Get().(*bytes.Buffer)
 	buf.Reset()

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -88,6 +89,18 @@ type Config struct {
 	// ShutdownTimeout bounds a graceful shutdown
 	// (WXPHONE_SHUTDOWN_TIMEOUT).
 	ShutdownTimeout time.Duration
+	// H2C makes the listener accept unencrypted HTTP/2 with prior
+	// knowledge besides HTTP/1.1 (WXPHONE_H2C), for a load balancer or
+	// sidecar that speaks h2c to its backends.
+	H2C bool
+	// UpstreamH2C makes the WeChat client speak unencrypted HTTP/2 with
+	// prior knowledge (WXPHONE_UPSTREAM_H2C); allowed only with a plain
+	// http:// APIBase, which ParseBaseURL restricts to loopback (an
+	// emulator). Over https, HTTP/2 is negotiated by ALPN anyway.
+	UpstreamH2C bool
+	// PprofAddr, when set, serves net/http/pprof on this loopback address
+	// (WXPHONE_PPROF_ADDR); empty disables it.
+	PprofAddr string
 
 	keyring *seal.Keyring
 }
@@ -140,6 +153,9 @@ func Settings() []Setting {
 		{Env: "WXPHONE_REQUEST_TIMEOUT", Flag: "request-timeout", Default: DefaultRequestTimeout.String(), Help: "per-request deadline (Go duration, or seconds)"},
 		{Env: "WXPHONE_EXCHANGE_TIMEOUT", Flag: "exchange-timeout", Default: DefaultExchangeTimeout.String(), Help: "bound of one upstream exchange, detached from the request"},
 		{Env: "WXPHONE_SHUTDOWN_TIMEOUT", Flag: "shutdown-timeout", Default: DefaultShutdownTimeout.String(), Help: "bound of a graceful shutdown"},
+		{Env: "WXPHONE_H2C", Flag: "h2c", Default: "false", Help: "also accept unencrypted HTTP/2 (h2c, prior knowledge) on the listen address"},
+		{Env: "WXPHONE_UPSTREAM_H2C", Flag: "upstream-h2c", Default: "false", Help: "speak h2c to an http:// (loopback, emulator) WX_API_BASE"},
+		{Env: "WXPHONE_PPROF_ADDR", Flag: "pprof-addr", Help: "loopback address serving net/http/pprof (debugging; off when empty)"},
 	}
 }
 
@@ -170,7 +186,7 @@ func PrintUsage(w io.Writer) {
 }
 
 // secretFlags are flag names someone might try to pass a secret with.
-var secretFlags = map[string]string{
+var secretFlags = map[string]string{ // #nosec G101 -- flag names and variable names, no credential
 	"secret": "WX_SECRET, WX_SECRET_FILE or --secret-file", "api-keys": "WXPHONE_API_KEYS, WXPHONE_API_KEYS_FILE or --api-keys-file",
 	"token-api-keys": "WXPHONE_TOKEN_API_KEYS, WXPHONE_TOKEN_API_KEYS_FILE or --token-api-keys-file",
 	"data-key":       "WXPHONE_DATA_KEY, WXPHONE_DATA_KEY_FILE or --data-key-file", "redis-url": "REDIS_URL, REDIS_URL_FILE or --redis-url-file",
@@ -317,7 +333,44 @@ func (l *loader) load() (*Config, error) {
 			}
 		}
 	}
+	for _, b := range []struct {
+		flag, env string
+		dst       *bool
+	}{
+		{"h2c", "WXPHONE_H2C", &c.H2C},
+		{"upstream-h2c", "WXPHONE_UPSTREAM_H2C", &c.UpstreamH2C},
+	} {
+		v, src := l.plain(b.flag, b.env)
+		if v != "" {
+			if *b.dst, err = strconv.ParseBool(v); err != nil {
+				return nil, fmt.Errorf("config: %s: want true or false", src)
+			}
+		}
+	}
+	if c.UpstreamH2C && !strings.HasPrefix(strings.ToLower(c.APIBase), "http://") {
+		return nil, errors.New("config: WXPHONE_UPSTREAM_H2C needs a plain http:// WX_API_BASE (a loopback emulator); over https HTTP/2 is negotiated by ALPN")
+	}
+	pa, src := l.plain("pprof-addr", "WXPHONE_PPROF_ADDR")
+	if pa != "" {
+		if err := checkLoopbackAddr(pa); err != nil {
+			return nil, fmt.Errorf("config: %s: %w", src, err)
+		}
+		c.PprofAddr = pa
+	}
 	return c, nil
+}
+
+// checkLoopbackAddr accepts host:port with a loopback host (the profiling
+// listener must never be reachable from the network).
+func checkLoopbackAddr(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return errors.New("want host:port")
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return errors.New("must be a loopback address such as 127.0.0.1:6060")
+	}
+	return nil
 }
 
 // plain returns a non-secret setting and the name of its source.
@@ -363,7 +416,7 @@ func readFile(src, path string) ([]byte, error) {
 	if path == "" {
 		return nil, fmt.Errorf("config: %s: empty file path", src)
 	}
-	f, err := os.Open(path)
+	f, err := os.Open(path) // #nosec G304 -- the operator names the file (a *_FILE variable or flag): reading it is the point
 	if err != nil {
 		return nil, fmt.Errorf("config: %s: cannot read file: %w", src, err)
 	}

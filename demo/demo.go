@@ -207,6 +207,10 @@ Press Ctrl-C to stop.
 `, in.ServiceURL, in.EmulatorURL, in.AppID, in.APIKey, in.TokenAPIKey)
 }
 
+// EmulatorMaxStreams is the HTTP/2 streams one client connection may have
+// open on the emulator served with h2c.
+const EmulatorMaxStreams = 1 << 16
+
 // EmulatorOptions configures RunEmulator.
 type EmulatorOptions struct {
 	// Addr is the listen address; default DefaultEmulatorAddr.
@@ -219,6 +223,9 @@ type EmulatorOptions struct {
 	CountryCodeAsNumber bool
 	// Seed makes the emulator deterministic when non-zero.
 	Seed int64
+	// H2C also accepts unencrypted HTTP/2 with prior knowledge (for a
+	// client such as `wxphone serve --upstream-h2c` or a load tool).
+	H2C bool
 	// Logger receives the emulator's logs; nil discards them.
 	Logger *slog.Logger
 	// OnReady, if set, is called with the base URL once listening.
@@ -260,6 +267,16 @@ func RunEmulator(ctx context.Context, opts EmulatorOptions, out io.Writer) error
 	}
 	fmt.Fprintf(out, "Point wxphone serve at it with WX_API_BASE=%s\n", base)
 	hs := &http.Server{Handler: emu, ReadHeaderTimeout: 5 * time.Second}
+	if opts.H2C {
+		hs.Protocols = new(http.Protocols)
+		hs.Protocols.SetHTTP1(true)
+		hs.Protocols.SetUnencryptedHTTP2(true)
+		// One connection may carry every request of a load test: a
+		// client then needs no second connection (Go's default is 250
+		// streams, past which a client dials more).
+		hs.HTTP2 = &http.HTTP2Config{MaxConcurrentStreams: EmulatorMaxStreams}
+		fmt.Fprintln(out, "  h2c: unencrypted HTTP/2 with prior knowledge accepted")
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	if opts.OnReady != nil {

@@ -65,9 +65,6 @@ func newEnv(t *testing.T) *env {
 
 func (e *env) opts() StoreOptions { return StoreOptions{Prefix: e.prefix} }
 
-// real reports whether the test runs against a real Redis.
-func (e *env) real() bool { return e.mr == nil }
-
 // advance lets d pass for Redis's key expiry: miniredis's clock is moved,
 // a real Redis is waited for.
 func (e *env) advance(d time.Duration) {

@@ -61,9 +61,6 @@ func checkName(what, s string, max int, noBraces bool) error {
 	return nil
 }
 
-// ms is t as unix milliseconds, in decimal.
-func ms(t time.Time) string { return strconv.FormatInt(t.UnixMilli(), 10) }
-
 // durMS is d in whole milliseconds, rounded up, in decimal.
 func durMS(d time.Duration) string {
 	return strconv.FormatInt(int64((d+time.Millisecond-1)/time.Millisecond), 10)

@@ -134,7 +134,7 @@ return {1, 0}
 // under the key's name, so a value moved to another key does not open.
 func (s *TokenStore) seal(key, value string, expMS int64) string {
 	pt := make([]byte, 8, 8+len(value))
-	binary.BigEndian.PutUint64(pt, uint64(expMS))
+	binary.BigEndian.PutUint64(pt, uint64(expMS)) // #nosec G115 -- two's-complement round trip with open's int64(...)
 	pt = append(pt, value...)
 	return string(s.kr.Seal(pt, []byte(key)))
 }
@@ -152,7 +152,7 @@ func (s *TokenStore) open(key string, sealed, exp any) (wxphone.Token, error) {
 		return wxphone.Token{}, errUnreadable
 	}
 	pt, err := s.kr.Open([]byte(v), []byte(key))
-	if err != nil || len(pt) <= 8 || int64(binary.BigEndian.Uint64(pt[:8])) != e {
+	if err != nil || len(pt) <= 8 || int64(binary.BigEndian.Uint64(pt[:8])) != e { // #nosec G115 -- inverse of seal's uint64(expMS)
 		return wxphone.Token{}, errUnreadable
 	}
 	return wxphone.Token{Value: string(pt[8:]), ExpiresAt: time.UnixMilli(e)}, nil

@@ -49,8 +49,12 @@ func NewFallback(primary, local Store, o FallbackOptions) *Fallback {
 func (f *Fallback) Degraded() bool { return f.br.Open() }
 
 // usePrimary runs op on the primary when the breaker allows, recording the
-// outcome; it reports false when the caller must use the local store.
-func (f *Fallback) usePrimary(name string, op func() error) bool {
+// outcome; it reports false when the caller must use the local store. A
+// failure that comes from the caller's own context ending (its deadline
+// passed during the call) says nothing about the primary: it is returned
+// as it is, without opening the breaker or falling back, since a local
+// claim would let this replica send a code that another replica holds.
+func (f *Fallback) usePrimary(ctx context.Context, name string, op func() error) bool {
 	if !f.br.Allow() {
 		f.onFallback(name, nil)
 		return false
@@ -60,17 +64,33 @@ func (f *Fallback) usePrimary(name string, op func() error) bool {
 		f.br.Success()
 		return true
 	}
+	if ctx.Err() != nil {
+		f.br.Abandon()
+		return true
+	}
 	f.br.Failure()
 	f.onFallback(name, err)
 	return false
 }
 
-// Claim implements Store.
+// Claim implements Store. A live record this replica made in the local
+// store during an outage (an exchange still running, or its outcome) is
+// served from there even after the primary recovered, since the primary
+// never saw it; a local taint carries over to a new primary claim.
 func (f *Fallback) Claim(ctx context.Context, key, owner string, lease time.Time, ttl time.Duration) (rec Record, claimed bool, err error) {
-	if f.usePrimary("claim", func() error {
+	loc, lerr := f.local.Get(ctx, key)
+	if lerr == nil && loc.State != Released {
+		loc.ClaimID = localPrefix + loc.ClaimID
+		return loc, false, nil
+	}
+	localTaint := lerr == nil && loc.Tainted
+	if f.usePrimary(ctx, "claim", func() error {
 		rec, claimed, err = f.primary.Claim(ctx, key, owner, lease, ttl)
 		return err
 	}) {
+		if claimed && localTaint {
+			rec.Tainted = true
+		}
 		return rec, claimed, err
 	}
 	rec, claimed, err = f.local.Claim(ctx, key, owner, lease, ttl)
@@ -86,8 +106,8 @@ func (f *Fallback) Complete(ctx context.Context, key, claimID string, sealed []b
 	if id, ok := strings.CutPrefix(claimID, localPrefix); ok {
 		return f.local.Complete(ctx, key, id, sealed)
 	}
-	var err error
-	if f.usePrimary("complete", func() error { err = f.primary.Complete(ctx, key, claimID, sealed); return err }) {
+	err := ErrPrimaryUnavailable // the breaker may skip the primary without an error of its own
+	if f.usePrimary(ctx, "complete", func() error { err = f.primary.Complete(ctx, key, claimID, sealed); return err }) {
 		return err
 	}
 	return err // the claim lives in the primary; it expires there by its TTL
@@ -98,16 +118,21 @@ func (f *Fallback) Release(ctx context.Context, key, claimID string, tainted boo
 	if id, ok := strings.CutPrefix(claimID, localPrefix); ok {
 		return f.local.Release(ctx, key, id, tainted)
 	}
-	var err error
-	if f.usePrimary("release", func() error { err = f.primary.Release(ctx, key, claimID, tainted); return err }) {
+	err := ErrPrimaryUnavailable
+	if f.usePrimary(ctx, "release", func() error { err = f.primary.Release(ctx, key, claimID, tainted); return err }) {
 		return err
 	}
 	return err
 }
 
+// ErrPrimaryUnavailable is returned by Complete and Release of a claim held
+// in the primary while the primary is skipped (the breaker is open): the
+// claim was not finished, and the caller must keep the outcome itself.
+var ErrPrimaryUnavailable = errors.New("replay: shared store unavailable")
+
 // Get implements Store: the primary's record, else the local one.
 func (f *Fallback) Get(ctx context.Context, key string) (rec Record, err error) {
-	if f.usePrimary("get", func() error { rec, err = f.primary.Get(ctx, key); return err }) && err == nil {
+	if f.usePrimary(ctx, "get", func() error { rec, err = f.primary.Get(ctx, key); return err }) && err == nil {
 		return rec, nil
 	}
 	rec, err = f.local.Get(ctx, key)

@@ -20,6 +20,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/wxphone/wxphone/config"
+	"github.com/wxphone/wxphone/redis"
 	"github.com/wxphone/wxphone/wxmock"
 )
 
@@ -119,7 +120,11 @@ func newFleet(t *testing.T, n int, extraEnv ...string) *fleet {
 		t.Fatal(err)
 	}
 	for range n {
-		r, err := Build(context.Background(), cfg, Options{NoWarm: true, RedisPrefix: f.prefix})
+		// Generous Redis timeouts: these tests check fleet semantics, and the
+		// 100 ms defaults trip the local fallback on a loaded CI machine
+		// under the race detector (Redis outages have their own tests).
+		r, err := Build(context.Background(), cfg, Options{NoWarm: true, RedisPrefix: f.prefix,
+			Redis: redis.Options{DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second, PoolTimeout: time.Second}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -81,13 +81,13 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (*Replica, error)
 		so := redis.StoreOptions{Prefix: o.RedisPrefix, Logger: logger}
 		ts, err := redis.NewTokenStore(rc, cfg.Keyring(), so)
 		if err != nil {
-			r.close()
+			_ = r.close()
 			return nil, err
 		}
 		tokOpts.Store = &observedTokenStore{TokenStore: ts, m: m, log: logger}
 		rs, err := redis.NewReplayStore(rc, so)
 		if err != nil {
-			r.close()
+			_ = r.close()
 			return nil, err
 		}
 		replayStore = replay.NewFallback(rs, replay.NewMemory(), replay.FallbackOptions{
@@ -97,7 +97,7 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (*Replica, error)
 		if limit.Rate > 0 {
 			rl, err := redis.NewLimiter(rc, limit, so)
 			if err != nil {
-				r.close()
+				_ = r.close()
 				return nil, err
 			}
 			limiter = ratelimit.NewFallback(rl, ratelimit.NewMemory(limit), 0,
@@ -113,14 +113,14 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (*Replica, error)
 	var clients []*wxphone.Client
 	for _, a := range cfg.Apps {
 		c, err := wxphone.New(wxphone.Config{
-			AppID: a.AppID, Secret: a.Secret, BaseURL: cfg.APIBase, HTTPClient: o.HTTPClient,
+			AppID: a.AppID, Secret: a.Secret, BaseURL: cfg.APIBase, HTTPClient: o.HTTPClient, H2C: cfg.UpstreamH2C,
 			Logger: logger, Hooks: m.Hooks(), Token: tokOpts,
 		})
 		if err != nil {
 			for _, c := range clients {
 				_ = c.Close()
 			}
-			r.close()
+			_ = r.close()
 			return nil, fmt.Errorf("app %s: %w", a.AppID, err)
 		}
 		clients = append(clients, c)
@@ -133,18 +133,18 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (*Replica, error)
 		for _, c := range clients {
 			_ = c.Close()
 		}
-		r.close()
+		_ = r.close()
 		return nil, err
 	}
 	srv, err := server.New(server.Config{
 		Service: svc, APIKeys: config.Reveal(cfg.APIKeys), TokenAPIKeys: config.Reveal(cfg.TokenAPIKeys),
 		Keyring: cfg.Keyring(), Limiter: limiter, RateLimit: limit,
 		Metrics: m, Logger: logger, RequestTimeout: cfg.RequestTimeout, ShutdownTimeout: cfg.ShutdownTimeout,
-		Addr: cfg.Addr, ReadyChecks: checks, NoWarm: o.NoWarm,
+		Addr: cfg.Addr, ReadyChecks: checks, NoWarm: o.NoWarm, H2C: cfg.H2C,
 	})
 	if err != nil {
 		_ = svc.Close(context.Background())
-		r.close()
+		_ = r.close()
 		return nil, err
 	}
 	r.Server, r.Service = srv, svc

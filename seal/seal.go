@@ -117,17 +117,19 @@ func derive(k []byte, purpose string) []byte {
 	return m.Sum(nil)
 }
 
-// String describes the keyring without any key material.
-func (kr *Keyring) String() string { return fmt.Sprintf("seal.Keyring(%d keys)", len(kr.keys)) }
+// String describes the keyring without any key material. It and the other
+// printing methods have value receivers so that a Keyring printed by value
+// (*kr) does not print its fields, which hold the index key.
+func (kr Keyring) String() string { return fmt.Sprintf("seal.Keyring(%d keys)", len(kr.keys)) }
 
 // GoString describes the keyring without any key material.
-func (kr *Keyring) GoString() string { return kr.String() }
+func (kr Keyring) GoString() string { return kr.String() }
 
 // Format writes String for every verb, so %+v and %#v reveal no key.
-func (kr *Keyring) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, kr.String()) }
+func (kr Keyring) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, kr.String()) }
 
 // LogValue implements slog.LogValuer without any key material.
-func (kr *Keyring) LogValue() slog.Value { return slog.StringValue(kr.String()) }
+func (kr Keyring) LogValue() slog.Value { return slog.StringValue(kr.String()) }
 
 // Len is the number of keys.
 func (kr *Keyring) Len() int { return len(kr.keys) }
@@ -191,7 +193,7 @@ func (kr *Keyring) indexWith(i int, parts []string) string {
 	for _, p := range parts {
 		// length-prefix each part so ("ab","c") and ("a","bc") differ
 		l := len(p)
-		n[0], n[1], n[2], n[3] = byte(l>>24), byte(l>>16), byte(l>>8), byte(l)
+		n[0], n[1], n[2], n[3] = byte(l>>24), byte(l>>16), byte(l>>8), byte(l) // #nosec G115 -- big-endian bytes of a length, truncation intended (the format is fixed: stored indexes depend on it)
 		m.Write(n[:])
 		m.Write([]byte(p))
 	}

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -90,7 +91,7 @@ func TestIndexIsKeyedAndUnambiguous(t *testing.T) {
 	if strings.Contains(a.Index("13800138000"), hex.EncodeToString(plain[:])) {
 		t.Fatal("index is a plain SHA-256")
 	}
-	if a.Index("x") != a.Index("x") {
+	if first, second := a.Index("x"), a.Index("x"); first != second {
 		t.Fatal("index not deterministic")
 	}
 }
@@ -151,13 +152,42 @@ func FuzzOpen(f *testing.F) {
 	})
 }
 
+// parseKeysErr is every shape a ParseKeys error has: a position and a
+// size, never the text of a key.
+var parseKeysErr = regexp.MustCompile(`^seal: key [0-9]+ (is empty|is not base64|decodes to [0-9]+ bytes, want 32)$`)
+
 func FuzzParseKeys(f *testing.F) {
 	f.Add(base64.StdEncoding.EncodeToString(testKey(1)))
 	f.Add("a,b,,c")
 	f.Fuzz(func(t *testing.T, s string) {
 		kr, err := ParseKeys(s)
-		if err == nil && kr.Len() == 0 {
-			t.Fatal("no keys and no error")
+		if err != nil {
+			if kr != nil || !parseKeysErr.MatchString(err.Error()) {
+				t.Fatalf("ParseKeys = %v, %q: an error must name a position, never a key", kr, err)
+			}
+			return
+		}
+		parts := strings.Split(s, ",")
+		if kr.Len() != len(parts) {
+			t.Fatalf("%d keys from %d parts", kr.Len(), len(parts))
+		}
+		// The keyring works and prints no key material, in any form.
+		if pt, err := kr.Open(kr.Seal([]byte("x"), []byte("aad")), []byte("aad")); err != nil || string(pt) != "x" {
+			t.Fatalf("seal/open round trip: %q, %v", pt, err)
+		}
+		for _, p := range parts {
+			p = strings.TrimSpace(p)
+			raw, err := decodeKey(p)
+			if err != nil || len(raw) != KeySize {
+				t.Fatalf("accepted key %q", p)
+			}
+			for _, out := range []string{fmt.Sprintf("%v %+v %#v %s %x %q", kr, kr, kr, kr, kr, kr), fmt.Sprintf("%v %+v %#v %x", *kr, *kr, *kr, *kr)} {
+				for _, material := range [][]byte{raw, derive(raw, "wxphone index v1"), derive(raw, "wxphone seal v1")} {
+					if strings.Contains(out, p) || strings.Contains(out, fmt.Sprintf("%x", material)) || strings.Contains(out, strings.Trim(fmt.Sprint(material), "[]")) {
+						t.Fatalf("the keyring prints key material: %s", out)
+					}
+				}
+			}
 		}
 	})
 }

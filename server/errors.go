@@ -78,7 +78,7 @@ const (
 	CodeOutcomeUnknown ErrorCode = "outcome_unknown"
 	// CodeTokenUnavailable (503): no usable access token (WeChat refused
 	// the fetch, quota, cool-down, or tokens keep being rejected).
-	CodeTokenUnavailable ErrorCode = "token_unavailable"
+	CodeTokenUnavailable ErrorCode = "token_unavailable" // #nosec G101 -- an error code, not a credential
 	// CodeStoreUnavailable (503): the replay store failed; the code was not
 	// sent, retrying with it is safe.
 	CodeStoreUnavailable ErrorCode = "store_unavailable"

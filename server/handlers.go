@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"slices"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -100,6 +101,12 @@ func (s *Server) handlePhone(w http.ResponseWriter, r *http.Request, rc *reqCtx)
 		s.writeError(w, rc, classify(err))
 		return
 	}
+	writePhone(w, rc, res)
+}
+
+// writePhone writes a successful exchange (a function of its own so that
+// the response's frame is not on the stack while the exchange waits).
+func writePhone(w http.ResponseWriter, rc *reqCtx, res *service.Result) {
 	rc.appID = res.AppID
 	rc.replayed = &res.Replayed
 	rc.phone = res.Phone.PhoneNumber
@@ -252,6 +259,22 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request, rc *reqCtx
 
 func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request, _ *reqCtx) {
 	s.promH.ServeHTTP(w, r)
+}
+
+// registerInFlight exports the number of requests being served. A
+// registry shared by several servers keeps the first one's gauge.
+func registerInFlight(m *metrics.Metrics, n *atomic.Int64) error {
+	g := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "wxphone_http_requests_in_flight", Help: "HTTP requests being served now.",
+	}, func() float64 { return float64(n.Load()) })
+	if err := m.Registry.Register(g); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			return nil
+		}
+		return err
+	}
+	return nil
 }
 
 // tokenCollector exports each app's token state from service.Status at

@@ -112,6 +112,11 @@ type Config struct {
 	Addr string
 	// NoWarm disables Run's background token warm-up (tests).
 	NoWarm bool
+	// H2C makes Run accept unencrypted HTTP/2 with prior knowledge next
+	// to HTTP/1.1 on the same listener, for a load balancer that speaks
+	// h2c to its backends. Requests then share connections, so a request
+	// in flight costs a stream instead of a connection.
+	H2C bool
 }
 
 // Server is the HTTP API. Create it with New.
@@ -127,12 +132,14 @@ type Server struct {
 	fallback http.Handler
 	addr     string
 	noWarm   bool
+	h2c      bool
 	routes   map[string][]*route
 	promH    http.Handler
 	handler  http.Handler
 
-	closing atomic.Bool
-	runOnce sync.Once
+	closing  atomic.Bool
+	runOnce  sync.Once
+	inFlight atomic.Int64 // requests being served, for wxphone_http_requests_in_flight
 }
 
 type keyEntry struct {
@@ -153,7 +160,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		svc: cfg.Service, limiter: cfg.Limiter, metrics: cfg.Metrics, log: cfg.Logger,
 		timeout: cfg.RequestTimeout, shutdown: cfg.ShutdownTimeout, checks: cfg.ReadyChecks,
-		fallback: cfg.Fallback, addr: cfg.Addr, noWarm: cfg.NoWarm,
+		fallback: cfg.Fallback, addr: cfg.Addr, noWarm: cfg.NoWarm, h2c: cfg.H2C,
 	}
 	kr := cfg.Keyring
 	if kr == nil {
@@ -226,6 +233,9 @@ func New(cfg Config) (*Server, error) {
 	if err := registerTokenCollector(s.metrics, s.svc); err != nil {
 		return nil, err
 	}
+	if err := registerInFlight(s.metrics, &s.inFlight); err != nil {
+		return nil, err
+	}
 	s.promH = promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{})
 	s.routes = s.routeTable()
 	s.handler = s.middleware()
@@ -275,6 +285,11 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	if s.h2c {
+		hs.Protocols = new(http.Protocols)
+		hs.Protocols.SetHTTP1(true)
+		hs.Protocols.SetUnencryptedHTTP2(true)
 	}
 	warmCtx, stopWarm := context.WithCancel(ctx)
 	var warmDone sync.WaitGroup

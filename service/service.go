@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/wxphone/wxphone"
@@ -90,6 +91,9 @@ type Service struct {
 	// the shared store, so that a retry reaching this replica still gets
 	// them.
 	kept *replay.Memory
+
+	owners  sync.Map     // ownerKey → owner index (no openid), see owner
+	ownersN atomic.Int64 // entries stored in owners, bounded by maxOwnerCache
 
 	mu      sync.Mutex
 	closing bool
@@ -192,74 +196,151 @@ type Result struct {
 // of the same code by the same caller. Errors are the wxphone package's
 // typed errors (replayed outcomes included) or this package's.
 func (s *Service) Exchange(ctx context.Context, req Request) (*Result, error) {
+	// Everything up to the upstream call happens in claim, whose frame is
+	// gone by the time the call waits for WeChat: an exchange in flight
+	// then holds a shallower stack (see run).
+	c, key, rec, res, err := s.claim(ctx, &req)
+	if c == nil {
+		return res, err
+	}
+	return s.run(ctx, c, key, rec, req)
+}
+
+// claim validates req and claims its code in the replay store. It returns
+// the app's client, the code's key and the claimed record when this caller
+// is to perform the exchange; otherwise a nil client and the answer
+// (a replay, or an error).
+func (s *Service) claim(ctx context.Context, req *Request) (*wxphone.Client, string, replay.Record, *Result, error) {
 	c, err := s.Client(req.AppID)
 	if err != nil {
-		return nil, err
+		return nil, "", replay.Record{}, nil, err
 	}
-	if err := wxphone.ValidateCode(req.Code); err != nil {
-		return nil, err
-	}
-	if len(req.OpenID) > MaxOpenIDLen {
-		return nil, &wxphone.InputError{Field: "openid", Reason: fmt.Sprintf("longer than %d bytes", MaxOpenIDLen)}
-	}
-	for i := 0; i < len(req.OpenID); i++ {
-		if ch := req.OpenID[i]; ch <= ' ' || ch > '~' {
-			return nil, &wxphone.InputError{Field: "openid", Reason: "must be printable ASCII without spaces"}
-		}
+	if err := validate(req); err != nil {
+		return nil, "", replay.Record{}, nil, err
 	}
 	appID := c.AppID()
-	keys := s.keyring.Indexes("phone", appID, req.Code)
-	owners := s.keyring.Indexes("owner", req.Caller, appID, req.OpenID)
-	key, owner := keys[0], owners[0]
-	// While keys rotate, a replica still sealing with an older first key
-	// may hold this code's record under that key's index.
-	for i := 1; i < len(keys); i++ {
-		if rec, err := s.store.Get(ctx, keys[i]); err == nil && rec.State != replay.Released {
-			key, owner = keys[i], owners[i]
-			break
-		}
-	}
+	key, owner := s.keys(ctx, appID, req)
 	for {
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return nil, "", replay.Record{}, nil, err
 		}
 		if rec, err := s.kept.Get(ctx, key); err == nil && rec.State == replay.Done {
 			if rec.Owner != owner {
 				s.count(appID, "foreign_replay")
-				return nil, ErrForeignReplay
+				return nil, "", replay.Record{}, nil, ErrForeignReplay
 			}
-			return s.replayed(appID, key, rec)
+			res, err := s.replayed(appID, key, rec)
+			return nil, "", replay.Record{}, res, err
+		}
+		// This process is exchanging the code right now: wait for that
+		// exchange rather than claim, even when the shared store cannot
+		// show its claim (Redis down: the claim would be made locally and
+		// the code sent a second time).
+		s.mu.Lock()
+		running := s.local[key]
+		s.mu.Unlock()
+		if running != nil {
+			select {
+			case <-running:
+				continue
+			case <-ctx.Done():
+				s.count(appID, "in_flight")
+				return nil, "", replay.Record{}, nil, ErrInFlight
+			}
 		}
 		lease := time.Now().Add(s.timeout + 5*time.Second)
 		rec, claimed, err := s.store.Claim(ctx, key, owner, lease, s.ttl)
+		if err != nil && ctx.Err() != nil {
+			// The caller's deadline, not a store failure; nothing was sent.
+			return nil, "", replay.Record{}, nil, ctx.Err()
+		}
 		if err != nil {
 			s.log.Warn("replay store: claim failed", "err", err)
-			return nil, fmt.Errorf("%w: %w", ErrStore, err)
+			return nil, "", replay.Record{}, nil, fmt.Errorf("%w: %w", ErrStore, err)
 		}
 		if claimed {
-			return s.run(ctx, c, key, rec, req)
+			return c, key, rec, nil, nil
 		}
 		if rec.Owner != owner {
 			s.count(appID, "foreign_replay")
-			return nil, ErrForeignReplay
+			return nil, "", replay.Record{}, nil, ErrForeignReplay
 		}
 		switch rec.State {
 		case replay.Done:
-			return s.replayed(appID, key, rec)
+			res, err := s.replayed(appID, key, rec)
+			return nil, "", replay.Record{}, res, err
 		case replay.Pending:
 			if time.Now().After(rec.LeaseUntil) {
 				// The claimant died or stalled after it may have sent the code.
 				s.count(appID, "outcome_unknown")
 				s.metrics.OutcomeUnknown.WithLabelValues(appID).Inc()
-				return nil, &wxphone.OutcomeUnknownError{Op: wxphone.OpPhoneNumber, Err: errors.New("an earlier exchange of this code was abandoned")}
+				return nil, "", replay.Record{}, nil, &wxphone.OutcomeUnknownError{Op: wxphone.OpPhoneNumber, Err: errors.New("an earlier exchange of this code was abandoned")}
 			}
 			if err := s.wait(ctx, key, rec.LeaseUntil); err != nil {
 				s.count(appID, "in_flight")
-				return nil, ErrInFlight
+				return nil, "", replay.Record{}, nil, ErrInFlight
 			}
 		}
 	}
 }
+
+// validate checks a request's code and openid.
+func validate(req *Request) error {
+	if err := wxphone.ValidateCode(req.Code); err != nil {
+		return err
+	}
+	if len(req.OpenID) > MaxOpenIDLen {
+		return &wxphone.InputError{Field: "openid", Reason: fmt.Sprintf("longer than %d bytes", MaxOpenIDLen)}
+	}
+	for i := 0; i < len(req.OpenID); i++ {
+		if ch := req.OpenID[i]; ch <= ' ' || ch > '~' {
+			return &wxphone.InputError{Field: "openid", Reason: "must be printable ASCII without spaces"}
+		}
+	}
+	return nil
+}
+
+// keys returns the replay key of req's code and the owner index of its
+// caller. While keys rotate, a replica still sealing with an older first
+// key may hold this code's record under that key's index.
+func (s *Service) keys(ctx context.Context, appID string, req *Request) (key, owner string) {
+	if s.keyring.Len() == 1 {
+		return s.keyring.Index("phone", appID, req.Code), s.owner(req.Caller, appID, req.OpenID)
+	}
+	keys := s.keyring.Indexes("phone", appID, req.Code)
+	owners := s.keyring.Indexes("owner", req.Caller, appID, req.OpenID)
+	key, owner = keys[0], owners[0]
+	for i := 1; i < len(keys); i++ {
+		if rec, err := s.store.Get(ctx, keys[i]); err == nil && rec.State != replay.Released {
+			return keys[i], owners[i]
+		}
+	}
+	return key, owner
+}
+
+// maxOwnerCache bounds the owner indexes kept (requests without an openid
+// have one per API key and app).
+const maxOwnerCache = 1024
+
+// owner returns the keyed owner index of (caller, appID, openID) under the
+// first key, from a small cache when there is no openid: those requests
+// repeat the same few values, and each index is an HMAC.
+func (s *Service) owner(caller, appID, openID string) string {
+	if openID != "" {
+		return s.keyring.Index("owner", caller, appID, openID)
+	}
+	ck := ownerKey{caller, appID}
+	if v, ok := s.owners.Load(ck); ok {
+		return v.(string)
+	}
+	v := s.keyring.Index("owner", caller, appID, openID)
+	if s.ownersN.Add(1) <= maxOwnerCache {
+		s.owners.Store(ck, v)
+	}
+	return v
+}
+
+type ownerKey struct{ caller, appID string }
 
 // wait blocks until key's record may have changed, ctx ends (error) or the
 // lease passes.
@@ -285,8 +366,12 @@ func (s *Service) wait(ctx context.Context, key string, lease time.Time) error {
 }
 
 // run performs the upstream exchange for a claimed code, detached from the
-// caller, and records its outcome. The caller waits for it or for its own
-// context, whichever ends first.
+// caller's cancellation, and records its outcome. When the caller's
+// deadline is far enough away that the exchange's own timeout ends first
+// (see inline), the exchange runs on the caller's goroutine; otherwise on a
+// goroutine of its own, and the caller waits for it or for its own
+// context, whichever ends first. Either way a caller that gives up or
+// disconnects does not cancel the upstream call.
 func (s *Service) run(ctx context.Context, c *wxphone.Client, key string, rec replay.Record, req Request) (*Result, error) {
 	s.mu.Lock()
 	if s.closing {
@@ -298,17 +383,25 @@ func (s *Service) run(ctx context.Context, c *wxphone.Client, key string, rec re
 	s.local[key] = done
 	s.inflight.Add(1)
 	s.mu.Unlock()
+	finish := func() {
+		s.mu.Lock()
+		delete(s.local, key)
+		s.mu.Unlock()
+		close(done)
+		s.inflight.Done()
+	}
 
+	if s.inline(ctx) {
+		// Nothing is gained by a second goroutine: the caller would wait
+		// for the whole exchange anyway. This saves a goroutine, its
+		// stack and its closure per exchange in flight.
+		defer finish()
+		return s.exchange(context.WithoutCancel(ctx), c, key, rec, req)
+	}
 	var res *Result
 	var rerr error
 	go func() {
-		defer s.inflight.Done()
-		defer func() {
-			s.mu.Lock()
-			delete(s.local, key)
-			s.mu.Unlock()
-			close(done)
-		}()
+		defer finish()
 		res, rerr = s.exchange(context.WithoutCancel(ctx), c, key, rec, req)
 	}()
 	select {
@@ -319,8 +412,18 @@ func (s *Service) run(ctx context.Context, c *wxphone.Client, key string, rec re
 	}
 }
 
+// inline reports whether an exchange starting now may run on the caller's
+// goroutine: ctx has a deadline that cannot pass before the exchange's own
+// timeout does, so the caller could not be answered ErrInFlight by its
+// deadline in any case. (A cancellation before the deadline, a disconnect,
+// does not stop the exchange either way: it runs under
+// context.WithoutCancel; the caller just learns nothing more.)
+func (s *Service) inline(ctx context.Context) bool {
+	dl, ok := ctx.Deadline()
+	return ok && time.Until(dl) >= s.timeout
+}
+
 func (s *Service) exchange(parent context.Context, c *wxphone.Client, key string, rec replay.Record, req Request) (res *Result, err error) {
-	appID := c.AppID()
 	defer func() {
 		if p := recover(); p != nil {
 			s.log.Error("exchange panicked", "panic", fmt.Sprint(p))
@@ -331,6 +434,14 @@ func (s *Service) exchange(parent context.Context, c *wxphone.Client, key string
 	ctx, cancel := context.WithTimeout(parent, s.timeout)
 	defer cancel()
 	info, err := c.PhoneNumber(ctx, req.Code)
+	return s.record(parent, c.AppID(), key, &rec, info, err)
+}
+
+// record counts an exchange's outcome, keeps a final one in the replay
+// store (or this process) and releases the claim otherwise. It is a
+// function of its own so that its frame is not on the stack while the
+// upstream call waits.
+func (s *Service) record(parent context.Context, appID, key string, rec *replay.Record, info *wxphone.PhoneInfo, err error) (*Result, error) {
 	if rec.Tainted && errors.Is(err, wxphone.ErrInvalidCode) {
 		err = &wxphone.OutcomeUnknownError{Op: wxphone.OpPhoneNumber, Err: err}
 	}

@@ -229,8 +229,8 @@ func New(opts Options) (*Server, error) {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	if opts.Seed != 0 {
-		seed := uint64(opts.Seed)
-		s.ent.r = rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+		seed := uint64(opts.Seed)                                      // #nosec G115 -- any bit pattern is a valid seed
+		s.ent.r = rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)) // #nosec G404 -- deterministic on purpose: Options.Seed is for reproducible tests
 	}
 	s.ccNumber.Store(opts.CountryCodeAsNumber)
 	s.phoneRate.Store(int64(opts.PhoneRateLimit))

@@ -16,12 +16,16 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/wxphone/wxphone/config"
 	"github.com/wxphone/wxphone/demo"
@@ -117,7 +121,39 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 		return err
 	}
 	defer r.Close()
+	if cfg.PprofAddr != "" {
+		stopPprof, err := servePprof(cfg.PprofAddr, stderr)
+		if err != nil {
+			return err
+		}
+		defer stopPprof()
+	}
 	return r.Server.ListenAndServe(ctx)
+}
+
+// servePprof serves net/http/pprof on addr (config allows loopback only),
+// on a mux of its own: the API listener never exposes the profiler.
+func servePprof(addr string, stderr io.Writer) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("pprof: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = hs.Serve(ln) }()
+	fmt.Fprintf(stderr, "wxphone: pprof on http://%s/debug/pprof/\n", ln.Addr())
+	return func() { _ = hs.Close() }, nil
+}
+
+// envBool reads a boolean variable; unset or unparsable is false.
+func envBool(getenv func(string) string, key string) bool {
+	b, _ := strconv.ParseBool(getenv(key))
+	return b
 }
 
 // build wires a replica from cfg (see package replica); go-redis's own
@@ -155,6 +191,7 @@ func mock(ctx context.Context, args []string, stdout io.Writer, getenv func(stri
 	prefix := fs.String("load-prefix", getenv("WXMOCK_LOAD_PREFIX"), "load mode: every new code with this prefix is valid once (env WXMOCK_LOAD_PREFIX)")
 	ccNum := fs.Bool("country-code-number", false, "send countryCode as a JSON number, like the documentation's example")
 	seed := fs.Int64("seed", 0, "non-zero: deterministic tokens and codes")
+	h2c := fs.Bool("h2c", envBool(getenv, "WXMOCK_H2C"), "also accept unencrypted HTTP/2 with prior knowledge (env WXMOCK_H2C)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "Usage: wxphone mock [flags]\n\nRuns the WeChat emulator (endpoints and admin API, docs/emulator.md).\nIts secrets are fake test values, so they may be given on the command line.\n\nFlags:")
 		fs.PrintDefaults()
@@ -172,7 +209,7 @@ func mock(ctx context.Context, args []string, stdout io.Writer, getenv func(stri
 			}
 		}
 	}
-	return demo.RunEmulator(ctx, demo.EmulatorOptions{Addr: *addr, Apps: apps, LoadPrefix: *prefix, CountryCodeAsNumber: *ccNum, Seed: *seed}, stdout)
+	return demo.RunEmulator(ctx, demo.EmulatorOptions{Addr: *addr, Apps: apps, LoadPrefix: *prefix, CountryCodeAsNumber: *ccNum, Seed: *seed, H2C: *h2c}, stdout)
 }
 
 // runDemo runs the demo.

@@ -69,3 +69,12 @@ func (b *Breaker) Open() bool {
 	defer b.mu.Unlock()
 	return b.open
 }
+
+// Abandon records a call that ended without telling anything about the
+// primary (the caller's context ended): the state is kept, and a probe the
+// call held is given back so that another caller may probe.
+func (b *Breaker) Abandon() {
+	b.mu.Lock()
+	b.probing = false
+	b.mu.Unlock()
+}
