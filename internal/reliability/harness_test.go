@@ -24,7 +24,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -422,16 +421,6 @@ func (l *ledger) results(code string) []result {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return append([]result(nil), l.got[code]...)
-}
-
-// delivered reports whether some request received a 200 for code.
-func (l *ledger) delivered(code string) bool {
-	for _, r := range l.results(code) {
-		if r.status == http.StatusOK {
-			return true
-		}
-	}
-	return false
 }
 
 // ledgerReport is the outcome of checking the ledger against the emulator.
@@ -847,30 +836,6 @@ func expectError(t testing.TB, r result, status int, code string) {
 	if r.status != status || r.errCode != code {
 		t.Fatalf("want %d %s, got %v", status, code, r)
 	}
-}
-
-// statusCounts summarises results as "200:n 502 outcome_unknown:m …".
-func statusCounts(rs []result) string {
-	m := map[string]int{}
-	for _, r := range rs {
-		k := fmt.Sprint(r.status)
-		if r.err != nil {
-			k = "transport_error"
-		} else if r.errCode != "" {
-			k += " " + r.errCode
-		}
-		m[k]++
-	}
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var b strings.Builder
-	for _, k := range keys {
-		fmt.Fprintf(&b, "[%s]=%d ", k, m[k])
-	}
-	return strings.TrimSpace(b.String())
 }
 
 // ---------------------------------------------------------------------------
