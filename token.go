@@ -104,8 +104,9 @@ var wechatZone = time.FixedZone("UTC+8", 8*60*60)
 // falls on, as "2006-01-02". Daily quotas reset at its midnight.
 func WeChatDay(t time.Time) string { return t.In(wechatZone).Format(time.DateOnly) }
 
-// nextWeChatMidnight returns the next UTC+8 midnight after t.
-func nextWeChatMidnight(t time.Time) time.Time {
+// NextWeChatMidnight returns the next midnight in WeChat's time zone (UTC+8)
+// after t, when daily quotas and budgets reset.
+func NextWeChatMidnight(t time.Time) time.Time {
 	l := t.In(wechatZone)
 	return time.Date(l.Year(), l.Month(), l.Day()+1, 0, 0, 0, 0, wechatZone)
 }
@@ -122,7 +123,7 @@ func ForceBudget(now, last time.Time, countDay string, count int, minInterval ti
 		return false, minInterval - now.Sub(last)
 	}
 	if count >= dailyLimit {
-		return false, nextWeChatMidnight(now).Sub(now)
+		return false, NextWeChatMidnight(now).Sub(now)
 	}
 	return true, 0
 }

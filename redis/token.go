@@ -257,9 +257,6 @@ func (s *TokenStore) DeleteToken(ctx context.Context, appID, value string) (bool
 	return n == 1, nil
 }
 
-// wechatZone is WeChat's time zone, for the daily budget's reset.
-var wechatZone = time.FixedZone("UTC+8", 8*60*60)
-
 // forceKeyTTL is how long a force-refresh record outlives its last write:
 // longer than a WeChat day, so that the day's count is never forgotten.
 const forceKeyTTL = 48 * time.Hour
@@ -272,8 +269,7 @@ func (s *TokenStore) ReserveForceRefresh(ctx context.Context, appID string, now 
 		return false, 0, err
 	}
 	now = time.UnixMilli(now.UnixMilli())
-	l := now.In(wechatZone)
-	midnight := time.Date(l.Year(), l.Month(), l.Day()+1, 0, 0, 0, 0, wechatZone)
+	midnight := wxphone.NextWeChatMidnight(now)
 	res, err := forceScript.Run(ctx, s.c, []string{k},
 		now.UnixMilli(), wxphone.WeChatDay(now), durMS(minInterval), dailyLimit,
 		midnight.Sub(now).Milliseconds(), durMS(max(forceKeyTTL, 2*minInterval)),
