@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wxphone/wxphone/internal/logtest"
 	"github.com/wxphone/wxphone/wxmock"
 )
 
@@ -337,25 +338,8 @@ func mustJSON(t testing.TB, v any) string {
 }
 
 // debugLogger returns a JSON logger at debug level writing into buf.
-func debugLogger(buf *syncBuffer) *slog.Logger {
+func debugLogger(buf *logtest.Buffer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func ctxTimeout(t testing.TB, d time.Duration) context.Context {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wxphone/wxphone/internal/logtest"
 	"github.com/wxphone/wxphone/wxmock"
 )
 
@@ -17,7 +18,7 @@ import (
 // tokens, the AppSecret, codes, session keys and full phone numbers.
 func TestNothingSecretInLogsOrErrors(t *testing.T) {
 	t.Parallel()
-	var logs syncBuffer
+	var logs logtest.Buffer
 	logger := debugLogger(&logs)
 	env := newSrvEnv(t)
 	const foreignPure = "51234567"

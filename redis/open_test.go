@@ -1,18 +1,17 @@
 package redis
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
 	goredis "github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
+	"github.com/wxphone/wxphone/internal/logtest"
 )
 
 const pw = "s3cr3t-P4ss"
@@ -291,25 +290,8 @@ func TestClusterURL(t *testing.T) {
 	}
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 func TestSetLogger(t *testing.T) {
-	var buf lockedBuffer
+	var buf logtest.Buffer
 	SetLogger(slog.New(slog.NewTextHandler(&buf, nil)))
 	defer SetLogger(nil)
 	c, err := Open(context.Background(), "redis://:"+pw+"@"+deadAddr(t), Options{Lazy: true})

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/wxphone/wxphone"
+	"github.com/wxphone/wxphone/internal/logtest"
 	"github.com/wxphone/wxphone/server"
 	"github.com/wxphone/wxphone/service"
 	"github.com/wxphone/wxphone/wxmock"
@@ -45,7 +46,7 @@ func (t inProcess) RoundTrip(r *http.Request) (*http.Response, error) {
 type fuzzEnv struct {
 	emu     *wxmock.Server
 	handler http.Handler
-	logs    *syncBuf
+	logs    *logtest.Buffer
 	mu      sync.Mutex // one request at a time, so the log delta is its own
 }
 
@@ -54,7 +55,7 @@ func newFuzzEnv(tb testing.TB) *fuzzEnv {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	e := &fuzzEnv{emu: emu, logs: &syncBuf{}}
+	e := &fuzzEnv{emu: emu, logs: &logtest.Buffer{}}
 	logger := server.NewLogger(e.logs, slog.LevelDebug)
 	hc := &http.Client{Transport: inProcess{emu}}
 	c, err := wxphone.New(wxphone.Config{AppID: appA, Secret: secretA, BaseURL: "http://127.0.0.1", HTTPClient: hc, Logger: logger})

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/wxphone/wxphone"
+	"github.com/wxphone/wxphone/internal/logtest"
 	"github.com/wxphone/wxphone/metrics"
 	"github.com/wxphone/wxphone/ratelimit"
 	"github.com/wxphone/wxphone/replay"
@@ -33,24 +34,6 @@ const (
 	keyToken  = "token-key-0123456789abcdef"
 	keyBoth   = "both-key-0123456789abcdef"
 )
-
-// syncBuf is a goroutine-safe log sink.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // envOpts shapes a test environment.
 type envOpts struct {
@@ -75,7 +58,7 @@ type env struct {
 	svc     *service.Service
 	srv     *server.Server
 	ts      *httptest.Server
-	logs    *syncBuf
+	logs    *logtest.Buffer
 	m       *metrics.Metrics
 	up      *http.Client // the clients' upstream HTTP client
 	hc      *http.Client // the test's client
@@ -103,7 +86,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 	if o.served == nil {
 		o.served = []wxmock.App{{AppID: appA, Secret: secretA}}
 	}
-	e := &env{t: t, logs: &syncBuf{}, m: metrics.New(), tokens: map[string]bool{}}
+	e := &env{t: t, logs: &logtest.Buffer{}, m: metrics.New(), tokens: map[string]bool{}}
 	emu, err := wxmock.New(wxmock.Options{Apps: o.emuApps})
 	if err != nil {
 		t.Fatal(err)

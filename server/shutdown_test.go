@@ -15,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/wxphone/wxphone"
+	"github.com/wxphone/wxphone/internal/logtest"
 	"github.com/wxphone/wxphone/metrics"
 	"github.com/wxphone/wxphone/server"
 	"github.com/wxphone/wxphone/service"
@@ -44,7 +45,7 @@ func TestGracefulShutdown(t *testing.T) {
 	up := &http.Client{Transport: &http.Transport{}}
 	defer up.CloseIdleConnections()
 
-	logs := &syncBuf{}
+	logs := &logtest.Buffer{}
 	logger := server.NewLogger(logs, slog.LevelDebug)
 	m := metrics.New()
 	client, err := wxphone.New(wxphone.Config{AppID: appA, Secret: secretA, BaseURL: emuTS.URL, HTTPClient: up, Logger: logger, Hooks: m.Hooks()})

@@ -9,10 +9,10 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/wxphone/wxphone/internal/logtest"
 	"github.com/wxphone/wxphone/replay"
 	"github.com/wxphone/wxphone/wxmock"
 )
@@ -57,24 +57,11 @@ func (storeDown) Get(context.Context, string) (replay.Record, error) {
 	return replay.Record{}, errors.New("down")
 }
 
-// lockedBuf is a goroutine-safe log sink.
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-func (l *lockedBuf) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
-
 // TestServiceTypesAndErrorsLeakNothing drives the service's failure paths
 // with a DEBUG logger and renders every request, result, status and error
 // every way: no code, full phone number, access token or AppSecret shows.
 func TestServiceTypesAndErrorsLeakNothing(t *testing.T) {
-	var logs lockedBuf
+	var logs logtest.Buffer
 	logger := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	f := newFixture(t, []string{appA}, Config{Logger: logger, ExchangeTimeout: 300 * time.Millisecond})
 	down := newFixture(t, []string{appA}, Config{Logger: logger, Replay: storeDown{}})

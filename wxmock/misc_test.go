@@ -1,7 +1,6 @@
 package wxmock
 
 import (
-	"bytes"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -11,28 +10,12 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/wxphone/wxphone/internal/logtest"
 )
 
-// lockedBuffer is a concurrency-safe log sink.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 func TestLogsCarryNoSecrets(t *testing.T) {
-	var buf lockedBuffer
+	var buf logtest.Buffer
 	logger := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	s := newTestServer(t, func(o *Options) { o.Logger = logger })
 	tok := classicToken(t, s, appA, secretA)

@@ -8,11 +8,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/wxphone/wxphone/config"
+	"github.com/wxphone/wxphone/internal/logtest"
 	"github.com/wxphone/wxphone/server"
 	"github.com/wxphone/wxphone/wxmock"
 )
@@ -73,7 +73,7 @@ func TestServeWiring(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
+	var logs logtest.Buffer
 	r, err := build(context.Background(), cfg, &logs)
 	if err != nil {
 		t.Fatal(err)
@@ -130,7 +130,7 @@ func TestMockCommand(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close()
 	ctx, cancel := context.WithCancel(context.Background())
-	var out syncBuffer
+	var out logtest.Buffer
 	done := make(chan int, 1)
 	go func() {
 		done <- run(ctx, []string{"mock", "--addr", addr, "--app", "wxmockapp0000001:mock-secret-01234", "--seed", "7"}, &out, io.Discard, func(string) string { return "" })
@@ -158,21 +158,4 @@ func TestMockCommand(t *testing.T) {
 	if o := out.String(); !strings.Contains(o, "http://"+addr+"/admin/") || !strings.Contains(o, "wxmockapp0000001") || strings.Contains(o, "mock-secret-01234") {
 		t.Errorf("output: %s", o)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/wxphone/wxphone/internal/logtest"
 )
 
 func freeAddr(t *testing.T) string {
@@ -25,7 +27,7 @@ func freeAddr(t *testing.T) string {
 func TestMockH2C(t *testing.T) {
 	addr := freeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	var out syncBuffer
+	var out logtest.Buffer
 	done := make(chan int, 1)
 	env := map[string]string{"WXMOCK_H2C": "true"}
 	go func() {
@@ -72,7 +74,7 @@ func TestMockH2C(t *testing.T) {
 // loopback listener, never on the API port.
 func TestServePprof(t *testing.T) {
 	addr := freeAddr(t)
-	var stderr syncBuffer
+	var stderr logtest.Buffer
 	stop, err := servePprof(addr, &stderr)
 	if err != nil {
 		t.Fatal(err)

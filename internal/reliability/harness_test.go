@@ -37,6 +37,7 @@ import (
 
 	"github.com/wxphone/wxphone"
 	"github.com/wxphone/wxphone/config"
+	"github.com/wxphone/wxphone/internal/logtest"
 	"github.com/wxphone/wxphone/redis"
 	"github.com/wxphone/wxphone/replica"
 	"github.com/wxphone/wxphone/service"
@@ -887,26 +888,9 @@ type proc struct {
 	cmd  *exec.Cmd
 	url  string
 	addr string
-	logs *syncBuf
+	logs *logtest.Buffer
 	done chan struct{}
 	exit error
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // startProc runs `wxphone serve` with env (plus PATH and HOME) on a free
@@ -914,7 +898,7 @@ func (s *syncBuf) String() string {
 func startProc(t testing.TB, env map[string]string) *proc {
 	t.Helper()
 	bin := wxphoneBinary(t)
-	p := &proc{t: t, logs: &syncBuf{}, done: make(chan struct{})}
+	p := &proc{t: t, logs: &logtest.Buffer{}, done: make(chan struct{})}
 	p.addr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	p.url = "http://" + p.addr
 	cmd := exec.Command(bin, "serve")
