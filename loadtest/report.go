@@ -65,8 +65,8 @@ func machineFacts(root string) Machine {
 	}
 	if out, err := exec.Command("git", "-C", root, "rev-parse", "--short", "HEAD").Output(); err == nil {
 		m.Revision = strings.TrimSpace(string(out))
-		if st, err := exec.Command("git", "-C", root, "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(bytes.TrimSpace(st)) > 0 {
-			m.Revision += " + uncommitted changes"
+		if st, err := exec.Command("git", "-C", root, "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)docs").Output(); err == nil && len(bytes.TrimSpace(st)) > 0 {
+			m.Revision += " + uncommitted changes outside docs/"
 		}
 	} else {
 		m.Revision = "unknown (no git)"

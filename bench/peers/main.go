@@ -349,7 +349,8 @@ func cpuModel() string {
 }
 
 // treeState names the main tree's commit and whether it had uncommitted
-// changes, since the library is measured from the working tree.
+// changes outside docs/ (which -write rewrites), since the library is
+// measured from the working tree.
 func treeState() string {
 	root := filepath.Join(moduleDir(), "..", "..")
 	head, err := exec.Command("git", "-C", root, "rev-parse", "--short", "HEAD").Output()
@@ -357,7 +358,7 @@ func treeState() string {
 		return "unknown"
 	}
 	s := strings.TrimSpace(string(head))
-	st, err := exec.Command("git", "-C", root, "status", "--porcelain", "--untracked-files=no").Output()
+	st, err := exec.Command("git", "-C", root, "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)docs").Output()
 	if err == nil {
 		if t := strings.TrimSpace(string(st)); t != "" {
 			n := len(strings.Split(t, "\n"))
