@@ -290,6 +290,24 @@ func openLoop(ctx context.Context, t *target, proto string, rate int, d time.Dur
 	return merge(label, time.Since(start), []*recorder{rec})
 }
 
+// send posts the target's next request and returns its latency and error
+// class (see classify).
+func (t *target) send(ctx context.Context, hc *http.Client, hdr http.Header) (time.Duration, string) {
+	url, body, code := t.next()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	req.Header = hdr.Clone()
+	s := time.Now()
+	resp, err := hc.Do(req)
+	var status int
+	var b []byte
+	if err == nil {
+		status = resp.StatusCode
+		b, err = io.ReadAll(io.LimitReader(resp.Body, 4096))
+		resp.Body.Close()
+	}
+	return time.Since(s), classify(t.direct, status, b, code, err)
+}
+
 // closedLoop runs conc workers that each send a request as soon as the
 // previous one is answered, for d, or perWorker requests each when
 // perWorker > 0. With a start barrier every worker's first request leaves
@@ -314,24 +332,12 @@ func closedLoop(ctx context.Context, t *target, proto string, conc int, d time.D
 				if ctx.Err() != nil || (perWorker == 0 && time.Now().After(deadline)) {
 					return
 				}
-				url, body, code := t.next()
-				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-				req.Header = hdr.Clone()
 				if v := inflight.Add(1); v > peak.Load() {
 					peak.Store(v) // racy maximum, good enough for a report
 				}
-				s := time.Now()
-				resp, err := hc.Do(req)
-				var status int
-				var b []byte
-				if err == nil {
-					status = resp.StatusCode
-					b, err = io.ReadAll(io.LimitReader(resp.Body, 4096))
-					resp.Body.Close()
-				}
-				lat := time.Since(s)
+				lat, class := t.send(ctx, hc, hdr)
 				inflight.Add(-1)
-				rec.add(lat, classify(t.direct, status, b, code, err))
+				rec.add(lat, class)
 			}
 		}()
 	}
@@ -368,19 +374,7 @@ func paced(ctx context.Context, t *target, proto string, n, rate int, label stri
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			url, body, code := t.next()
-			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
-			req.Header = hdr.Clone()
-			s := time.Now()
-			resp, err := hc.Do(req)
-			var status int
-			var b []byte
-			if err == nil {
-				status = resp.StatusCode
-				b, err = io.ReadAll(io.LimitReader(resp.Body, 4096))
-				resp.Body.Close()
-			}
-			recs[i].add(time.Since(s), classify(t.direct, status, b, code, err))
+			recs[i].add(t.send(ctx, hc, hdr))
 		}()
 	}
 	wg.Wait()
@@ -395,11 +389,10 @@ func paced(ctx context.Context, t *target, proto string, n, rate int, label stri
 
 // sampler watches the service processes during a window: RSS from /proc
 // every 100 ms and goroutines from /metrics every 500 ms.
+// Its fields are written by its goroutine only and read after Stop.
 type sampler struct {
-	c        *cluster
 	stop     chan struct{}
 	done     chan struct{}
-	mu       sync.Mutex
 	peakRSS  []int64
 	peakGor  []float64
 	peakStk  []float64  // go stack in use, sampled
@@ -416,7 +409,7 @@ type rssPoint struct {
 	InFlight   float64
 	Stack      float64
 	Heap       float64
-	Scraped    bool // the /metrics values were read at this sample
+	Scraped    bool // the /metrics values were read at this sample (else zero)
 }
 
 // atPeakIn returns the first replica's sample with the most requests in
@@ -427,7 +420,7 @@ func (s *sampler) atPeakIn() rssPoint {
 		if p.InFlight > best.InFlight {
 			best = p
 		}
-		if p.RSS > top.RSS {
+		if p.Scraped && p.RSS > top.RSS {
 			top = p
 		}
 	}
@@ -438,14 +431,12 @@ func (s *sampler) atPeakIn() rssPoint {
 }
 
 func (c *cluster) sample() *sampler {
-	s := &sampler{c: c, stop: make(chan struct{}), done: make(chan struct{}), peakRSS: make([]int64, len(c.svcs)), peakGor: make([]float64, len(c.svcs)), peakStk: make([]float64, len(c.svcs)), peakHeap: make([]float64, len(c.svcs)), peakIn: make([]float64, len(c.svcs)), start: time.Now()}
+	s := &sampler{stop: make(chan struct{}), done: make(chan struct{}), peakRSS: make([]int64, len(c.svcs)), peakGor: make([]float64, len(c.svcs)), peakStk: make([]float64, len(c.svcs)), peakHeap: make([]float64, len(c.svcs)), peakIn: make([]float64, len(c.svcs)), start: time.Now()}
 	go func() {
 		defer close(s.done)
 		tick := time.NewTicker(100 * time.Millisecond)
 		defer tick.Stop()
-		n := 0
-		var last rssPoint
-		for {
+		for n := 0; ; n++ {
 			select {
 			case <-s.stop:
 				return
@@ -456,33 +447,22 @@ func (c *cluster) sample() *sampler {
 				if err != nil {
 					continue
 				}
-				var g, stk, heap, in float64
+				sp := rssPoint{T: time.Since(s.start), RSS: st.RSS}
 				if n%5 == 0 {
 					if cs, err := readCounters(c.svcURLs[i]); err == nil {
-						g, stk, heap, in = cs.Goroutines, cs.StackInuse, cs.HeapInuse, cs.InFlight-1 // less the scrape
-						if i == 0 {
-							last = rssPoint{Goroutines: g, InFlight: in, Stack: stk, Heap: heap}
-						}
+						sp.Goroutines, sp.Stack, sp.Heap, sp.InFlight = cs.Goroutines, cs.StackInuse, cs.HeapInuse, cs.InFlight-1 // less the scrape
+						sp.Scraped = true
 					}
 				}
-				s.mu.Lock()
-				s.peakStk[i] = max(s.peakStk[i], stk)
-				s.peakHeap[i] = max(s.peakHeap[i], heap)
-				s.peakIn[i] = max(s.peakIn[i], in)
+				s.peakStk[i] = max(s.peakStk[i], sp.Stack)
+				s.peakHeap[i] = max(s.peakHeap[i], sp.Heap)
+				s.peakIn[i] = max(s.peakIn[i], sp.InFlight)
 				s.peakRSS[i] = max(s.peakRSS[i], st.RSS)
-				s.peakGor[i] = max(s.peakGor[i], g)
+				s.peakGor[i] = max(s.peakGor[i], sp.Goroutines)
 				if i == 0 {
-					p := last
-					p.T, p.RSS = time.Since(s.start), st.RSS
-					p.Scraped = n%5 == 0
-					if !p.Scraped {
-						p.InFlight = 0 // only the scrape's own sample counts for atPeakIn
-					}
-					s.series = append(s.series, p)
+					s.series = append(s.series, sp)
 				}
-				s.mu.Unlock()
 			}
-			n++
 		}
 	}()
 	return s

@@ -24,38 +24,41 @@ for p in 18081 18090 18095; do
 done
 tok=$(curl -s -X POST 127.0.0.1:18081/cgi-bin/stable_token \
   -d "{\"grant_type\":\"client_credential\",\"appid\":\"$app\",\"secret\":\"$secret\"}" | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
-echo '{"code":"load-same"}' >"$work/body.json"
-for h in direct:18081 proxy:18090; do
-  printf 'POST http://127.0.0.1:%s/wxa/business/getuserphonenumber?access_token=%s\n@%s\n' "${h#*:}" "$tok" "$work/body.json" >"$work/${h%%:*}.txt"
-done
-# wxphone replays a repeated code, so every request gets a new one
-# (target files written beforehand: generating them during the attack
-# would compete for the CPU).
-python3 - "$work" "$key" <<'PY'
+# Every request of every run carries a code never sent before: the
+# emulator answers a repeated code with a cheap 40029, and wxphone serve
+# answers it from its replay store, so a repeated code would measure
+# something else. Target files are written beforehand (generating them
+# during the attack would compete for the CPU).
+python3 - "$work" "$key" "$tok" <<'PY'
 import base64, json, sys
-work, key = sys.argv[1], sys.argv[2]
-for run in range(4):
-    with open("%s/service%d.jsonl" % (work, run), "w") as f:
-        for i in range(120000 if run >= 2 else 12000):
-            body = base64.b64encode(json.dumps({"code": "load-%d-%07d" % (run, i)}).encode()).decode()
-            f.write(json.dumps({"method": "POST", "url": "http://127.0.0.1:18095/v1/phone-number", "body": body,
-                                "header": {"Authorization": ["Bearer " + key], "Content-Type": ["application/json"]}}) + "\n")
+work, key, tok = sys.argv[1:4]
+urls = {"direct": "http://127.0.0.1:18081/wxa/business/getuserphonenumber?access_token=" + tok,
+        "proxy": "http://127.0.0.1:18090/wxa/business/getuserphonenumber?access_token=" + tok,
+        "service": "http://127.0.0.1:18095/v1/phone-number"}
+for phase, n in (("latency", 12000), ("throughput", 160000)):
+    for name, url in urls.items():
+        for run in range(2):
+            header = {"Content-Type": ["application/json"]}
+            if name == "service":
+                header["Authorization"] = ["Bearer " + key]
+            with open("%s/%s-%s%d.jsonl" % (work, phase, name, run), "w") as f:
+                for i in range(n):
+                    body = base64.b64encode(json.dumps({"code": "load-%s-%s%d-%07d" % (phase, name, run, i)}).encode()).decode()
+                    f.write(json.dumps({"method": "POST", "url": url, "body": body, "header": header}) + "\n")
 PY
-run=0
-attack() { # attack NAME RATE WORKERS DURATION
-  local name=$1 rate=$2 workers=$3 dur=$4 targets
-  if [ "$name" = service ]; then
-    targets=(-format=json -targets="$work/service$run.jsonl")
-    run=$((run + 1))
-  else
-    targets=(-targets="$work/$name.txt")
-  fi
-  "$V" attack "${targets[@]}" -rate="$rate" -workers="$workers" -max-workers="$workers" -duration="$dur" |
+declare -A runs=()
+attack() { # attack PHASE NAME RATE WORKERS DURATION
+  local phase=$1 name=$2 rate=$3 workers=$4 dur=$5 run=${runs[$1$2]:-0}
+  runs[$phase$name]=$((run + 1))
+  "$V" attack -format=json -targets="$work/$phase-$name$run.jsonl" -rate="$rate" -workers="$workers" -max-workers="$workers" -duration="$dur" |
     "$V" report -type=text | awk -v n="$name" '/Requests|Latencies/ {print n ": " $0}'
 }
 echo "== latency: 1000 req/s, 50 ms upstream, 10 s (order direct, nullproxy, service, service, nullproxy, direct)"
 curl -s -X POST 127.0.0.1:18081/admin/faults -d '{"endpoint":"phone","kind":"latency","latency_ms":50}' >/dev/null
-for n in direct proxy service service proxy direct; do attack "$n" 1000 2000 10s; done
+for n in direct proxy service service proxy direct; do attack latency "$n" 1000 2000 10s; done
 echo "== throughput: closed loop, 32 workers, 8 s, no upstream latency"
 curl -s -X DELETE 127.0.0.1:18081/admin/faults >/dev/null
-for n in direct proxy service service proxy direct; do attack "$n" 0 32 8s; done
+for n in direct proxy service service proxy direct; do attack throughput "$n" 0 32 8s; done
+# Every phone call must have used a fresh code (errcode 0 only).
+echo "== emulator phone answers by errcode (want only \"0\"):"
+curl -s 127.0.0.1:18081/admin/stats | python3 -c 'import json,sys; print(json.load(sys.stdin)["endpoints"]["phone"]["by_errcode"])'

@@ -156,12 +156,18 @@ func selectScenarios(s string) ([]string, error) {
 // Run runs the selected scenarios and returns their report. A scenario
 // that fails to run is reported as such; the error is the first one.
 func Run(ctx context.Context, o *Options) (*Report, error) {
+	root, err := repoRoot()
+	if err != nil {
+		return nil, err
+	}
+	// Before newEnv's build, whose CPU would show in the load average.
+	machine := machineFacts(root)
 	env, err := newEnv(ctx, o)
 	if err != nil {
 		return nil, err
 	}
 	defer env.Close()
-	rep := &Report{Machine: machineFacts(env.root), Command: commandLine(o), Smoke: o.Smoke}
+	rep := &Report{Machine: machine, Command: commandLine(o), Smoke: o.Smoke}
 	var first error
 	for _, name := range o.Scenarios {
 		if ctx.Err() != nil {
@@ -189,7 +195,7 @@ func Run(ctx context.Context, o *Options) (*Report, error) {
 		rep.Results = append(rep.Results, res)
 		rep.Plots = append(rep.Plots, res.Plots...)
 	}
-	if env.keepLogs {
+	if o.KeepLogs {
 		fmt.Fprintf(o.Out, "logs kept in %s\n", env.logDir)
 	}
 	return rep, first

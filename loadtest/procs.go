@@ -24,14 +24,13 @@ import (
 
 // env is one run of the tool: the built binary and a scratch directory.
 type env struct {
-	o        *Options
-	root     string // repository root
-	tmp      string
-	bin      string // the wxphone binary
-	logDir   string
-	keepLogs bool
-	runID    string
-	seq      int // processes started, for log names
+	o      *Options
+	root   string // repository root
+	tmp    string
+	bin    string // the wxphone binary
+	logDir string
+	runID  string
+	seq    int // processes started, for log names
 }
 
 func newEnv(ctx context.Context, o *Options) (*env, error) {
@@ -46,7 +45,7 @@ func newEnv(ctx context.Context, o *Options) (*env, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &env{o: o, root: root, tmp: tmp, bin: filepath.Join(tmp, "wxphone"), logDir: filepath.Join(tmp, "logs"), keepLogs: o.KeepLogs, runID: randHex(4)}
+	e := &env{o: o, root: root, tmp: tmp, bin: filepath.Join(tmp, "wxphone"), logDir: filepath.Join(tmp, "logs"), runID: randHex(4)}
 	if err := os.MkdirAll(e.logDir, 0o755); err != nil {
 		e.Close()
 		return nil, err
@@ -63,7 +62,7 @@ func newEnv(ctx context.Context, o *Options) (*env, error) {
 
 // Close removes the scratch directory (the logs stay with -keep-logs).
 func (e *env) Close() {
-	if e.keepLogs {
+	if e.o.KeepLogs {
 		_ = os.Remove(e.bin)
 		return
 	}
@@ -172,8 +171,8 @@ func (p *proc) stop(grace time.Duration) {
 	_ = p.log.Close()
 }
 
-// waitHTTP polls url until it answers want (or any 2xx when want is 0).
-func waitHTTP(ctx context.Context, p *proc, url string, want int, timeout time.Duration) error {
+// waitHTTP polls url until it answers 200.
+func waitHTTP(ctx context.Context, p *proc, url string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	c := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	var last string
@@ -185,7 +184,7 @@ func waitHTTP(ctx context.Context, p *proc, url string, want int, timeout time.D
 		if err == nil {
 			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
-			if (want == 0 && resp.StatusCode/100 == 2) || resp.StatusCode == want {
+			if resp.StatusCode == http.StatusOK {
 				return nil
 			}
 			last = resp.Status
@@ -209,20 +208,17 @@ type clusterSpec struct {
 	Apps          int
 	Replicas      int
 	Redis         bool
-	H2CIn         bool // the service accepts h2c
-	UpstreamH2C   bool
+	H2CIn         bool          // the service accepts h2c
 	RequestTO     time.Duration // 0: the service default
 	ExchangeTO    time.Duration // 0: the service default
 	WaitReady     bool          // wait for /readyz (a token held) on every replica
 	PhoneLatency  time.Duration
 	StableLatency time.Duration // a latency fault on stable_token, set before the replicas start
-	Pprof         bool
 }
 
 // cluster is the emulator, an optional Redis and the service replicas.
 type cluster struct {
 	e        *env
-	spec     clusterSpec
 	apps     []app
 	apiKey   string
 	emu      *proc
@@ -231,12 +227,12 @@ type cluster struct {
 	redisURL string
 	svcs     []*proc
 	svcURLs  []string
-	pprofURL string
-	windows  int // load windows started, for unique code prefixes
+	pprofURL string // the first replica's, with -pprof
+	windows  int    // load windows started, for unique code prefixes
 }
 
 func (e *env) startCluster(ctx context.Context, s clusterSpec) (*cluster, error) {
-	c := &cluster{e: e, spec: s, apiKey: "loadtest-key-" + randHex(12)}
+	c := &cluster{e: e, apiKey: "loadtest-key-" + randHex(12)}
 	for i := range max(s.Apps, 1) {
 		c.apps = append(c.apps, app{ID: fmt.Sprintf("wxload%s%02d", e.runID, i), Secret: "loadtest-secret-" + randHex(8)})
 	}
@@ -259,7 +255,7 @@ func (e *env) startCluster(ctx context.Context, s clusterSpec) (*cluster, error)
 		return nil, err
 	}
 	c.emuURL = "http://" + addr
-	if err := waitHTTP(ctx, c.emu, c.emuURL+"/admin/stats", 200, 20*time.Second); err != nil {
+	if err := waitHTTP(ctx, c.emu, c.emuURL+"/admin/stats", 20*time.Second); err != nil {
 		return nil, err
 	}
 	if s.PhoneLatency > 0 {
@@ -287,7 +283,7 @@ func (e *env) startCluster(ctx context.Context, s clusterSpec) (*cluster, error)
 		"WXPHONE_LOG_LEVEL=" + e.o.LogLevel,
 		"WXPHONE_SHUTDOWN_TIMEOUT=10s",
 		"WXPHONE_H2C=" + strconv.FormatBool(s.H2CIn),
-		"WXPHONE_UPSTREAM_H2C=" + strconv.FormatBool(s.UpstreamH2C),
+		"WXPHONE_UPSTREAM_H2C=" + strconv.FormatBool(e.o.UpstreamProto == "h2c"),
 	}
 	if s.RequestTO > 0 {
 		common = append(common, "WXPHONE_REQUEST_TIMEOUT="+s.RequestTO.String())
@@ -326,7 +322,7 @@ func (e *env) startCluster(ctx context.Context, s clusterSpec) (*cluster, error)
 			return nil, err
 		}
 		envv := append(append([]string(nil), common...), "WXPHONE_ADDR="+addr)
-		if s.Pprof && i == 0 {
+		if e.o.PprofDir != "" && i == 0 {
 			pa, err := freeAddr()
 			if err != nil {
 				return nil, err
@@ -342,11 +338,11 @@ func (e *env) startCluster(ctx context.Context, s clusterSpec) (*cluster, error)
 		c.svcURLs = append(c.svcURLs, "http://"+addr)
 	}
 	for i, u := range c.svcURLs {
-		path, want := "/healthz", 200
+		path := "/healthz"
 		if s.WaitReady {
 			path = "/readyz"
 		}
-		if err := waitHTTP(ctx, c.svcs[i], u+path, want, 30*time.Second); err != nil {
+		if err := waitHTTP(ctx, c.svcs[i], u+path, 30*time.Second); err != nil {
 			return nil, err
 		}
 	}
@@ -388,18 +384,12 @@ func (c *cluster) admin(method, path, body string, out any) error {
 // emuStats is the part of the emulator's /admin/stats the tool reads.
 type emuStats struct {
 	Endpoints struct {
-		StableToken struct {
-			Calls int64 `json:"calls"`
-		} `json:"stable_token"`
 		Phone struct {
-			Calls     int64           `json:"calls"`
-			ByErrcode map[int64]int64 `json:"by_errcode"`
-			Canceled  int64           `json:"canceled"`
+			Calls int64 `json:"calls"`
 		} `json:"phone"`
 	} `json:"endpoints"`
 	Codes map[string]struct {
-		Calls    int64 `json:"calls"`
-		Answered int64 `json:"answered"`
+		Calls int64 `json:"calls"`
 	} `json:"codes"`
 	Apps map[string]struct {
 		TokenFetches int64 `json:"token_fetches"`
@@ -501,10 +491,9 @@ func (c *cluster) Close() {
 	}
 }
 
-// procStatus is what /proc/<pid>/status says of memory and threads.
+// procStatus is what /proc/<pid>/status says of memory.
 type procStatus struct {
 	RSS, HWM int64 // bytes
-	Threads  int
 }
 
 func readStatus(pid int) (procStatus, error) {
@@ -528,8 +517,6 @@ func readStatus(pid int) (procStatus, error) {
 			s.RSS = n << 10
 		case "VmHWM":
 			s.HWM = n << 10
-		case "Threads":
-			s.Threads = int(n)
 		}
 	}
 	return s, nil
@@ -631,15 +618,13 @@ func sum(samples []promSample, name string, match map[string]string) float64 {
 
 // svcCounters are the service counters the report uses.
 type svcCounters struct {
-	Goroutines  float64
-	RSS         float64
-	PhoneCalls  float64 // wxphone_upstream_requests_total{endpoint="getuserphonenumber"}
-	TokenFetch  float64 // wxphone_token_fetches_total
-	Exchanges   float64
-	ReplayCount float64
-	InFlight    float64 // wxphone_http_requests_in_flight
-	StackInuse  float64 // go_memstats_stack_inuse_bytes
-	HeapInuse   float64 // go_memstats_heap_inuse_bytes
+	Goroutines float64
+	RSS        float64
+	PhoneCalls float64 // wxphone_upstream_requests_total{endpoint="getuserphonenumber"}
+	TokenFetch float64 // wxphone_token_fetches_total
+	InFlight   float64 // wxphone_http_requests_in_flight
+	StackInuse float64 // go_memstats_stack_inuse_bytes
+	HeapInuse  float64 // go_memstats_heap_inuse_bytes
 }
 
 func readCounters(url string) (svcCounters, error) {
@@ -648,21 +633,19 @@ func readCounters(url string) (svcCounters, error) {
 		return svcCounters{}, err
 	}
 	return svcCounters{
-		Goroutines:  sum(s, "go_goroutines", nil),
-		RSS:         sum(s, "process_resident_memory_bytes", nil),
-		PhoneCalls:  sum(s, "wxphone_upstream_requests_total", map[string]string{"endpoint": "getuserphonenumber"}),
-		TokenFetch:  sum(s, "wxphone_token_fetches_total", nil),
-		Exchanges:   sum(s, "wxphone_exchanges_total", nil),
-		ReplayCount: sum(s, "wxphone_replays_total", nil),
-		InFlight:    sum(s, "wxphone_http_requests_in_flight", nil),
-		StackInuse:  sum(s, "go_memstats_stack_inuse_bytes", nil),
-		HeapInuse:   sum(s, "go_memstats_heap_inuse_bytes", nil),
+		Goroutines: sum(s, "go_goroutines", nil),
+		RSS:        sum(s, "process_resident_memory_bytes", nil),
+		PhoneCalls: sum(s, "wxphone_upstream_requests_total", map[string]string{"endpoint": "getuserphonenumber"}),
+		TokenFetch: sum(s, "wxphone_token_fetches_total", nil),
+		InFlight:   sum(s, "wxphone_http_requests_in_flight", nil),
+		StackInuse: sum(s, "go_memstats_stack_inuse_bytes", nil),
+		HeapInuse:  sum(s, "go_memstats_heap_inuse_bytes", nil),
 	}, nil
 }
 
 // profile saves a pprof profile of the first replica (with -pprof).
 func (c *cluster) profile(name, query, file string) error {
-	if c.pprofURL == "" || c.e.o.PprofDir == "" {
+	if c.pprofURL == "" {
 		return nil
 	}
 	if err := os.MkdirAll(c.e.o.PprofDir, 0o755); err != nil {

@@ -123,9 +123,6 @@ func (r *Report) Markdown() string {
 		for _, p := range res.Plots {
 			w("![%s](bench/%s)\n\n", p.Title, p.File)
 		}
-		for _, n := range res.Notes {
-			w("%s\n\n", n)
-		}
 	}
 	return b.String()
 }

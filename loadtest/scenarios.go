@@ -1,10 +1,10 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -18,8 +18,6 @@ func sortedKeys[K int64 | int | string, V any](m map[K]V) []K {
 	slices.Sort(out)
 	return out
 }
-
-func sortDurations(d []time.Duration) { slices.Sort(d) }
 
 // Scenario is one named measurement with its targets.
 type Scenario struct {
@@ -61,7 +59,6 @@ type Result struct {
 	Targets  []Target
 	Tables   []Table
 	Plots    []Plot
-	Notes    []string
 	Failed   string
 	Elapsed  time.Duration
 }
@@ -115,6 +112,12 @@ func (e *env) proto(def string) string {
 	return def
 }
 
+// oneAppSpec is the cluster of the one-app scenarios: the service waits
+// for its token before the load, on Redis only with -redis.
+func (e *env) oneAppSpec(phoneLatency time.Duration) clusterSpec {
+	return clusterSpec{Apps: 1, Replicas: max(e.o.Replicas, 1), Redis: e.o.Redis, H2CIn: true, WaitReady: true, PhoneLatency: phoneLatency}
+}
+
 // svcWindow is one measured window against the service with everything
 // observed around it.
 type svcWindow struct {
@@ -124,18 +127,11 @@ type svcWindow struct {
 	samp          *sampler
 }
 
-func (w *svcWindow) phoneCalls() float64 {
+// delta sums a counter's increase over the window across the replicas.
+func (w *svcWindow) delta(f func(svcCounters) float64) float64 {
 	var t float64
 	for i := range w.after {
-		t += w.after[i].PhoneCalls - w.before[i].PhoneCalls
-	}
-	return t
-}
-
-func (w *svcWindow) tokenFetches() float64 {
-	var t float64
-	for i := range w.after {
-		t += w.after[i].TokenFetch - w.before[i].TokenFetch
+		t += f(w.after[i]) - f(w.before[i])
 	}
 	return t
 }
@@ -157,7 +153,7 @@ func (c *cluster) measureService(ctx context.Context, name string, load func(*ta
 	w := &svcWindow{before: c.counters()}
 	w.samp = c.sample()
 	profDone := make(chan struct{})
-	if c.pprofURL != "" && c.e.o.PprofDir != "" && dur >= time.Second {
+	if c.pprofURL != "" && dur >= time.Second {
 		go func() {
 			defer close(profDone)
 			_ = c.profile("profile", fmt.Sprintf("?seconds=%d", int(dur.Seconds())), name+"-cpu.pprof")
@@ -196,13 +192,8 @@ func errorsText(m *measurement) string {
 	if len(m.Errors) == 0 {
 		return "none"
 	}
-	keys := make([]string, 0, len(m.Errors))
-	for k := range m.Errors {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
 	var parts []string
-	for _, k := range keys {
+	for _, k := range sortedKeys(m.Errors) {
 		parts = append(parts, fmt.Sprintf("%s: %d", k, m.Errors[k]))
 	}
 	return strings.Join(parts, "; ")
@@ -221,7 +212,7 @@ func pooled(label string, ms ...*measurement) *measurement {
 			out.Errors[k] += v
 		}
 	}
-	sortDurations(out.Lat)
+	slices.Sort(out.Lat)
 	return out
 }
 
@@ -254,7 +245,7 @@ func serviceRows(c *cluster, w *svcWindow, baseGor []float64, afterGor []float64
 	ok := float64(w.m.OK)
 	perEx := "n/a"
 	if ok > 0 {
-		perEx = fmt.Sprintf("%.3f (service metric) / %.3f (emulator)", w.phoneCalls()/ok, float64(w.emu.Endpoints.Phone.Calls)/ok)
+		perEx = fmt.Sprintf("%.3f (service metric) / %.3f (emulator)", w.delta(func(c svcCounters) float64 { return c.PhoneCalls })/ok, float64(w.emu.Endpoints.Phone.Calls)/ok)
 	}
 	var emuFetch int64
 	for _, a := range c.apps {
@@ -262,7 +253,7 @@ func serviceRows(c *cluster, w *svcWindow, baseGor []float64, afterGor []float64
 	}
 	rows := [][]string{
 		{"upstream phone calls per successful exchange", perEx},
-		{"token fetches during the window", fmt.Sprintf("%.0f (service metric) / %d (emulator)", w.tokenFetches(), emuFetch)},
+		{"token fetches during the window", fmt.Sprintf("%.0f (service metric) / %d (emulator)", w.delta(func(c svcCounters) float64 { return c.TokenFetch }), emuFetch)},
 	}
 	for i, p := range c.svcs {
 		st, _ := readStatus(p.pid())
@@ -291,8 +282,8 @@ func (c *cluster) settle(base []float64, tol float64, timeout time.Duration) []f
 	return out
 }
 
-func (c *cluster) goroutines() []float64 {
-	cs := c.counters()
+// goroutines picks each replica's goroutine count out of its counters.
+func goroutines(cs []svcCounters) []float64 {
 	out := make([]float64, len(cs))
 	for i := range cs {
 		out[i] = cs[i].Goroutines
@@ -304,6 +295,39 @@ func (c *cluster) goroutines() []float64 {
 // still count as "back to baseline" (a metrics scrape's connection).
 const goroutineTolerance = 5
 
+// abba runs a warm-up and a measured window of each kind in ABBA order
+// (direct, service, service, direct; the first two with -smoke) and returns
+// each kind's windows pooled and the last service window. short names the
+// windows' codes; tag follows the kind in progress lines.
+func (c *cluster) abba(ctx context.Context, name, short, tag string, warm, dur time.Duration, load func(d time.Duration, label string) func(*target) *measurement) (svc, dir *measurement, last *svcWindow, err error) {
+	var dirs, svcs []*measurement
+	for i, kind := range []string{"direct", "service", "service", "direct"} {
+		if c.e.o.Smoke && i >= 2 {
+			break
+		}
+		win := fmt.Sprintf("%s-%s-%d", short, kind, i)
+		var m *measurement
+		if kind == "direct" {
+			if _, err := c.measureDirect(win+"w", load(warm, "warm")); err != nil {
+				return nil, nil, nil, err
+			}
+			if m, err = c.measureDirect(win, load(dur, kind)); err != nil {
+				return nil, nil, nil, err
+			}
+			dirs = append(dirs, m)
+		} else {
+			load(warm, "warm")(c.serviceTarget(win + "w"))
+			if last, err = c.measureService(ctx, name, load(dur, kind), dur); err != nil {
+				return nil, nil, nil, err
+			}
+			m = last.m
+			svcs = append(svcs, m)
+		}
+		c.e.logf("%s%s: %.0f ok/s, p50 %s ms, p99 %s ms, errors %d", kind, tag, m.Throughput(), ms(m.Pct(.5)), ms(m.Pct(.99)), m.ErrorCount())
+	}
+	return pooled("service", svcs...), pooled("direct", dirs...), last, nil
+}
+
 func runAddedLatency(ctx context.Context, e *env) (*Result, error) {
 	sm := e.o.Smoke
 	rate := pick(e.o.Rate, 1000, 50, sm)
@@ -311,7 +335,7 @@ func runAddedLatency(ctx context.Context, e *env) (*Result, error) {
 	warm := pick(0, 2*time.Second, 300*time.Millisecond, sm)
 	lat := e.latency(50 * time.Millisecond)
 	proto := e.proto("h1")
-	spec := clusterSpec{Apps: 1, Replicas: pick(e.o.Replicas, 1, 1, sm), Redis: e.o.Redis, H2CIn: true, UpstreamH2C: e.o.UpstreamProto == "h2c", WaitReady: true, PhoneLatency: lat, Pprof: e.o.PprofDir != ""}
+	spec := e.oneAppSpec(lat)
 	c, err := e.startCluster(ctx, spec)
 	if err != nil {
 		return nil, err
@@ -322,45 +346,18 @@ func runAddedLatency(ctx context.Context, e *env) (*Result, error) {
 		fmt.Sprintf("emulator latency on the phone endpoint: %s", lat),
 		fmt.Sprintf("open loop (vegeta): %d req/s for %s per window, %s warm-up; windows in ABBA order (direct, service, service, direct), each kind's two windows pooled", rate, dur, warm),
 	}}
-	base := c.goroutines()
-	load := func(d time.Duration, label string) func(*target) *measurement {
+	base := goroutines(c.counters())
+	svc, dir, last, err := c.abba(ctx, "added-latency", "added", "", warm, dur, func(d time.Duration, label string) func(*target) *measurement {
 		return func(t *target) *measurement { return openLoop(ctx, t, proto, rate, d, label) }
+	})
+	if err != nil {
+		return res, err
 	}
-	var dirs, svcs []*measurement
-	var wins []*svcWindow
-	for i, kind := range []string{"direct", "service", "service", "direct"} {
-		if sm && i >= 2 {
-			break
-		}
-		name := fmt.Sprintf("added-%s-%d", kind, i)
-		if kind == "direct" {
-			if _, err := c.measureDirect(name+"w", load(warm, "warm")); err != nil {
-				return res, err
-			}
-			m, err := c.measureDirect(name, load(dur, kind))
-			if err != nil {
-				return res, err
-			}
-			dirs = append(dirs, m)
-			e.logf("direct:  %.0f ok/s, p50 %s ms, p99 %s ms, errors %d", m.Throughput(), ms(m.Pct(.5)), ms(m.Pct(.99)), m.ErrorCount())
-			continue
-		}
-		load(warm, "warm")(c.serviceTarget(name + "w"))
-		w, err := c.measureService(ctx, "added-latency", load(dur, kind), dur)
-		if err != nil {
-			return res, err
-		}
-		wins = append(wins, w)
-		svcs = append(svcs, w.m)
-		e.logf("service: %.0f ok/s, p50 %s ms, p99 %s ms, errors %d", w.m.Throughput(), ms(w.m.Pct(.5)), ms(w.m.Pct(.99)), w.m.ErrorCount())
-	}
-	svc, dir := pooled("service", svcs...), pooled("direct", dirs...)
 	after := c.settle(base, goroutineTolerance, 15*time.Second)
 	addedP99 := svc.Pct(.99) - dir.Pct(.99)
 	res.Targets = []Target{
 		{Name: "p99 added latency ≤ 1 ms", Value: fmt.Sprintf("p99 service %s ms − direct %s ms = %+.2f ms", ms(svc.Pct(.99)), ms(dir.Pct(.99)), float64(addedP99)/1e6), Met: addedP99 <= time.Millisecond && svc.ErrorCount() == 0},
 	}
-	last := wins[len(wins)-1]
 	t := Table{Title: "Latency (service vs direct, pooled windows)", Header: []string{"", "service", "direct (emulator)", "added (service − direct)"}, Rows: latencyRows(svc, dir)}
 	res.Tables = append(res.Tables, t, Table{Title: "Service (the last service window)", Header: []string{"", "value"}, Rows: serviceRows(c, last, base, after)})
 	res.Plots = append(res.Plots, latencyPlot("added-latency", "added-latency: latency by percentile", []*measurement{svc, dir}))
@@ -393,7 +390,7 @@ func runThroughput(ctx context.Context, e *env) (*Result, error) {
 	}
 	lat := e.latency(0)
 	proto := e.proto("h1")
-	spec := clusterSpec{Apps: 1, Replicas: pick(e.o.Replicas, 1, 1, sm), Redis: e.o.Redis, H2CIn: true, UpstreamH2C: e.o.UpstreamProto == "h2c", WaitReady: true, PhoneLatency: lat, Pprof: e.o.PprofDir != ""}
+	spec := e.oneAppSpec(lat)
 	c, err := e.startCluster(ctx, spec)
 	if err != nil {
 		return nil, err
@@ -404,40 +401,18 @@ func runThroughput(ctx context.Context, e *env) (*Result, error) {
 		fmt.Sprintf("closed loop: %d workers, %s per window, %s warm-up, ABBA order, pooled; sweep %v with %s per point (direct and service alternating)", conc, dur, warm, sweep, sweepDur),
 		"the load tool, the emulator and the service share the machine's CPUs: the direct run gives the emulator all of them, the service run splits them three ways",
 	}}
-	base := c.goroutines()
+	base := goroutines(c.counters())
 	load := func(n int, d time.Duration, label string) func(*target) *measurement {
 		return func(t *target) *measurement { return closedLoop(ctx, t, proto, n, d, 0, label) }
 	}
-	var dirs, svcs []*measurement
-	var wins []*svcWindow
-	for i, kind := range []string{"direct", "service", "service", "direct"} {
-		if sm && i >= 2 {
-			break
-		}
-		name := fmt.Sprintf("tp-%s-%d", kind, i)
-		if kind == "direct" {
-			_, _ = c.measureDirect(name+"w", load(conc, warm, "warm"))
-			m, err := c.measureDirect(name, load(conc, dur, kind))
-			if err != nil {
-				return res, err
-			}
-			dirs = append(dirs, m)
-			e.logf("direct  c=%d: %.0f ok/s, p50 %s ms, p99 %s ms", conc, m.Throughput(), ms(m.Pct(.5)), ms(m.Pct(.99)))
-			continue
-		}
-		load(conc, warm, "warm")(c.serviceTarget(name + "w"))
-		w, err := c.measureService(ctx, "throughput", load(conc, dur, kind), dur)
-		if err != nil {
-			return res, err
-		}
-		wins = append(wins, w)
-		svcs = append(svcs, w.m)
-		e.logf("service c=%d: %.0f ok/s, p50 %s ms, p99 %s ms", conc, w.m.Throughput(), ms(w.m.Pct(.5)), ms(w.m.Pct(.99)))
+	svc, dir, last, err := c.abba(ctx, "throughput", "tp", fmt.Sprintf(" c=%d", conc), warm, dur, func(d time.Duration, label string) func(*target) *measurement {
+		return load(conc, d, label)
+	})
+	if err != nil {
+		return res, err
 	}
-	svc, dir := pooled("service", svcs...), pooled("direct", dirs...)
 	ratio := svc.Throughput() / max(dir.Throughput(), 1)
 	res.Targets = []Target{{Name: "service throughput ≥ ½ direct", Value: fmt.Sprintf("c=%d: service %.0f ok/s ÷ direct %.0f ok/s = %.2f", conc, svc.Throughput(), dir.Throughput(), ratio), Met: ratio >= 0.5 && svc.ErrorCount() == 0}}
-	last := wins[len(wins)-1]
 
 	sw := Table{Title: "Sweep: throughput against concurrency", Header: []string{"concurrency", "service ok/s", "direct ok/s", "service ÷ direct", "service p50 / p99 ms", "direct p50 / p99 ms", "errors (service / direct)"}}
 	var pts []sweepPoint
@@ -474,7 +449,7 @@ func runFleetCold(ctx context.Context, e *env) (*Result, error) {
 	// queues and the replicas' ReadHeaderTimeout on 2 shared cores more
 	// than the exchange (-proto h1 runs that too).
 	proto := e.proto("h2c")
-	spec := clusterSpec{Apps: 2, Replicas: replicas, Redis: true, H2CIn: true, UpstreamH2C: e.o.UpstreamProto == "h2c", PhoneLatency: lat, StableLatency: tokenLat, RequestTO: 30 * time.Second, Pprof: e.o.PprofDir != ""}
+	spec := clusterSpec{Apps: 2, Replicas: replicas, Redis: true, H2CIn: true, PhoneLatency: lat, StableLatency: tokenLat, RequestTO: 30 * time.Second}
 	c, err := e.startCluster(ctx, spec)
 	if err != nil {
 		return nil, err
@@ -485,12 +460,15 @@ func runFleetCold(ctx context.Context, e *env) (*Result, error) {
 		fmt.Sprintf("cold start: the replicas are started and the burst is sent at once; the emulator delays stable_token by %s so that every request of the burst arrives before any replica holds a token", tokenLat),
 		fmt.Sprintf("burst: %d requests with distinct codes, all sent at the same moment (one per worker), alternating apps and replicas; request timeout 30 s", n),
 	}}
-	base := c.goroutines()
 	stats0, err := c.stats()
 	if err != nil {
 		return res, err
 	}
+	if stats0.Endpoints.Phone.Calls != 0 {
+		return res, fmt.Errorf("the emulator saw %d phone calls before the burst", stats0.Endpoints.Phone.Calls)
+	}
 	w := &svcWindow{before: c.counters()}
+	base := goroutines(w.before)
 	w.samp = c.sample()
 	tgt := c.serviceTarget("fleet")
 	w.m = closedLoop(ctx, tgt, proto, n, 0, 1, "service")
@@ -512,9 +490,6 @@ func runFleetCold(ctx context.Context, e *env) (*Result, error) {
 		if f != 1 {
 			fetchOK = false
 		}
-	}
-	if stats0.Endpoints.Phone.Calls != 0 {
-		return res, fmt.Errorf("the emulator saw %d phone calls before the burst", stats0.Endpoints.Phone.Calls)
 	}
 	// Upstream calls per code of the burst.
 	hist := map[int64]int{}
@@ -553,7 +528,8 @@ func runMemory(ctx context.Context, e *env, name, defProto string) (*Result, err
 	holdLat := pick(0, 6*time.Second, 600*time.Millisecond, sm)
 	holdRate := pick(0, 2500, 400, sm)
 	proto := e.proto(defProto)
-	spec := clusterSpec{Apps: 1, Replicas: pick(e.o.Replicas, 1, 1, sm), Redis: e.o.Redis, H2CIn: true, UpstreamH2C: e.o.UpstreamProto == "h2c", WaitReady: true, PhoneLatency: lat, Pprof: e.o.PprofDir != "", ExchangeTO: pick(e.o.ExchangeTimeout, 8*time.Second, 8*time.Second, sm)}
+	spec := e.oneAppSpec(lat)
+	spec.ExchangeTO = cmp.Or(e.o.ExchangeTimeout, 8*time.Second)
 	c, err := e.startCluster(ctx, spec)
 	if err != nil {
 		return nil, err
@@ -565,9 +541,9 @@ func runMemory(ctx context.Context, e *env, name, defProto string) (*Result, err
 		fmt.Sprintf("window 2 (hold): %d requests sent at %d/s into a %s emulator latency, so that all %d are in flight at the service together (its wxphone_http_requests_in_flight gauge); memory per request in flight = (RSS at that moment − RSS before any load) ÷ requests in flight", n, holdRate, holdLat, n),
 		"peak RSS = VmHWM of the service process (/proc/<pid>/status) over its whole life (both windows); stacks and heap from its Go metrics, sampled every 500 ms",
 	}}
-	base := c.goroutines()
+	cs := c.counters()
+	base, cs0 := goroutines(cs), cs[0]
 	st0, _ := readStatus(c.svcs[0].pid())
-	cs0 := c.counters()[0]
 	w, err := c.measureService(ctx, name, func(t *target) *measurement { return closedLoop(ctx, t, proto, n, dur, 0, "service") }, dur)
 	if err != nil {
 		return res, err

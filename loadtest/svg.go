@@ -52,8 +52,8 @@ func (c *chart) sx(x float64) float64 {
 	return padL + (x-c.XMin)/(c.XMax-c.XMin)*plotW
 }
 
-func (c *chart) sy(y, ymax float64) float64 {
-	return padT + plotH - (y-c.YMin)/(ymax-c.YMin)*plotH
+func (c *chart) sy(y float64) float64 {
+	return padT + plotH - (y-c.YMin)/(c.YMax-c.YMin)*plotH
 }
 
 // niceTicks returns about n round tick values from 0 to at least max.
@@ -80,9 +80,7 @@ func niceTicks(maxV float64, n int) ([]float64, float64) {
 
 func fmtTick(v float64) string {
 	switch {
-	case v == math.Trunc(v) && math.Abs(v) < 1e9:
-		return fmt.Sprintf("%.0f", v)
-	case math.Abs(v) >= 10:
+	case v == math.Trunc(v) || math.Abs(v) >= 10:
 		return fmt.Sprintf("%.0f", v)
 	case math.Abs(v) >= 1:
 		return fmt.Sprintf("%.1f", v)
@@ -98,7 +96,7 @@ func (c *chart) render() []byte {
 	yt, top := niceTicks(c.YMax, 6)
 	c.YMax = top
 	for _, v := range yt {
-		y := c.sy(v, c.YMax)
+		y := c.sy(v)
 		fmt.Fprintf(&b, `<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#ddd"/>`+"\n", padL, y, padL+plotW, y)
 		fmt.Fprintf(&b, `<text x="%d" y="%.1f" text-anchor="end">%s</text>`+"\n", padL-6, y+4, fmtTick(v))
 	}
@@ -106,7 +104,7 @@ func (c *chart) render() []byte {
 		y2t, top2 := niceTicks(c.Y2Max, 6)
 		c.Y2Max = top2
 		for _, v := range y2t {
-			y := c.sy(v/c.Y2Max*c.YMax, c.YMax)
+			y := c.sy(v / c.Y2Max * c.YMax)
 			fmt.Fprintf(&b, `<text x="%d" y="%.1f" text-anchor="start" fill="%s">%s</text>`+"\n", padL+plotW+6, y+4, colDirect, fmtTick(v))
 		}
 		fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="middle" transform="rotate(90 %d %d)" fill="%s">%s</text>`+"\n", svgW-18, padT+plotH/2, svgW-18, padT+plotH/2, colDirect, html.EscapeString(c.Y2Label))
@@ -130,9 +128,9 @@ func (c *chart) render() []byte {
 			if j == 0 {
 				cmd = "M"
 			}
-			fmt.Fprintf(&path, "%s%.1f %.1f ", cmd, c.sx(p.X), c.sy(y, c.YMax))
+			fmt.Fprintf(&path, "%s%.1f %.1f ", cmd, c.sx(p.X), c.sy(y))
 			if s.Marker {
-				fmt.Fprintf(&b, `<circle cx="%.1f" cy="%.1f" r="3" fill="%s"/>`+"\n", c.sx(p.X), c.sy(y, c.YMax), s.Color)
+				fmt.Fprintf(&b, `<circle cx="%.1f" cy="%.1f" r="3" fill="%s"/>`+"\n", c.sx(p.X), c.sy(y), s.Color)
 			}
 		}
 		fmt.Fprintf(&b, `<path d="%s" fill="none" stroke="%s" stroke-width="2"/>`+"\n", strings.TrimSpace(path.String()), s.Color)

@@ -106,11 +106,13 @@ func (f *Fallback) Complete(ctx context.Context, key, claimID string, sealed []b
 	if id, ok := strings.CutPrefix(claimID, localPrefix); ok {
 		return f.local.Complete(ctx, key, id, sealed)
 	}
-	err := ErrPrimaryUnavailable // the breaker may skip the primary without an error of its own
-	if f.usePrimary(ctx, "complete", func() error { err = f.primary.Complete(ctx, key, claimID, sealed); return err }) {
-		return err
-	}
-	return err // the claim lives in the primary; it expires there by its TTL
+	// The claim lives in the primary, never in the local store: whether or
+	// not the primary is used, its error (or ErrPrimaryUnavailable when
+	// the breaker skips it) is the answer, and the claim expires there by
+	// its TTL.
+	err := ErrPrimaryUnavailable
+	f.usePrimary(ctx, "complete", func() error { err = f.primary.Complete(ctx, key, claimID, sealed); return err })
+	return err
 }
 
 // Release implements Store.
@@ -118,10 +120,8 @@ func (f *Fallback) Release(ctx context.Context, key, claimID string, tainted boo
 	if id, ok := strings.CutPrefix(claimID, localPrefix); ok {
 		return f.local.Release(ctx, key, id, tainted)
 	}
-	err := ErrPrimaryUnavailable
-	if f.usePrimary(ctx, "release", func() error { err = f.primary.Release(ctx, key, claimID, tainted); return err }) {
-		return err
-	}
+	err := ErrPrimaryUnavailable // as in Complete
+	f.usePrimary(ctx, "release", func() error { err = f.primary.Release(ctx, key, claimID, tainted); return err })
 	return err
 }
 

@@ -131,11 +131,9 @@ func TestFallbackCallerDeadlineIsNotAnOutage(t *testing.T) {
 	ctx := context.Background()
 	p := &slowPrimary{Store: NewMemory()}
 	f := NewFallback(p, NewMemory(), FallbackOptions{CoolOff: time.Minute})
-	other, ok, err := f.Claim(ctx, "k", "o", time.Now().Add(time.Minute), time.Minute)
-	if err != nil || !ok {
+	if _, ok, err := f.Claim(ctx, "k", "o", time.Now().Add(time.Minute), time.Minute); err != nil || !ok {
 		t.Fatal(ok, err)
 	}
-	_ = other
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Millisecond)
 	defer cancel()
 	p.slow = true

@@ -2,7 +2,6 @@ package server_test
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"io"
 	"net"
@@ -11,9 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wxphone/wxphone"
 	"github.com/wxphone/wxphone/server"
-	"github.com/wxphone/wxphone/service"
 )
 
 // TestServerRefusesOversizeAndSlowRequests runs the real listener (Run) and
@@ -22,30 +19,11 @@ import (
 // refused, without reaching the service.
 func TestServerRefusesOversizeAndSlowRequests(t *testing.T) {
 	t.Parallel()
-	c, err := wxphone.New(wxphone.Config{AppID: appA, TokenSource: wxphone.StaticTokenSource(wxphone.Token{Value: "static-token-0123456789", ExpiresAt: time.Now().Add(time.Hour)}), BaseURL: "http://127.0.0.1:1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc, err := service.New(service.Config{Clients: []*wxphone.Client{c}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := server.New(server.Config{Service: svc, APIKeys: []string{keyPhone}, NoWarm: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
+	base, emu := runServer(t, false)
+	addr := strings.TrimPrefix(base, "http://")
+	t.Cleanup(func() { // after the parallel subtests
+		if n := emu.Stats().Endpoints.Phone.Calls; n != 0 {
+			t.Errorf("%d refused requests reached WeChat", n)
 		}
 	})
 	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}

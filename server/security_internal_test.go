@@ -81,6 +81,7 @@ func TestAPIKeyCheckIsConstantTime(t *testing.T) {
 		"==":         `for i := range s.keys { eq := subtle.ConstantTimeCompare(d[:], s.keys[i].digest[:]); idx = subtle.ConstantTimeSelect(eq, i, idx) }; if key == s.raw { idx = 0 }`,
 		"map":        `for i := range s.keys { eq := subtle.ConstantTimeCompare(d[:], s.keys[i].digest[:]); idx = subtle.ConstantTimeSelect(eq, i, idx) }; idx = s.byDigest[d]`,
 		"raw bytes":  `for i := range s.keys { eq := subtle.ConstantTimeCompare([]byte(key), s.keys[i].raw); idx = subtle.ConstantTimeSelect(eq, i, idx) }`,
+		"EqualFold":  `for i := range s.keys { eq := subtle.ConstantTimeCompare(d[:], s.keys[i].digest[:]); idx = subtle.ConstantTimeSelect(eq, i, idx) }; if strings.EqualFold(key, s.raw) { idx = 0 }`,
 	} {
 		f, err := parser.ParseFile(token.NewFileSet(), "bad.go", "package p\nfunc authorize(key string) { d := sha256.Sum256([]byte(key)); idx := -1; if key == \"\" { return }; "+src+" }", 0)
 		if err != nil {
@@ -138,7 +139,7 @@ func constantTimeProblems(fd *ast.FuncDecl) []string {
 				selects++
 			case "bytes.Equal", "strings.EqualFold", "strings.Compare", "bytes.Compare", "hmac.Equal", "reflect.DeepEqual":
 				for _, a := range x.Args {
-					if id, ok := a.(*ast.Ident); ok && (id.Name == keyVar || id.Name == digestVar) && callName(x) != "strings.EqualFold" {
+					if id, ok := a.(*ast.Ident); ok && (id.Name == keyVar || id.Name == digestVar) {
 						addf("the key is compared with %s", callName(x))
 					}
 				}

@@ -29,6 +29,16 @@ func (failingStore) Get(context.Context, string) (replay.Record, error) {
 	return replay.Record{}, errStoreDown
 }
 
+// stalledStore is a replay store whose claims never answer: each call
+// blocks until its caller's context ends (a slow Redis, seen from a
+// request whose deadline passes first).
+type stalledStore struct{ failingStore }
+
+func (stalledStore) Claim(ctx context.Context, _, _ string, _ time.Time, _ time.Duration) (replay.Record, bool, error) {
+	<-ctx.Done()
+	return replay.Record{}, false, ctx.Err()
+}
+
 // rewriteWatermark wraps the emulator so that phone answers carry another
 // appid in their watermark.
 func rewriteWatermark(next http.Handler) http.Handler {
@@ -298,6 +308,9 @@ func TestStatuses(t *testing.T) {
 		{name: "replay store down", opts: envOpts{replay: failingStore{}}, run: func(t *testing.T, e *env) result {
 			return phoneReq(e, e.mint(appA, "13911112249"))
 		}, status: 503, code: "store_unavailable", check: phoneCalls(0)},
+		{name: "replay store slower than the request's deadline", opts: envOpts{replay: stalledStore{}, requestTimeout: 300 * time.Millisecond}, run: func(t *testing.T, e *env) result {
+			return phoneReq(e, e.mint(appA, "13911112259"))
+		}, status: 504, code: "upstream_timeout", check: phoneCalls(0)},
 		{name: "service closed", run: func(t *testing.T, e *env) result {
 			if err := e.svc.Close(context.Background()); err != nil {
 				t.Fatal(err)

@@ -134,8 +134,13 @@ func TestServiceTypesAndErrorsLeakNothing(t *testing.T) {
 	for _, st := range f.svc.Status() {
 		values = append(values, st)
 	}
-	_, err = f.svc.InvalidateToken(ctx, "wxnotserved000001", "86_rejected_token_value")
-	keep(nil, err, Request{})
+	const rejected = "86_rejected_token_value"
+	hidden = append(hidden, rejected)
+	for _, app := range []string{"wxnotserved000001", appA} {
+		tok, err := f.svc.InvalidateToken(ctx, app, rejected)
+		keep(nil, err, Request{})
+		values = append(values, tok, &tok)
+	}
 	// After Close.
 	_ = f.svc.Close(ctx)
 	r = Request{Code: mint(f, "13900001116")}
