@@ -278,7 +278,9 @@ func RunEmulator(ctx context.Context, opts EmulatorOptions, out io.Writer) error
 		fmt.Fprintln(out, "  h2c: unencrypted HTTP/2 with prior knowledge accepted")
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
+	// Through emu.Listener, reset_after_consume faults can choose the
+	// RST_STREAM error code of an HTTP/2 stream.
+	go func() { errc <- hs.Serve(emu.Listener(ln)) }()
 	if opts.OnReady != nil {
 		opts.OnReady(base)
 	}

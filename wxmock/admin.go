@@ -28,17 +28,20 @@ type faultRequest struct {
 	Errmsg    string `json:"errmsg"`
 	Status    int    `json:"status"`
 	Consume   bool   `json:"consume"`
+	H2Error   string `json:"h2_error"`
 	Count     int    `json:"count"`
 }
 
 type configRequest struct {
 	CountryCodeAsNumber     *bool `json:"country_code_as_number"`
 	PhoneRateLimitPerMinute *int  `json:"phone_rate_limit_per_minute"`
+	RecordCalls             *bool `json:"record_calls"`
 }
 
 type configResponse struct {
 	CountryCodeAsNumber     bool  `json:"country_code_as_number"`
 	PhoneRateLimitPerMinute int64 `json:"phone_rate_limit_per_minute"`
+	RecordCalls             bool  `json:"record_calls"`
 }
 
 type clockRequest struct {
@@ -84,6 +87,8 @@ func (s *Server) serveAdmin(w http.ResponseWriter, r *http.Request) {
 		rt = route{[]string{http.MethodGet}, s.adminStats}
 	case "/admin/stats/reset":
 		rt = route{[]string{http.MethodPost}, s.adminStatsReset}
+	case "/admin/calls":
+		rt = route{[]string{http.MethodGet}, s.adminCalls}
 	default:
 		writeAdmin(w, http.StatusNotFound, adminError{"not found"})
 		return
@@ -208,7 +213,7 @@ func (s *Server) adminFaults(w http.ResponseWriter, r *http.Request) {
 		id, err := s.AddFault(Fault{
 			Endpoint: fr.Endpoint, AppID: fr.AppID, Kind: fr.Kind,
 			LatencyMS: fr.LatencyMS, Errcode: fr.Errcode, Errmsg: fr.Errmsg,
-			Status: fr.Status, Consume: fr.Consume, Count: fr.Count,
+			Status: fr.Status, Consume: fr.Consume, H2Error: fr.H2Error, Count: fr.Count,
 		})
 		if err != nil {
 			badRequest(w, err)
@@ -312,10 +317,14 @@ func (s *Server) adminConfig(w http.ResponseWriter, r *http.Request) {
 		if req.CountryCodeAsNumber != nil {
 			s.SetCountryCodeAsNumber(*req.CountryCodeAsNumber)
 		}
+		if req.RecordCalls != nil {
+			s.SetRecordCalls(*req.RecordCalls)
+		}
 	}
 	writeAdmin(w, http.StatusOK, configResponse{
 		CountryCodeAsNumber:     s.ccNumber.Load(),
 		PhoneRateLimitPerMinute: s.phoneRate.Load(),
+		RecordCalls:             s.calls.on.Load(),
 	})
 }
 
@@ -326,4 +335,21 @@ func (s *Server) adminStats(w http.ResponseWriter, _ *http.Request) {
 func (s *Server) adminStatsReset(w http.ResponseWriter, _ *http.Request) {
 	s.ResetStats()
 	writeAdmin(w, http.StatusOK, struct{}{})
+}
+
+func (s *Server) adminCalls(w http.ResponseWriter, r *http.Request) {
+	calls := s.Calls()
+	if code, ok := r.URL.Query()["code"]; ok {
+		kept := calls[:0]
+		for _, c := range calls {
+			if len(code) > 0 && c.Code == code[0] {
+				kept = append(kept, c)
+			}
+		}
+		calls = kept
+	}
+	writeAdmin(w, http.StatusOK, struct {
+		RecordCalls bool   `json:"record_calls"`
+		Calls       []Call `json:"calls"`
+	}{s.calls.on.Load(), calls})
 }

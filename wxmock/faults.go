@@ -44,6 +44,12 @@ type Fault struct {
 	// normally first (consuming a code, minting a token) and then discard
 	// the real answer.
 	Consume bool `json:"consume,omitempty"`
+	// H2Error is the RST_STREAM error code of a reset_after_consume fault
+	// over HTTP/2: "INTERNAL_ERROR" (the default, what Go's server sends
+	// for an aborted handler), "PROTOCOL_ERROR", "REFUSED_STREAM" or
+	// "CANCEL". Codes other than INTERNAL_ERROR need the connection to
+	// have been accepted through [Server.Listener].
+	H2Error string `json:"h2_error,omitempty"`
 	// Count is how many matching requests the fault applies to; 0 means
 	// until cleared.
 	Count int `json:"count,omitempty"`
@@ -77,6 +83,14 @@ func (f *Fault) validate() error {
 	if f.Consume && f.Kind != FaultErrcode && f.Kind != FaultHTTPStatus {
 		return errors.New("consume applies only to errcode and http_status faults")
 	}
+	if f.H2Error != "" {
+		if f.Kind != FaultResetAfterConsume {
+			return errors.New("h2_error applies only to reset_after_consume faults")
+		}
+		if _, ok := h2ErrorCodes[f.H2Error]; !ok {
+			return errors.New(`h2_error must be one of "INTERNAL_ERROR", "PROTOCOL_ERROR", "REFUSED_STREAM", "CANCEL"`)
+		}
+	}
 	switch f.Kind {
 	case FaultLatency:
 		if f.LatencyMS <= 0 || time.Duration(f.LatencyMS)*time.Millisecond > MaxFaultLatency {
@@ -93,9 +107,9 @@ func (f *Fault) validate() error {
 		if f.Status < 200 || f.Status > 599 {
 			return errors.New("status must be 200..599")
 		}
-	case FaultDropAfterConsume, FaultResetBeforeRead:
+	case FaultDropAfterConsume, FaultResetBeforeRead, FaultResetAfterConsume:
 	default:
-		return errors.New(`kind must be one of "latency", "errcode", "http_status", "drop_after_consume", "reset_before_read"`)
+		return errors.New(`kind must be one of "latency", "errcode", "http_status", "drop_after_consume", "reset_before_read", "reset_after_consume"`)
 	}
 	return nil
 }
@@ -240,6 +254,17 @@ func abortConn(w http.ResponseWriter, rst bool) {
 		}
 	}
 	_ = conn.Close()
+}
+
+// resetExchange resets the exchange after the request was processed: over
+// HTTP/2 the stream (the handler aborts; the server sends RST_STREAM, with
+// the code queued by queueReset when the connection came through
+// Server.Listener), over HTTP/1 the TCP connection (SO_LINGER 0).
+func resetExchange(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor == 2 {
+		panic(http.ErrAbortHandler)
+	}
+	abortConn(w, true)
 }
 
 // gatewayPage returns a short HTML error page like a reverse proxy's.

@@ -43,6 +43,11 @@ func TestAddFaultValidation(t *testing.T) {
 		{"errcode on latency", Fault{Endpoint: "phone", Kind: "latency", LatencyMS: 1, Errcode: 1}, false},
 		{"latency on reset", Fault{Endpoint: "phone", Kind: "reset_before_read", LatencyMS: 1}, false},
 		{"bad appid", Fault{Endpoint: "phone", Kind: "reset_before_read", AppID: "a b"}, false},
+		{"reset after consume", Fault{Endpoint: "phone", Kind: "reset_after_consume"}, true},
+		{"reset after consume h2 code", Fault{Endpoint: "phone", Kind: "reset_after_consume", H2Error: "PROTOCOL_ERROR"}, true},
+		{"bad h2 code", Fault{Endpoint: "phone", Kind: "reset_after_consume", H2Error: "OOPS"}, false},
+		{"h2 code on drop", Fault{Endpoint: "phone", Kind: "drop_after_consume", H2Error: "CANCEL"}, false},
+		{"consume on reset after", Fault{Endpoint: "phone", Kind: "reset_after_consume", Consume: true}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -204,6 +209,9 @@ func TestLatencyFault(t *testing.T) {
 	}
 }
 
+// A client that leaves during an injected latency gets no answer, but
+// WeChat had its request and processed it: the code is used, and the
+// statistics say the answer was produced and not delivered.
 func TestLatencyFaultCanceled(t *testing.T) {
 	s := newTestServer(t, nil)
 	tok := classicToken(t, s, appA, secretA)
@@ -225,12 +233,16 @@ func TestLatencyFaultCanceled(t *testing.T) {
 	if rec.Body.Len() != 0 {
 		t.Fatalf("canceled request got a body %q", rec.Body.String())
 	}
-	s.ClearFaults()
-	if got := wx(t, s, http.MethodPost, phoneURL(tok), codeBody(code)).Errcode; got != 0 {
-		t.Fatalf("code after canceled request: %d", got)
-	}
-	if c := s.Stats().Endpoints.Phone.Canceled; c != 1 {
+	st := s.Stats()
+	if c := st.Endpoints.Phone.Canceled; c != 1 {
 		t.Fatalf("canceled = %d", c)
+	}
+	if cs := st.Codes[code]; cs.Calls != 1 || cs.Answered != 1 || cs.Delivered != 0 {
+		t.Fatalf("code stats %+v, want 1 call answered and not delivered", cs)
+	}
+	s.ClearFaults()
+	if got := wx(t, s, http.MethodPost, phoneURL(tok), codeBody(code)).Errcode; got != 40029 {
+		t.Fatalf("code after canceled request: %d, want 40029 (used)", got)
 	}
 }
 

@@ -2,8 +2,10 @@ package wxmock
 
 import (
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -153,11 +155,16 @@ func (s *Server) faultAppID(q *wxRequest) string {
 
 // wxResult is the answer normal processing produced.
 type wxResult struct {
-	errcode int
-	body    []byte // success body when errcode == 0
-	known   bool   // the request's code is a minted or load-mode code
+	errcode  int
+	body     []byte // success body when errcode == 0
+	known    bool   // the request's code is a minted or load-mode code
+	consumed bool   // the request's code was valid and is now used
 }
 
+// serveWeChat serves one WeChat request the way WeChat does: it reads the
+// whole request and processes it (using a code) as soon as it has it, then
+// waits out any injected latency before answering. A client that left in
+// the meantime gets nothing, but its request was processed all the same.
 func (s *Server) serveWeChat(w http.ResponseWriter, r *http.Request, ep endpointIdx) {
 	q := &wxRequest{r: r, ep: ep}
 	var o outcome
@@ -166,19 +173,38 @@ func (s *Server) serveWeChat(w http.ResponseWriter, r *http.Request, ep endpoint
 	if s.faults.active.Load() > 0 {
 		delay, f = s.faults.pick(ep.name(), s.faultAppID(q))
 	}
-	if delay > 0 && !sleepCtx(r.Context(), delay) {
-		o.canceled = true
-		s.stats.record(ep, &o)
-		return
+	var call *Call
+	if (ep == epPhone || ep == epSession) && s.calls.on.Load() {
+		call = &Call{Endpoint: ep.name(), Proto: r.Proto, Received: time.Now(), LatencyMS: int(delay / time.Millisecond)}
+		if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+			call.Local = a.String()
+		}
+		if f != nil {
+			call.Fault = f.Kind
+		}
 	}
+	ctx := r.Context()
+
 	if f != nil && f.Kind == FaultResetBeforeRead {
+		// WeChat's front end refuses the request before passing it on:
+		// nothing is processed. The body is read only for the call log.
+		if call != nil {
+			q.parse()
+			call.Code = q.code
+		}
+		if delay > 0 && !sleepCtx(ctx, delay) {
+			o.canceled = true
+			s.finish(ep, &o, call, CallGone)
+			return
+		}
 		o.reset = true
-		s.stats.record(ep, &o)
+		s.finish(ep, &o, call, CallResetBeforeRead)
 		s.log.Debug("wxmock: fault reset_before_read", "endpoint", ep.name())
 		abortConn(w, true)
 		return
 	}
 
+	// WeChat has the whole request from here on and processes it now.
 	q.parse()
 	o.code = q.code
 	if q.stableOK {
@@ -189,52 +215,122 @@ func (s *Server) serveWeChat(w http.ResponseWriter, r *http.Request, ep endpoint
 	}
 	now := s.Now()
 	var res wxResult
-	if f == nil || f.Kind == FaultDropAfterConsume || f.Consume {
+	processed := f == nil || f.Kind == FaultDropAfterConsume || f.Kind == FaultResetAfterConsume || f.Consume
+	if processed {
 		res = s.process(q, now)
 		o.codeNew = res.known
 	} else if o.code != "" {
 		o.codeNew = s.codeKnown(ep, o.code)
 	}
+	o.produced = true
+	switch {
+	case f == nil || f.Kind == FaultDropAfterConsume || f.Kind == FaultResetAfterConsume:
+		o.errcode, o.answered = res.errcode, res.errcode == 0
+	case f.Kind == FaultErrcode:
+		o.errcode = f.Errcode
+	default: // FaultHTTPStatus
+		o.status = f.Status
+	}
+	if call != nil {
+		call.Seq = s.calls.seq.Add(1)
+		call.Code = q.code
+		call.Processed = processed
+		call.Consumed = processed && res.consumed
+		call.Answered = o.answered
+		call.Errcode = o.errcode
+		call.Status = http.StatusOK
+		if o.status != 0 {
+			call.Status = o.status
+		}
+	}
 
-	if s.log.Enabled(r.Context(), slog.LevelDebug) {
+	if s.log.Enabled(ctx, slog.LevelDebug) {
 		kind := ""
 		if f != nil {
 			kind = f.Kind
 		}
-		errcode := res.errcode
-		if f != nil && f.Kind == FaultErrcode {
-			errcode = f.Errcode
-		}
-		s.log.LogAttrs(r.Context(), slog.LevelDebug, "wxmock: request",
-			slog.String("endpoint", ep.name()), slog.Int("errcode", errcode), slog.String("fault", kind))
+		s.log.LogAttrs(ctx, slog.LevelDebug, "wxmock: request",
+			slog.String("endpoint", ep.name()), slog.Int("errcode", o.errcode), slog.String("fault", kind))
+	}
+
+	// The answer is ready; an injected latency delays it. A client that
+	// leaves meanwhile does not get it.
+	if delay > 0 && !sleepCtx(ctx, delay) {
+		o.canceled = true
+		s.finish(ep, &o, call, CallGone)
+		return
 	}
 
 	switch {
-	case f == nil:
-		o.errcode, o.answered = res.errcode, res.errcode == 0
-		s.stats.record(ep, &o)
-		s.writeResult(w, now, res)
-	case f.Kind == FaultDropAfterConsume:
-		o.errcode, o.answered, o.dropped = res.errcode, res.errcode == 0, true
-		s.stats.record(ep, &o)
+	case f != nil && f.Kind == FaultDropAfterConsume:
+		o.dropped = true
+		s.finish(ep, &o, call, CallDropped)
 		abortConn(w, false)
-	case f.Kind == FaultErrcode:
-		o.errcode = f.Errcode
-		s.stats.record(ep, &o)
-		msg := f.Errmsg
-		if msg == "" {
-			msg = errText(f.Errcode)
+	case f != nil && f.Kind == FaultResetAfterConsume:
+		o.resetAfter = true
+		if call != nil {
+			call.H2Error = s.queueReset(r, f.H2Error)
 		}
-		s.writeError(w, now, f.Errcode, msg)
-	default: // FaultHTTPStatus
-		o.status = f.Status
-		s.stats.record(ep, &o)
-		h := w.Header()
-		h.Set("Content-Type", "text/html")
-		h.Set("X-Content-Type-Options", "nosniff")
-		w.WriteHeader(f.Status)
-		_, _ = w.Write(gatewayPage(f.Status))
+		s.finish(ep, &o, call, CallResetAfterConsume)
+		resetExchange(w, r)
+	default:
+		var ok bool
+		switch {
+		case f == nil:
+			ok = s.writeResult(w, r, now, res)
+		case f.Kind == FaultErrcode:
+			msg := f.Errmsg
+			if msg == "" {
+				msg = errText(f.Errcode)
+			}
+			ok = s.writeError(w, r, now, f.Errcode, msg)
+		default: // FaultHTTPStatus
+			h := w.Header()
+			h.Set("Content-Type", "text/html")
+			h.Set("X-Content-Type-Options", "nosniff")
+			ok = deliver(w, r, f.Status, gatewayPage(f.Status))
+		}
+		o.delivered = ok
+		result := CallDelivered
+		if !ok {
+			result = CallGone
+		}
+		s.finish(ep, &o, call, result)
 	}
+}
+
+// finish records a request in the statistics and, when call is set, in the
+// call log.
+func (s *Server) finish(ep endpointIdx, o *outcome, call *Call, result string) {
+	s.stats.record(ep, o)
+	if call == nil {
+		return
+	}
+	if call.Seq == 0 {
+		call.Seq = s.calls.seq.Add(1)
+	}
+	call.Done = time.Now()
+	call.Result = result
+	call.Delivered = result == CallDelivered
+	s.calls.add(*call)
+}
+
+// queueReset arranges for the RST_STREAM of this HTTP/2 request to carry
+// the named error code (default INTERNAL_ERROR) and returns the code that
+// will be sent; "" over HTTP/1.
+func (s *Server) queueReset(r *http.Request, name string) string {
+	if r.ProtoMajor != 2 {
+		return ""
+	}
+	if name == "" {
+		name = "INTERNAL_ERROR"
+	}
+	v, ok := s.resetConns.Load(r.RemoteAddr)
+	if !ok {
+		return "INTERNAL_ERROR" // not accepted through Listener: Go's code
+	}
+	v.(*resetConn).queueReset(h2ErrorCodes[name])
+	return name
 }
 
 // codeKnown reports whether code is a code the emulator would honour or
@@ -284,7 +380,7 @@ func (s *Server) process(q *wxRequest, now time.Time) wxResult {
 			return wxResult{errcode: q.bodyErr}
 		}
 		body, ec, known := s.redeemPhone(appid, q.code, now)
-		return wxResult{errcode: ec, body: body, known: known}
+		return wxResult{errcode: ec, body: body, known: known, consumed: ec == 0}
 	default: // epSession
 		if m != http.MethodGet && m != http.MethodPost {
 			return wxResult{errcode: 43001}
@@ -304,7 +400,7 @@ func (s *Server) process(q *wxRequest, now time.Time) wxResult {
 			return wxResult{errcode: 41008}
 		}
 		body, ec, known := s.redeemLogin(appid, q.code, now)
-		return wxResult{errcode: ec, body: body, known: known}
+		return wxResult{errcode: ec, body: body, known: known, consumed: ec == 0}
 	}
 }
 
@@ -323,19 +419,37 @@ func tokenBody(t tokenResult) wxResult {
 	return wxResult{body: b}
 }
 
-func (s *Server) writeResult(w http.ResponseWriter, now time.Time, res wxResult) {
+// writeResult writes the answer normal processing produced and reports
+// whether it was delivered.
+func (s *Server) writeResult(w http.ResponseWriter, r *http.Request, now time.Time, res wxResult) bool {
 	if res.errcode != 0 {
-		s.writeError(w, now, res.errcode, errText(res.errcode))
-		return
+		return s.writeError(w, r, now, res.errcode, errText(res.errcode))
 	}
 	w.Header().Set("Content-Type", contentTypeJSON)
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(res.body)
+	return deliver(w, r, http.StatusOK, res.body)
+}
+
+// deliver writes status and body and reports whether they reached a client
+// that was still connected: the request context is live and the write and
+// flush succeeded. (A client that leaves in the very instant of the write
+// may still miss an answer reported delivered, as on any network.)
+func deliver(w http.ResponseWriter, r *http.Request, status int, body []byte) bool {
+	if r.Context().Err() != nil {
+		return false
+	}
+	w.WriteHeader(status)
+	if _, err := w.Write(body); err != nil {
+		return false
+	}
+	if err := http.NewResponseController(w).Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return false
+	}
+	return r.Context().Err() == nil
 }
 
 // writeError writes a WeChat business error: HTTP 200, text/plain,
 // {"errcode":N,"errmsg":"<msg> rid: xxxxxxxx-xxxxxxxx-xxxxxxxx"}.
-func (s *Server) writeError(w http.ResponseWriter, now time.Time, errcode int, msg string) {
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, now time.Time, errcode int, msg string) bool {
 	b := make([]byte, 0, 64+len(msg)+26)
 	b = append(b, `{"errcode":`...)
 	b = strconv.AppendInt(b, int64(errcode), 10)
@@ -345,8 +459,7 @@ func (s *Server) writeError(w http.ResponseWriter, now time.Time, errcode int, m
 	b = append(b, s.rid(now)...)
 	b = append(b, `"}`...)
 	w.Header().Set("Content-Type", contentTypeError)
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(b)
+	return deliver(w, r, http.StatusOK, b)
 }
 
 // appendJSONText appends v escaped for use inside a JSON string. v is valid

@@ -44,8 +44,11 @@ type EndpointStats struct {
 	Dropped int64 `json:"dropped"`
 	// Reset counts reset_before_read faults applied.
 	Reset int64 `json:"reset"`
-	// Canceled counts requests whose context ended during an injected
-	// latency; they got no answer.
+	// ResetAfterConsume counts reset_after_consume faults applied.
+	ResetAfterConsume int64 `json:"reset_after_consume"`
+	// Canceled counts requests whose client left during an injected
+	// latency. They were processed all the same (WeChat processes what it
+	// has received; reset_before_read excepted) and got no answer.
 	Canceled int64 `json:"canceled"`
 }
 
@@ -64,8 +67,12 @@ type CodeStats struct {
 	// (reset_before_read excepted: the body is never read).
 	Calls int64 `json:"calls"`
 	// Answered counts successful answers produced for the code, including
-	// drop_after_consume answers that were never delivered.
+	// answers that were never delivered (drop_after_consume,
+	// reset_after_consume, a client gone during a latency).
 	Answered int64 `json:"answered"`
+	// Delivered counts successful answers written to a client that was
+	// still connected.
+	Delivered int64 `json:"delivered"`
 }
 
 // AppStats counts one app's token traffic. A fetch counts when the
@@ -107,14 +114,14 @@ func (e endpointIdx) name() string {
 }
 
 type endpointCounters struct {
-	calls, dropped, reset, canceled, normal, force int64
-	byErrcode                                      map[int]int64
-	byStatus                                       map[int]int64
+	calls, dropped, reset, resetAfter, canceled, normal, force int64
+	byErrcode                                                  map[int]int64
+	byStatus                                                   map[int]int64
 }
 
 // codeCounters is kept small: load tests may create one per request.
 type codeCounters struct {
-	calls, answered uint32
+	calls, answered, delivered uint32
 }
 
 type statsStore struct {
@@ -132,15 +139,18 @@ func (st *statsStore) init() {
 
 // outcome describes how one request ended, for the statistics.
 type outcome struct {
-	errcode  int  // produced errcode (valid unless status/reset/canceled)
-	status   int  // http_status fault status, 0 otherwise
-	dropped  bool // drop_after_consume
-	reset    bool // reset_before_read
-	canceled bool // context ended during latency
-	mode     int  // stable_token: 1 normal, 2 force, 0 undecoded
-	code     string
-	codeNew  bool // create the per-code record if missing
-	answered bool // a successful answer was produced for code
+	produced   bool // the request was processed or a fault produced an answer
+	errcode    int  // produced errcode (when produced and status == 0)
+	status     int  // http_status fault status, 0 otherwise
+	dropped    bool // drop_after_consume
+	reset      bool // reset_before_read
+	resetAfter bool // reset_after_consume
+	canceled   bool // the client left during a latency
+	delivered  bool // the answer was written to a connected client
+	mode       int  // stable_token: 1 normal, 2 force, 0 undecoded
+	code       string
+	codeNew    bool // create the per-code record if missing
+	answered   bool // a successful answer was produced for code
 }
 
 // track creates an empty per-code record for a freshly minted code.
@@ -157,17 +167,23 @@ func (st *statsStore) record(ep endpointIdx, o *outcome) {
 	c := &st.eps[ep]
 	c.calls++
 	switch {
-	case o.reset:
-		c.reset++
-	case o.canceled:
-		c.canceled++
+	case !o.produced:
 	case o.status != 0:
 		c.byStatus[o.status]++
 	default:
 		c.byErrcode[o.errcode]++
-		if o.dropped {
-			c.dropped++
-		}
+	}
+	if o.reset {
+		c.reset++
+	}
+	if o.resetAfter {
+		c.resetAfter++
+	}
+	if o.dropped {
+		c.dropped++
+	}
+	if o.canceled {
+		c.canceled++
 	}
 	switch o.mode {
 	case 1:
@@ -181,6 +197,9 @@ func (st *statsStore) record(ep endpointIdx, o *outcome) {
 			cc.calls++
 			if o.answered {
 				cc.answered++
+				if o.delivered {
+					cc.delivered++
+				}
 			}
 			st.codes[o.code] = cc
 		}
@@ -207,12 +226,13 @@ func (s *Server) Stats() Stats {
 	defer st.mu.Unlock()
 	snap := func(c *endpointCounters) EndpointStats {
 		return EndpointStats{
-			Calls:        c.calls,
-			ByErrcode:    maps.Clone(c.byErrcode),
-			ByHTTPStatus: maps.Clone(c.byStatus),
-			Dropped:      c.dropped,
-			Reset:        c.reset,
-			Canceled:     c.canceled,
+			Calls:             c.calls,
+			ByErrcode:         maps.Clone(c.byErrcode),
+			ByHTTPStatus:      maps.Clone(c.byStatus),
+			Dropped:           c.dropped,
+			Reset:             c.reset,
+			ResetAfterConsume: c.resetAfter,
+			Canceled:          c.canceled,
 		}
 	}
 	out.Endpoints.Token = snap(&st.eps[epToken])
@@ -224,13 +244,13 @@ func (s *Server) Stats() Stats {
 	out.Endpoints.Phone = snap(&st.eps[epPhone])
 	out.Endpoints.JSCode2Session = snap(&st.eps[epSession])
 	for k, v := range st.codes {
-		out.Codes[k] = CodeStats{Calls: int64(v.calls), Answered: int64(v.answered)}
+		out.Codes[k] = CodeStats{Calls: int64(v.calls), Answered: int64(v.answered), Delivered: int64(v.delivered)}
 	}
 	return out
 }
 
-// ResetStats zeroes every counter, forgets the per-code records and zeroes
-// the per-app token counters.
+// ResetStats zeroes every counter, forgets the per-code records and the
+// call log, and zeroes the per-app token counters.
 func (s *Server) ResetStats() {
 	s.appMu.Lock()
 	for _, a := range s.apps {
@@ -240,4 +260,5 @@ func (s *Server) ResetStats() {
 	s.stats.mu.Lock()
 	s.stats.init()
 	s.stats.mu.Unlock()
+	s.calls.reset()
 }

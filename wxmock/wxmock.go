@@ -61,6 +61,10 @@ const (
 	// FaultResetBeforeRead closes the connection with a TCP RST before the
 	// request body is read; nothing is processed.
 	FaultResetBeforeRead = "reset_before_read"
+	// FaultResetAfterConsume processes the request normally (the code is
+	// used), then resets instead of answering: over HTTP/2 the stream
+	// (RST_STREAM with [Fault.H2Error]), over HTTP/1 the TCP connection.
+	FaultResetAfterConsume = "reset_after_consume"
 )
 
 // Defaults and fixed protocol constants.
@@ -136,6 +140,10 @@ type Options struct {
 	// Logger receives operational logs; nil discards them. The emulator
 	// never logs codes, tokens, secrets or full phone numbers.
 	Logger *slog.Logger
+	// RecordCalls keeps a log of every phone and jscode2session request
+	// (see [Call] and [Server.Calls]); it grows with every request, so it
+	// is meant for tests. Switchable with [Server.SetRecordCalls].
+	RecordCalls bool
 }
 
 // Server is the emulator. It is safe for concurrent use. Create it with
@@ -170,6 +178,11 @@ type Server struct {
 
 	faults faultStore
 	stats  statsStore
+	calls  callLog
+	// resetConns maps a connection's remote address to the connection
+	// accepted through [Server.Listener], so that a reset_after_consume
+	// fault can choose its RST_STREAM error code.
+	resetConns sync.Map
 }
 
 // New validates opts and returns a ready emulator.
@@ -233,6 +246,7 @@ func New(opts Options) (*Server, error) {
 		s.ent.r = rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)) // #nosec G404 -- deterministic on purpose: Options.Seed is for reproducible tests
 	}
 	s.ccNumber.Store(opts.CountryCodeAsNumber)
+	s.calls.on.Store(opts.RecordCalls)
 	s.phoneRate.Store(int64(opts.PhoneRateLimit))
 	s.stats.init()
 	for _, a := range opts.Apps {

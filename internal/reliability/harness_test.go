@@ -427,15 +427,21 @@ func (l *ledger) results(code string) []result {
 // ledgerReport is the outcome of checking the ledger against the emulator.
 type ledgerReport struct {
 	codes, answered, delivered, excused int
-	lost                                []string // answered by WeChat, never delivered, not excused
-	wrong                               []string // a 200 with another number
-	resent                              []string // sent again after it may have been used, not excused
-	resentExcused                       int
+	// undelivered counts codes WeChat answered with a number that never
+	// left WeChat (drop_after_consume, reset_after_consume, a replica that
+	// had hung up during a latency): no client can get it, so it is not
+	// counted as lost.
+	undelivered   int
+	lost          []string // a number WeChat delivered that no client received, not excused
+	wrong         []string // a 200 with another number
+	resent        []string // sent again after it may have been used, not excused
+	resentExcused int
 }
 
-// check compares the ledger with the emulator's counters and the wire.
-// excuseLoss and excuseResend name the documented reason a code may be
-// lost or resent ("" = not excused).
+// check compares the ledger with the emulator's counters and the wire: a
+// number WeChat delivered (wxmock CodeStats.Delivered) must reach a client
+// as a 200. excuseLoss and excuseResend name the documented reason a code
+// may be lost or resent ("" = not excused).
 func (l *ledger) check(emu *wxmock.Server, w *wire, excuseLoss, excuseResend func(code string, rs []result) string) ledgerReport {
 	st := emu.Stats()
 	l.mu.Lock()
@@ -463,13 +469,17 @@ func (l *ledger) check(emu *wxmock.Server, w *wire, excuseLoss, excuseResend fun
 		cs := st.Codes[code]
 		if cs.Answered > 0 {
 			rep.answered++
-			if !ok {
-				if excuseLoss != nil && excuseLoss(code, rs) != "" {
-					rep.excused++
-				} else {
-					rep.lost = append(rep.lost, code)
-				}
+		}
+		switch {
+		case ok:
+		case cs.Delivered > 0:
+			if excuseLoss != nil && excuseLoss(code, rs) != "" {
+				rep.excused++
+			} else {
+				rep.lost = append(rep.lost, code)
 			}
+		case cs.Answered > 0:
+			rep.undelivered++
 		}
 		if w != nil && w.resentAfterUse(code) > 0 {
 			if excuseResend != nil && excuseResend(code, rs) != "" {
@@ -483,8 +493,8 @@ func (l *ledger) check(emu *wxmock.Server, w *wire, excuseLoss, excuseResend fun
 }
 
 func (rep ledgerReport) String() string {
-	return fmt.Sprintf("codes=%d answered_by_wechat=%d delivered=%d excused=%d lost=%d wrong_number=%d resent_after_use=%d (excused %d)",
-		rep.codes, rep.answered, rep.delivered, rep.excused, len(rep.lost), len(rep.wrong), len(rep.resent), rep.resentExcused)
+	return fmt.Sprintf("codes=%d answered_by_wechat=%d undelivered_by_wechat=%d delivered=%d excused=%d lost=%d wrong_number=%d resent_after_use=%d (excused %d)",
+		rep.codes, rep.answered, rep.undelivered, rep.delivered, rep.excused, len(rep.lost), len(rep.wrong), len(rep.resent), rep.resentExcused)
 }
 
 // mustHold fails t when the report shows a lost result, a wrong number or
