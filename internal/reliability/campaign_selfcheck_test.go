@@ -1,0 +1,340 @@
+package reliability
+
+import (
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wxphone/wxphone/wxmock"
+)
+
+// The checker self-test: synthetic histories that break each invariant
+// (and near misses that do not), so that the campaign's checker cannot
+// pass silently. It is not named TestCampaign… so that
+// `go test -run TestCampaign` runs the campaign alone.
+
+var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+func at(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+
+func testParams() campaignParams {
+	return campaignParams{
+		requestTimeout: 3 * time.Second, exchangeTimeout: 12 * time.Second, slack: 2 * time.Second,
+		redisWindow: 3 * time.Second, killGrace: 500 * time.Millisecond, goroutineSlack: 10,
+	}
+}
+
+// synth builds one code's history.
+type synth struct {
+	h    *history
+	code string
+	seq  int64
+}
+
+func newSynth(kind, phone string) *synth {
+	h := newHistory(42, testParams())
+	code := strings.Repeat("c0ffee", 10) + "abcd"
+	h.addCode(&codeRec{code: code, kind: kind, phone: phone, minted: t0})
+	return &synth{h: h, code: code}
+}
+
+// call adds an emulator call from replica r, received at ms and done at
+// ms+dur; mod fills in what WeChat did.
+func (s *synth) call(r, ms, dur int, mod func(*wxmock.Call)) {
+	s.seq++
+	c := wxmock.Call{Seq: s.seq, Endpoint: "phone", Code: s.code, Proto: "HTTP/1.1", Received: at(ms), Done: at(ms + dur),
+		Status: 200, Result: wxmock.CallDelivered, Delivered: true}
+	mod(&c)
+	s.h.calls[s.code] = append(s.h.calls[s.code], call{Call: c, replica: r})
+}
+
+func (s *synth) obs(client, attempt, r, sent, done, status int, errCode, phone string) {
+	s.h.obs[s.code] = append(s.h.obs[s.code], obs{code: s.code, client: client, attempt: attempt, replica: r,
+		sent: at(sent), done: at(done), status: status, errCode: errCode, phone: phone})
+}
+
+func (s *synth) transportErr(client, attempt, r, sent, done int) {
+	s.h.obs[s.code] = append(s.h.obs[s.code], obs{code: s.code, client: client, attempt: attempt, replica: r,
+		sent: at(sent), done: at(done), err: "connection reset by peer"})
+}
+
+func (s *synth) fault(class, kind string, r, start, end int) {
+	f := faultEvent{class: class, kind: kind, replica: r, start: at(start)}
+	if end > 0 {
+		f.end = at(end)
+	}
+	s.h.faults = append(s.h.faults, f)
+}
+
+var (
+	answered = func(c *wxmock.Call) { c.Processed, c.Consumed, c.Answered = true, true, true }
+	refused  = func(c *wxmock.Call) { c.Processed, c.Errcode = true, 40029 }
+	busy     = func(c *wxmock.Call) { c.Fault, c.Errcode = "errcode", -1 }
+	usedBusy = func(c *wxmock.Call) { c.Fault, c.Processed, c.Consumed, c.Errcode = "errcode", true, true, -1 }
+	limited  = func(c *wxmock.Call) { c.Fault, c.Errcode = "errcode", 45011 }
+	gone     = func(c *wxmock.Call) {
+		c.Processed, c.Consumed, c.Answered, c.Result, c.Delivered = true, true, true, wxmock.CallGone, false
+	}
+)
+
+const number = "13900000001"
+
+func TestCheckerFindsEveryViolation(t *testing.T) {
+	tests := []struct {
+		name  string
+		build func() *synth
+		want  []string // invariants reported, in order
+		// exempt and excused counts expected
+		exempt, excused int
+	}{
+		{"clean: one call, the number delivered", func() *synth {
+			s := newSynth(codeValid, number)
+			s.call(0, 10, 20, answered)
+			s.obs(1, 1, 0, 0, 40, 200, "", number)
+			return s
+		}, nil, 0, 0},
+		{"clean: -1, then the number on a retry", func() *synth {
+			s := newSynth(codeValid, number)
+			s.call(0, 10, 20, busy)
+			s.call(0, 40, 20, busy)
+			s.obs(1, 1, 0, 0, 70, 502, "wechat_busy", "")
+			s.call(1, 300, 20, answered)
+			s.obs(1, 2, 1, 290, 330, 200, "", number)
+			return s
+		}, nil, 0, 0},
+		{"I1: a second use with Redis reachable", func() *synth {
+			s := newSynth(codeValid, number)
+			s.call(0, 10, 20, answered)
+			s.obs(1, 1, 0, 0, 40, 200, "", number)
+			s.call(1, 500, 20, refused)
+			s.obs(2, 1, 1, 490, 530, 502, "outcome_unknown", "")
+			return s
+		}, []string{"I1"}, 0, 0},
+		{"I1 excused: a second use while Redis was paused", func() *synth {
+			s := newSynth(codeValid, number)
+			s.call(0, 10, 20, answered)
+			s.obs(1, 1, 0, 0, 40, 200, "", number)
+			s.fault(faultRedis, "redis-pause", -1, 400, 1200)
+			s.call(1, 500, 20, refused)
+			s.obs(2, 1, 1, 490, 530, 502, "outcome_unknown", "")
+			return s
+		}, nil, 0, 1},
+		{"I1 excused: a second use after Redis restarted empty", func() *synth {
+			s := newSynth(codeValid, number)
+			s.call(0, 10, 20, answered)
+			s.obs(1, 1, 0, 0, 40, 200, "", number)
+			s.fault(faultWipe, "redis-restart-empty", -1, 100, 0)
+			s.call(1, 20000, 20, refused)
+			s.obs(2, 1, 1, 19990, 20030, 502, "outcome_unknown", "")
+			return s
+		}, nil, 0, 1},
+		{"I1: a Redis fault long over excuses nothing", func() *synth {
+			s := newSynth(codeValid, number)
+			s.call(0, 10, 20, answered)
+			s.obs(1, 1, 0, 0, 40, 200, "", number)
+			s.fault(faultRedis, "redis-pause", -1, 100, 200)
+			s.call(1, 20000, 20, refused)
+			s.obs(2, 1, 1, 19990, 20030, 502, "outcome_unknown", "")
+			return s
+		}, []string{"I1"}, 0, 0},
+		{"I1: a slow Redis within the timeouts excuses nothing", func() *synth {
+			s := newSynth(codeValid, number)
+			s.call(0, 10, 20, answered)
+			s.obs(1, 1, 0, 0, 40, 200, "", number)
+			s.fault(faultRedisLow, "redis-slow", -1, 400, 1200)
+			s.call(1, 500, 20, refused)
+			s.obs(2, 1, 1, 490, 530, 502, "outcome_unknown", "")
+			return s
+		}, []string{"I1"}, 0, 0},
+		{"I1 and I3: invalid_code after a resend during a Redis outage", func() *synth {
+			s := newSynth(codeValid, number)
+			s.call(0, 10, 20, answered)
+			s.obs(1, 1, 0, 0, 40, 200, "", number)
+			s.fault(faultRedis, "redis-cut", -1, 400, 1200)
+			s.call(1, 500, 20, refused)
+			s.obs(2, 1, 1, 490, 530, 422, "invalid_code", "")
+			return s
+		}, []string{"I1", "I3"}, 0, 1},
+		{"I2: the number delivered, the client told outcome_unknown", func() *synth {
+			s := newSynth(codeValid, number)
+			s.obs(1, 1, 0, 0, 3000, 504, "upstream_timeout", "")
+			s.call(0, 10, 11000, answered)
+			s.obs(1, 2, 1, 3100, 6000, 504, "upstream_timeout", "")
+			s.obs(1, 3, 2, 6100, 9000, 504, "upstream_timeout", "")
+			s.obs(1, 4, 0, 12000, 12100, 502, "outcome_unknown", "")
+			return s
+		}, []string{"I2"}, 0, 0},
+		{"I2 exempt: the replica was killed while the number came back", func() *synth {
+			s := newSynth(codeValid, number)
+			s.call(0, 10, 300, answered)
+			s.fault(faultKill, "replica-sigkill", 0, 320, 0)
+			s.transportErr(1, 1, 0, 0, 320)
+			s.obs(1, 2, 1, 400, 3400, 504, "upstream_timeout", "")
+			s.obs(1, 3, 2, 17500, 17600, 502, "outcome_unknown", "")
+			return s
+		}, nil, 1, 0},
+		{"I2: a kill long after the answer exempts nothing", func() *synth {
+			s := newSynth(codeValid, number)
+			s.call(0, 10, 300, answered)
+			s.fault(faultKill, "replica-sigkill", 0, 5000, 0)
+			s.obs(1, 1, 0, 0, 3000, 504, "upstream_timeout", "")
+			s.obs(1, 2, 1, 5100, 5200, 502, "outcome_unknown", "")
+			return s
+		}, []string{"I2"}, 0, 0},
+		{"I2 exempt: the replica and Redis's data both lost", func() *synth {
+			s := newSynth(codeValid, number)
+			s.call(0, 10, 300, answered)
+			s.obs(1, 1, 0, 0, 3000, 504, "upstream_timeout", "")
+			s.fault(faultTerm, "replica-sigterm", 0, 3500, 0)
+			s.fault(faultWipe, "redis-restart-empty", -1, 3600, 0)
+			s.obs(1, 2, 1, 5100, 5200, 502, "outcome_unknown", "")
+			return s
+		}, nil, 1, 0},
+		{"I2: an answer not delivered is not a loss", func() *synth {
+			s := newSynth(codeValid, number)
+			s.call(0, 10, 13000, gone)
+			s.obs(1, 1, 0, 0, 3000, 504, "upstream_timeout", "")
+			s.obs(1, 2, 0, 12100, 12200, 502, "outcome_unknown", "")
+			return s
+		}, nil, 0, 0},
+		{"I2: a 200 with another number", func() *synth {
+			s := newSynth(codeValid, number)
+			s.call(0, 10, 20, answered)
+			s.obs(1, 1, 0, 0, 40, 200, "", "13900000002")
+			return s
+		}, []string{"I2", "I2"}, 0, 0},
+		{"I2: a 200 for a code WeChat never issued", func() *synth {
+			s := newSynth(codeGarbage, "")
+			s.call(0, 10, 20, refused)
+			s.obs(1, 1, 0, 0, 40, 200, "", number)
+			return s
+		}, []string{"I2"}, 0, 0},
+		{"I3: invalid_code after -1 used the code", func() *synth {
+			s := newSynth(codeValid, number)
+			s.call(0, 10, 20, usedBusy)
+			s.obs(1, 1, 0, 0, 40, 502, "wechat_busy", "")
+			s.call(1, 500, 20, refused)
+			s.obs(1, 2, 1, 490, 530, 422, "invalid_code", "")
+			return s
+		}, []string{"I1", "I3"}, 0, 0},
+		{"I3: invalid_code for a code that never reached WeChat", func() *synth {
+			s := newSynth(codeValid, number)
+			s.obs(1, 1, 0, 0, 40, 422, "invalid_code", "")
+			return s
+		}, []string{"I3"}, 0, 0},
+		{"I3 holds: a garbage code refused with 40029", func() *synth {
+			s := newSynth(codeGarbage, "")
+			s.call(0, 10, 20, refused)
+			s.obs(1, 1, 0, 0, 40, 422, "invalid_code", "")
+			s.obs(1, 2, 1, 100, 140, 422, "invalid_code", "")
+			return s
+		}, nil, 0, 0},
+		{"I3 holds: a code used by someone else first", func() *synth {
+			s := newSynth(codePreUsed, number)
+			s.call(-1, 0, 5, answered)
+			s.call(0, 10, 20, refused)
+			s.obs(1, 1, 0, 0, 40, 422, "invalid_code", "")
+			return s
+		}, nil, 0, 0},
+		{"I4: outcome_unknown for a code that never reached WeChat", func() *synth {
+			s := newSynth(codeValid, number)
+			s.obs(1, 1, 0, 0, 40, 502, "outcome_unknown", "")
+			return s
+		}, []string{"I4"}, 0, 0},
+		{"I4: outcome_unknown after 45011 only", func() *synth {
+			s := newSynth(codeValid, number)
+			s.call(0, 10, 20, limited)
+			s.obs(1, 1, 0, 0, 40, 502, "outcome_unknown", "")
+			return s
+		}, []string{"I4"}, 0, 0},
+		{"I4 holds: outcome_unknown after -1 (WeChat may have used it)", func() *synth {
+			s := newSynth(codeValid, number)
+			s.call(0, 10, 20, busy)
+			s.obs(1, 1, 0, 0, 3000, 504, "outcome_unknown", "")
+			return s
+		}, nil, 0, 0},
+		{"I4 holds: outcome_unknown after the claiming replica was killed", func() *synth {
+			s := newSynth(codeValid, number)
+			s.transportErr(1, 1, 0, 0, 100)
+			s.fault(faultKill, "replica-sigkill", 0, 90, 0)
+			s.obs(1, 2, 1, 200, 3200, 504, "upstream_timeout", "")
+			s.obs(1, 3, 1, 17200, 17300, 502, "outcome_unknown", "")
+			return s
+		}, nil, 0, 0},
+		{"I5: an answer past the deadline", func() *synth {
+			s := newSynth(codeValid, number)
+			s.call(0, 10, 20, answered)
+			s.obs(1, 1, 0, 0, 5100, 200, "", number)
+			return s
+		}, []string{"I5"}, 0, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := tt.build()
+			res := s.h.check()
+			var got []string
+			for _, v := range res.violations {
+				got = append(got, v.inv)
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Fatalf("violations %v, want %v:\n%s", got, tt.want, s.h.report(res))
+			}
+			if len(res.exempt) != tt.exempt || res.excusedResends != tt.excused {
+				t.Fatalf("exempt %d, excused resends %d; want %d, %d", len(res.exempt), res.excusedResends, tt.exempt, tt.excused)
+			}
+			if len(res.violations) > 0 {
+				rep := s.h.report(res)
+				for _, want := range []string{"VIOLATION " + tt.want[0], shortCode(s.code), "seed 42", "client 1 attempt 1 → replica"} {
+					if !strings.Contains(rep, want) {
+						t.Errorf("report lacks %q:\n%s", want, rep)
+					}
+				}
+			}
+		})
+	}
+}
+
+// Goroutines that do not return to the baseline are an I5 violation.
+func TestCheckerGoroutines(t *testing.T) {
+	h := newHistory(7, testParams())
+	h.gor = []goroutineCheck{{replica: 0, baseline: 20, after: 29}, {replica: 1, baseline: 20, after: 31}, {replica: 2, err: "connection refused"}}
+	res := h.check()
+	if len(res.violations) != 2 || res.violations[0].inv != "I5" || !strings.Contains(res.violations[0].detail, "replica 1: 31 goroutines") ||
+		!strings.Contains(res.violations[1].detail, "replica 2") {
+		t.Fatalf("violations %+v", res.violations)
+	}
+	if rep := h.report(res); !strings.Contains(rep, "seed 7") {
+		t.Fatalf("report %q", rep)
+	}
+}
+
+// The timeline merges client attempts, WeChat's calls and the faults
+// around them, in time order.
+func TestCheckerTimeline(t *testing.T) {
+	s := newSynth(codeValid, number)
+	s.obs(1, 1, 0, 0, 3000, 504, "upstream_timeout", "")
+	s.call(0, 10, 11000, answered)
+	s.fault(faultEmulator, "latency-10s", -1, -5, 0)
+	s.obs(1, 2, 1, 13100, 13200, 502, "outcome_unknown", "")
+	tl := s.h.timeline(s.code)
+	var order []int
+	for _, want := range []string{"fault emulator: latency-10s", "client 1 attempt 1 → replica 0", "WeChat ← replica 0: call #1 received",
+		"client 1 attempt 1 ← replica 0: 504 upstream_timeout", "WeChat → replica 0: call #1 HTTP/1.1 consumed answered a number, delivered",
+		"client 1 attempt 2 ← replica 1: 502 outcome_unknown"} {
+		i := strings.Index(tl, want)
+		if i < 0 {
+			t.Fatalf("timeline lacks %q:\n%s", want, tl)
+		}
+		order = append(order, i)
+	}
+	if !slices.IsSorted(order) {
+		t.Fatalf("timeline out of order:\n%s", tl)
+	}
+	if strings.Contains(tl, number) {
+		t.Fatalf("timeline shows a full phone number:\n%s", tl)
+	}
+	_ = fmt.Sprint(http.StatusOK)
+}
