@@ -15,10 +15,11 @@ import (
 const MaxFaultLatency = 10 * time.Minute
 
 // Fault is an injected misbehaviour of the WeChat endpoints. Faults apply in
-// insertion order: each matching latency fault adds its delay, and the
-// first matching non-latency fault decides the outcome (no matching
-// non-latency fault: normal processing). Every fault that is applied to a
-// request uses up one of its Count.
+// insertion order: each matching latency fault adds its delay (to the
+// answer, after the request was processed), and the first matching
+// non-latency fault decides the outcome (no matching non-latency fault:
+// normal processing). Every fault that is applied to a request uses up one
+// of its Count.
 type Fault struct {
 	// ID is assigned by [Server.AddFault] ("f1", "f2", …); ignored on input.
 	ID string `json:"id,omitempty"`

@@ -48,8 +48,10 @@ const (
 
 // Fault kinds; see [Fault].
 const (
-	// FaultLatency delays the request by LatencyMS milliseconds, then lets
-	// the next matching fault (or normal processing) happen.
+	// FaultLatency delays the answer by LatencyMS milliseconds. The request
+	// is read and processed first (by the next matching fault, or
+	// normally), as WeChat processes any request it has received; a client
+	// that leaves during the delay gets no answer but has used its code.
 	FaultLatency = "latency"
 	// FaultErrcode answers Errcode as a business error (HTTP 200, text/plain).
 	FaultErrcode = "errcode"

@@ -213,10 +213,25 @@ type history struct {
 	calls  map[string][]call
 	faults []faultEvent
 	gor    []goroutineCheck
+	// degraded holds, per replica, when its replay store was on its local
+	// fallback (it could not reach Redis), from its own log.
+	degraded map[int][][2]time.Time
 }
 
 func newHistory(seed uint64, p campaignParams) *history {
-	return &history{seed: seed, params: p, codes: map[string]*codeRec{}, obs: map[string][]obs{}, calls: map[string][]call{}}
+	return &history{seed: seed, params: p, codes: map[string]*codeRec{}, obs: map[string][]obs{}, calls: map[string][]call{},
+		degraded: map[int][][2]time.Time{}}
+}
+
+// replicaDegraded reports whether replica r's replay store was on its local
+// fallback at some time in [from, to].
+func (h *history) replicaDegraded(r int, from, to time.Time) bool {
+	for _, w := range h.degraded[r] {
+		if !w[0].After(to) && !w[1].Before(from) {
+			return true
+		}
+	}
+	return false
 }
 
 func (h *history) addCode(c *codeRec) {
@@ -325,22 +340,35 @@ func (h *history) check() checkResult {
 			res.violations = append(res.violations, violation{inv: inv, code: code, detail: fmt.Sprintf(format, args...)})
 		}
 
-		// I1: at most one call that may have used the code, unless Redis
-		// was out of reach (or lost its data) when the next one was made;
-		// and then never invalid_code.
+		// I1: at most one call that may have used the code, unless the
+		// replica that made the next one could not reach Redis (a Redis
+		// fault active, and its replay store on its local fallback), or
+		// Redis lost its data in between; and then never invalid_code.
 		degraded := false
 		for k := 1; k < len(uses); k++ {
 			prev, c := uses[k-1], uses[k]
-			if h.redisOut(c.Received.Add(-p.redisWindow), c.Received) || h.wiped(prev.Received, c.Received) {
+			out := h.redisOut(c.Received.Add(-p.redisWindow), c.Received) &&
+				h.replicaDegraded(c.replica, c.Received.Add(-p.redisWindow/2), c.Received)
+			if out || h.wiped(prev.Received, c.Received) {
 				degraded = true
 				res.excusedResends++
 				continue
 			}
-			note := ""
-			if h.redisOut(prev.Received.Add(-p.redisWindow), prev.Received) {
-				note = " (the earlier call was made during or just after a Redis fault)"
+			var notes []string
+			if c.replica == prev.replica && c.Received.Sub(prev.Done) < time.Second {
+				notes = append(notes, fmt.Sprintf("the same replica resent it %d ms after the first call ended", c.Received.Sub(prev.Done).Milliseconds()))
 			}
-			bad("I1", "call #%d (replica %d) reached WeChat after call #%d (replica %d) may have used the code, with Redis reachable%s", c.Seq, c.replica, prev.Seq, prev.replica, note)
+			if h.redisOut(c.Received.Add(-p.redisWindow), c.Received) {
+				notes = append(notes, "a Redis fault was active but the replica was not on its local fallback")
+			}
+			if h.redisOut(prev.Received.Add(-p.redisWindow), prev.Received) {
+				notes = append(notes, "the earlier call was made during or just after a Redis fault")
+			}
+			note := ""
+			if len(notes) > 0 {
+				note = " (" + strings.Join(notes, "; ") + ")"
+			}
+			bad("I1", "call #%d (replica %d) reached WeChat after call #%d (replica %d: %s) may have used the code%s", c.Seq, c.replica, prev.Seq, prev.replica, prev, note)
 		}
 		if degraded {
 			for _, o := range os {

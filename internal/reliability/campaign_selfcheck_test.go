@@ -61,6 +61,12 @@ func (s *synth) transportErr(client, attempt, r, sent, done int) {
 		sent: at(sent), done: at(done), err: "connection reset by peer"})
 }
 
+// degraded records that replica r was on its local fallback from start to
+// end (ms).
+func (s *synth) degraded(r, start, end int) {
+	s.h.degraded[r] = append(s.h.degraded[r], [2]time.Time{at(start), at(end)})
+}
+
 func (s *synth) fault(class, kind string, r, start, end int) {
 	f := faultEvent{class: class, kind: kind, replica: r, start: at(start)}
 	if end > 0 {
@@ -118,10 +124,30 @@ func TestCheckerFindsEveryViolation(t *testing.T) {
 			s.call(0, 10, 20, answered)
 			s.obs(1, 1, 0, 0, 40, 200, "", number)
 			s.fault(faultRedis, "redis-pause", -1, 400, 1200)
+			s.degraded(1, 480, 2300)
 			s.call(1, 500, 20, refused)
 			s.obs(2, 1, 1, 490, 530, 502, "outcome_unknown", "")
 			return s
 		}, nil, 0, 1},
+		{"I1: Redis paused, but the replica was not on its local fallback", func() *synth {
+			s := newSynth(codeValid, number)
+			s.call(0, 10, 20, answered)
+			s.obs(1, 1, 0, 0, 40, 200, "", number)
+			s.fault(faultRedis, "redis-pause", -1, 400, 1200)
+			s.degraded(0, 480, 2300)
+			s.call(1, 500, 20, refused)
+			s.obs(2, 1, 1, 490, 530, 502, "outcome_unknown", "")
+			return s
+		}, []string{"I1"}, 0, 0},
+		{"I1: the replica on its local fallback without a Redis fault", func() *synth {
+			s := newSynth(codeValid, number)
+			s.call(0, 10, 20, answered)
+			s.obs(1, 1, 0, 0, 40, 200, "", number)
+			s.degraded(1, 480, 2300)
+			s.call(1, 500, 20, refused)
+			s.obs(2, 1, 1, 490, 530, 502, "outcome_unknown", "")
+			return s
+		}, []string{"I1"}, 0, 0},
 		{"I1 excused: a second use after Redis restarted empty", func() *synth {
 			s := newSynth(codeValid, number)
 			s.call(0, 10, 20, answered)
@@ -154,6 +180,7 @@ func TestCheckerFindsEveryViolation(t *testing.T) {
 			s.call(0, 10, 20, answered)
 			s.obs(1, 1, 0, 0, 40, 200, "", number)
 			s.fault(faultRedis, "redis-cut", -1, 400, 1200)
+			s.degraded(1, 450, 2300)
 			s.call(1, 500, 20, refused)
 			s.obs(2, 1, 1, 490, 530, 422, "invalid_code", "")
 			return s

@@ -255,7 +255,7 @@ func (r *campReplica) env() []string {
 		"WXPHONE_REQUEST_TIMEOUT=" + p.requestTimeout.String(),
 		"WXPHONE_EXCHANGE_TIMEOUT=" + p.exchangeTimeout.String(),
 		"WXPHONE_SHUTDOWN_TIMEOUT=20s",
-		"WXPHONE_LOG_LEVEL=warn",
+		"WXPHONE_LOG_LEVEL=info", // "Redis available again" is logged at info
 	}
 	if r.h2c {
 		env = append(env, "WXPHONE_UPSTREAM_H2C=true")
@@ -342,6 +342,9 @@ func (r *campReplica) stop(sig syscall.Signal, within time.Duration) {
 		_ = cmd.Process.Kill()
 		<-done
 	}
+	r.logs.mu.Lock()
+	r.logs.closeWindow(time.Now())
+	r.logs.mu.Unlock()
 	r.mu.Lock()
 	r.cmd, r.done = nil, nil
 	r.mu.Unlock()
@@ -374,17 +377,22 @@ func (r *campReplica) goroutines() (int, error) {
 	return 0, errors.New("no go_goroutines in /metrics")
 }
 
-// ringLog keeps a process's last log lines.
+// ringLog reads a replica's JSON log, across its restarts: it keeps the
+// last lines at warn level and above, and the windows during which the
+// replica's replay store was on its local fallback ("Redis unavailable"
+// until "Redis available again", or until the process ended).
 type ringLog struct {
-	mu    sync.Mutex
-	max   int
-	lines []string
-	part  []byte
+	mu      sync.Mutex
+	max     int
+	lines   []string
+	part    []byte
+	windows [][2]time.Time // degraded from, to (zero: still degraded)
 }
 
 func newRingLog(max int) *ringLog { return &ringLog{max: max} }
 
 func (l *ringLog) Write(p []byte) (int, error) {
+	now := time.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.part = append(l.part, p...)
@@ -393,13 +401,44 @@ func (l *ringLog) Write(p []byte) (int, error) {
 		if i < 0 {
 			break
 		}
+		line := string(l.part[:i])
+		l.part = l.part[i+1:]
+		replay := strings.Contains(line, `"component":"replay"`)
+		switch {
+		case replay && strings.Contains(line, `"msg":"Redis unavailable`):
+			if n := len(l.windows); n == 0 || !l.windows[n-1][1].IsZero() {
+				l.windows = append(l.windows, [2]time.Time{now, {}})
+			}
+		case replay && strings.Contains(line, `"msg":"Redis available again"`):
+			l.closeWindow(now)
+		}
+		if strings.Contains(line, `"level":"INFO"`) || strings.Contains(line, `"level":"DEBUG"`) {
+			continue
+		}
 		if len(l.lines) >= l.max {
 			l.lines = l.lines[1:]
 		}
-		l.lines = append(l.lines, string(l.part[:i]))
-		l.part = l.part[i+1:]
+		l.lines = append(l.lines, line)
 	}
 	return len(p), nil
+}
+
+// closeWindow ends an open degraded window (Redis back, or the process
+// gone).
+func (l *ringLog) closeWindow(at time.Time) {
+	if n := len(l.windows); n > 0 && l.windows[n-1][1].IsZero() {
+		l.windows[n-1][1] = at
+	}
+}
+
+func (l *ringLog) degradedWindows() [][2]time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := append([][2]time.Time(nil), l.windows...)
+	if n := len(out); n > 0 && out[n-1][1].IsZero() {
+		out[n-1][1] = time.Now()
+	}
+	return out
 }
 
 func (l *ringLog) tail(n int) string {
@@ -891,6 +930,9 @@ func (c *campaign) finish() (*history, int) {
 	defer c.mu.Unlock()
 	h := c.hist
 	h.gor = gor
+	for _, r := range c.reps {
+		h.degraded[r.slot] = r.logs.degradedWindows()
+	}
 	for _, cl := range c.emu.Calls() {
 		if cl.Endpoint != wxmock.EndpointPhone {
 			continue
@@ -935,7 +977,8 @@ func (c *campaign) printSummary(h *history, res checkResult) {
 	}
 	fmt.Printf("campaign: exempt: %s; second sends excused by a Redis outage: %d\n", sortedCounts(ex), res.excusedResends)
 	for _, g := range h.gor {
-		fmt.Printf("campaign: replica %d goroutines: baseline %d, after %d\n", g.replica, g.baseline, g.after)
+		fmt.Printf("campaign: replica %d: goroutines baseline %d, after %d; replay store on its local fallback %d times (from its log)\n",
+			g.replica, g.baseline, g.after, len(h.degraded[g.replica]))
 	}
 	byInv := map[string]int{}
 	for _, v := range res.violations {
