@@ -18,7 +18,7 @@ func adminRoutes() []string {
 		"/admin/phone-codes", "/admin/login-codes", "/admin/legacy-payloads",
 		"/admin/faults", "/admin/revoke-tokens", "/admin/apps", "/admin/tokens",
 		"/admin/clock", "/admin/config", "/admin/stats", "/admin/stats/reset",
-		"/admin/unknown",
+		"/admin/unknown", "/admin/calls",
 	}
 }
 
@@ -51,6 +51,9 @@ func FuzzAdminAPI(f *testing.F) {
 	f.Add(uint8(8), "POST", []byte(`{"country_code_as_number":true,"phone_rate_limit_per_minute":1}`))
 	f.Add(uint8(9), "GET", []byte(nil))
 	f.Add(uint8(10), "POST", []byte(`null`))
+	f.Add(uint8(8), "POST", []byte(`{"record_calls":true}`))
+	f.Add(uint8(12), "GET", []byte(nil))
+	f.Add(uint8(3), "POST", []byte(`{"endpoint":"phone","kind":"reset_after_consume","h2_error":"PROTOCOL_ERROR","count":1}`))
 	f.Fuzz(func(t *testing.T, route uint8, method string, body []byte) {
 		routes := adminRoutes()
 		s := newTestServer(t, func(o *Options) { o.LoadPrefix = "load-" })

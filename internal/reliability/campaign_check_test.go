@@ -415,6 +415,22 @@ func (h *history) check() checkResult {
 			}
 		}
 
+		// I2, continued: a replica must wait for WeChat until its own
+		// exchange timeout. An answer WeChat had ready within that time
+		// and could not deliver because the replica had hung up (not
+		// killed) is a number lost by the replica.
+		for _, c := range calls {
+			ready := time.Duration(c.LatencyMS) * time.Millisecond
+			if !c.Answered || c.Result != wxmock.CallGone || ready == 0 || ready >= p.exchangeTimeout-500*time.Millisecond {
+				continue
+			}
+			if h.killed(c.replica, c.Received, c.Received.Add(ready)) {
+				continue
+			}
+			bad("I2", "replica %d hung up on call #%d after %v, before its exchange timeout (%v); WeChat's number was ready after %v", c.replica, c.Seq,
+				c.Done.Sub(c.Received).Round(time.Millisecond), p.exchangeTimeout, ready)
+		}
+
 		// I3: invalid_code only when the first call that may have used
 		// the code was refused with 40029.
 		for _, o := range os {

@@ -222,9 +222,32 @@ func TestCheckerFindsEveryViolation(t *testing.T) {
 		}, nil, 1, 0},
 		{"I2: an answer not delivered is not a loss", func() *synth {
 			s := newSynth(codeValid, number)
-			s.call(0, 10, 13000, gone)
+			s.call(0, 10, 12000, func(c *wxmock.Call) { gone(c); c.LatencyMS = 13000 })
 			s.obs(1, 1, 0, 0, 3000, 504, "upstream_timeout", "")
 			s.obs(1, 2, 0, 12100, 12200, 502, "outcome_unknown", "")
+			return s
+		}, nil, 0, 0},
+		{"I2: the replica hung up before its exchange timeout, WeChat's number ready in time", func() *synth {
+			s := newSynth(codeValid, number)
+			s.call(0, 10, 10000, func(c *wxmock.Call) { gone(c); c.LatencyMS = 11000 })
+			s.obs(1, 1, 0, 0, 3000, 504, "upstream_timeout", "")
+			s.obs(1, 2, 1, 10100, 10200, 502, "outcome_unknown", "")
+			return s
+		}, []string{"I2"}, 0, 0},
+		{"I2 holds: WeChat slower than the exchange timeout", func() *synth {
+			s := newSynth(codeValid, number)
+			s.call(0, 10, 12000, func(c *wxmock.Call) { gone(c); c.LatencyMS = 14000 })
+			s.obs(1, 1, 0, 0, 3000, 504, "upstream_timeout", "")
+			s.obs(1, 2, 1, 12100, 12200, 502, "outcome_unknown", "")
+			return s
+		}, nil, 0, 0},
+		{"I2 holds: the replica was killed while WeChat was slow", func() *synth {
+			s := newSynth(codeValid, number)
+			s.call(0, 10, 1000, func(c *wxmock.Call) { gone(c); c.LatencyMS = 5000 })
+			s.fault(faultKill, "replica-sigkill", 0, 1000, 0)
+			s.transportErr(1, 1, 0, 0, 1000)
+			s.obs(1, 2, 1, 1100, 4100, 504, "upstream_timeout", "")
+			s.obs(1, 3, 2, 17100, 17200, 502, "outcome_unknown", "")
 			return s
 		}, nil, 0, 0},
 		{"I2: a 200 with another number", func() *synth {
