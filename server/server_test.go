@@ -115,7 +115,7 @@ func TestDeadlineThenRetry(t *testing.T) {
 		t.Fatalf("status %d: %s", s, b)
 	}
 	eb := decodeErr(t, b)
-	if eb.Error.Code != "upstream_timeout" || !strings.Contains(eb.Error.Message, "same code is safe") {
+	if eb.Error.Code != "upstream_timeout" || !strings.Contains(eb.Error.Message, "Retry with the same code") {
 		t.Errorf("error %+v", eb.Error)
 	}
 	<-arrived
