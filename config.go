@@ -81,14 +81,19 @@ type TokenOptions struct {
 	// ForceDailyBudget is the number of force refreshes allowed per WeChat
 	// day (UTC+8); default 10, at most 19 (WeChat allows 20).
 	ForceDailyBudget int
-	// RefusedCooldown is how long fetching pauses after WeChat refuses a
-	// token fetch (wrong secret, IP not whitelisted, …); default 1 min.
+	// RefusedCooldown is how long calls to WeChat pause after WeChat
+	// refuses a token fetch (wrong secret, IP not whitelisted, …); default
+	// 1 min. Only calls to WeChat pause: the held token is still served
+	// and the store still read (a token another instance stored is
+	// adopted), and the background refresher fetches again after it.
 	RefusedCooldown time.Duration
-	// QuotaCooldown is how long fetching pauses after 45009 (daily quota);
-	// default 10 min.
+	// QuotaCooldown is the same pause after 45009 to a normal fetch
+	// (daily quota); default 10 min. A 45009 answered to a force refresh
+	// stops only force refreshes, until midnight UTC+8.
 	QuotaCooldown time.Duration
 	// LockWait bounds how long an instance waits for another instance's
-	// refresh (a TokenLocker store) before fetching itself; default 3 s.
+	// refresh (a TokenLocker store) before fetching itself (stable mode) or
+	// failing with ErrRefreshLockNotHeld (classic mode); default 3 s.
 	LockWait time.Duration
 }
 
