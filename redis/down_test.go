@@ -81,7 +81,7 @@ func TestRedisDown(t *testing.T) {
 					return err
 				})
 				prompt("ReserveForceRefresh", func() error {
-					ok, _, err := ts.ReserveForceRefresh(ctx, appA, time.Now(), 30*time.Second, 10)
+					ok, _, err := ts.ReserveForceRefresh(ctx, appA, randHex(8), time.Now(), 30*time.Second, 10)
 					if ok {
 						t.Error("force refresh reserved")
 					}

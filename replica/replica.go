@@ -67,6 +67,9 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (*Replica, error)
 	r := &Replica{Metrics: m}
 
 	tokOpts := o.Token
+	if tokOpts.ServeMargin == 0 {
+		tokOpts.ServeMargin = cfg.TokenServeMargin
+	}
 	var replayStore replay.Store
 	var onFallback func(string, error)
 	var onState func(bool)
@@ -160,7 +163,7 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (*Replica, error)
 	}
 	srv, err := server.New(server.Config{
 		Service: svc, APIKeys: config.Reveal(cfg.APIKeys), TokenAPIKeys: config.Reveal(cfg.TokenAPIKeys),
-		Keyring: cfg.Keyring(), Limiter: limiter, RateLimit: limit,
+		Limiter: limiter, RateLimit: limit,
 		Metrics: m, Logger: logger, RequestTimeout: cfg.RequestTimeout, ShutdownTimeout: cfg.ShutdownTimeout,
 		Addr: cfg.Addr, ReadyChecks: checks, NoWarm: o.NoWarm, H2C: cfg.H2C,
 	})

@@ -45,6 +45,10 @@ const (
 	// another caller (API key, appid or openid); its outcome is not
 	// disclosed.
 	CodeCodeAlreadyUsed ErrorCode = "code_already_used"
+	// CodeTokenStillValid (409, POST /v1/access-token/invalidate): WeChat
+	// still accepts the reported token (checked with
+	// get_api_domain_ip); nothing was dropped, fetched or spent.
+	CodeTokenStillValid ErrorCode = "token_still_valid" // #nosec G101 -- an error code, not a credential
 	// CodeBodyTooLarge (413): the body exceeds MaxBodyBytes.
 	CodeBodyTooLarge ErrorCode = "body_too_large"
 	// CodeUnsupportedMediaType (415): the body is not application/json.
@@ -117,6 +121,7 @@ func ErrorCodes() []ErrorInfo {
 		{CodeNotFound, []int{404}},
 		{CodeMethodNotAllowed, []int{405}},
 		{CodeCodeAlreadyUsed, []int{409}},
+		{CodeTokenStillValid, []int{409}},
 		{CodeBodyTooLarge, []int{413}},
 		{CodeUnsupportedMediaType, []int{415}},
 		{CodeInvalidCode, []int{422}},
@@ -196,6 +201,9 @@ func classifyCause(err error) *apiError {
 	case errors.Is(err, service.ErrForeignReplay):
 		return withWeChat(newError(http.StatusConflict, CodeCodeAlreadyUsed,
 			"This code was already exchanged by another caller (API key, appid or openid). Ask the user to tap the button again."))
+	case errors.Is(err, wxphone.ErrTokenStillValid):
+		return withWeChat(newError(http.StatusConflict, CodeTokenStillValid,
+			"WeChat still accepts this access token, so it was not replaced. Keep using it; report it again only after WeChat rejects it (40001, 40014, 42001)."))
 	case errors.Is(err, service.ErrInFlight):
 		return withWeChat(newError(http.StatusGatewayTimeout, CodeUpstreamTimeout, msgInFlight))
 	case errors.Is(err, wxphone.ErrClosed):

@@ -450,13 +450,22 @@ func (s *Service) AccessToken(ctx context.Context, appID string) (wxphone.Token,
 	return c.TokenSource().Token(ctx)
 }
 
-// InvalidateToken reports that WeChat rejected token for appid: it is
-// dropped if still current and a replacement returned, within the token
-// manager's force-refresh budget.
+// InvalidateToken handles a caller's report that WeChat rejected token for
+// appid (the central token endpoint). A source that can check reports
+// (wxphone.TokenManager.InvalidateReported) first asks WeChat whether the
+// token really is rejected: wxphone.ErrTokenStillValid when WeChat still
+// accepts it, and never a force refresh on an unconfirmed report.
+// Otherwise the token is dropped if still current and a replacement
+// returned, within the token manager's force-refresh budget.
 func (s *Service) InvalidateToken(ctx context.Context, appID, rejected string) (wxphone.Token, error) {
 	c, err := s.Client(appID)
 	if err != nil {
 		return wxphone.Token{}, err
+	}
+	if rep, ok := c.TokenSource().(interface {
+		InvalidateReported(context.Context, string) (wxphone.Token, error)
+	}); ok {
+		return rep.InvalidateReported(ctx, rejected)
 	}
 	inv, ok := c.TokenSource().(wxphone.TokenInvalidator)
 	if !ok {
