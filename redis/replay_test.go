@@ -304,7 +304,7 @@ func TestReplayEpoch(t *testing.T) {
 		t.Fatalf("Epoch changed without a data loss: %+v then %+v", ep1, ep2)
 	}
 	key := randHex(32)
-	res, err := s.Claim(ctx, replay.Claim{Key: key, ID: "a", Owner: "o", Lease: time.Now().Add(time.Minute), TTL: time.Minute, Settle: time.Millisecond})
+	res, err := s.Claim(ctx, replay.Claim{Key: key, ID: "a", Owner: "o", Lease: time.Now().Add(time.Minute), TTL: time.Minute})
 	if err != nil || !res.Claimed || res.Epoch.Born.After(ep1.Born) {
 		t.Fatalf("Claim = %+v, %v", res, err)
 	}
