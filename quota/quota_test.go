@@ -76,7 +76,7 @@ func TestProbeExportsQuotas(t *testing.T) {
 		}
 	}
 	for _, tc := range []struct {
-		appid, api              string
+		appid, api             string
 		limit, used, remaining float64
 	}{
 		{appA, "getuserphonenumber", 500, 3, 497},

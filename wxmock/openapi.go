@@ -53,7 +53,7 @@ var epPath = [numEndpoints]string{
 // openapiState holds per-app daily call counts and remembered rids.
 type openapiState struct {
 	mu     sync.Mutex
-	limits map[string]int           // cgi path → configured daily limit
+	limits map[string]int          // cgi path → configured daily limit
 	calls  map[quotaKey]quotaCount // (appid, cgi path) → calls today
 	rids   map[string]*ridRecord
 	order  [MaxRIDs]string // a ring of the remembered rids, oldest at next
