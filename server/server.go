@@ -150,8 +150,8 @@ type Server struct {
 	adminAddr  string
 	adminPprof bool
 	adminH     http.Handler
-	promH    http.Handler
-	handler  http.Handler
+	promH      http.Handler
+	handler    http.Handler
 
 	closing  atomic.Bool
 	runOnce  sync.Once
