@@ -80,6 +80,24 @@ type Result struct {
 	Err   error
 }
 
+// ErrNoToken is the Result.Err of an app that was not probed because it
+// holds no usable access token: a probe never causes a token fetch.
+var ErrNoToken = errors.New("quota: the app holds no usable access token yet; not probed")
+
+// retryNoToken is how soon Run probes again when an app had no token.
+const retryNoToken = time.Minute
+
+// hasToken reports whether c holds a usable token (a Client whose token
+// source cannot tell is assumed to).
+func hasToken(c Client) bool {
+	h, ok := c.(interface{ TokenSource() wxphone.TokenSource })
+	if !ok {
+		return true
+	}
+	st, ok := h.TokenSource().(interface{ Status() wxphone.TokenStatus })
+	return !ok || st.Status().Usable
+}
+
 // Prober probes every app's quotas periodically and exports them.
 type Prober struct {
 	clients  []Client
@@ -143,9 +161,10 @@ func NewProber(cfg Config) (*Prober, error) {
 func (p *Prober) Interval() time.Duration { return p.interval }
 
 // Probe reads every app's quotas once, in parallel across apps, updates the
-// metrics and returns the results in configuration order. A failed probe
-// is counted and logged; the last values stay exported until WeChat's day
-// ends, then they are withdrawn.
+// metrics and returns the results in configuration order. An app without
+// a usable token is skipped (ErrNoToken). A failed probe is counted and
+// logged; the last values stay exported until WeChat's day ends, then
+// they are withdrawn.
 func (p *Prober) Probe(ctx context.Context) []Result {
 	out := make([]Result, len(p.clients)*len(APIs))
 	var wg sync.WaitGroup
@@ -155,9 +174,13 @@ func (p *Prober) Probe(ctx context.Context) []Result {
 			defer wg.Done()
 			cctx, cancel := context.WithTimeout(ctx, p.timeout)
 			defer cancel()
+			ready := hasToken(c)
 			for j, a := range APIs {
-				q, err := c.APIQuota(cctx, a.CGIPath)
-				out[i*len(APIs)+j] = Result{AppID: c.AppID(), API: a, Quota: q, Err: err}
+				r := Result{AppID: c.AppID(), API: a, Err: ErrNoToken}
+				if ready {
+					r.Quota, r.Err = c.APIQuota(cctx, a.CGIPath)
+				}
+				out[i*len(APIs)+j] = r
 			}
 		}()
 	}
@@ -167,6 +190,9 @@ func (p *Prober) Probe(ctx context.Context) []Result {
 	defer p.mu.Unlock()
 	for _, r := range out {
 		key := [2]string{r.AppID, r.API.Name}
+		if errors.Is(r.Err, ErrNoToken) {
+			continue
+		}
 		if r.Err != nil {
 			p.errs.WithLabelValues(r.AppID, r.API.Name).Inc()
 			p.log.Warn("quota probe failed", "appid", r.AppID, "api", r.API.Name, "err", r.Err)
@@ -189,11 +215,17 @@ func (p *Prober) Probe(ctx context.Context) []Result {
 }
 
 // Run probes at once, then every Interval (jittered by up to a tenth, so
-// that replicas started together spread their calls) until ctx ends.
+// that replicas started together spread their calls) until ctx ends; while
+// an app holds no token yet (ErrNoToken), it probes again after a minute.
 func (p *Prober) Run(ctx context.Context) {
 	for {
-		p.Probe(ctx)
-		d := p.interval - p.interval/20 + rand.N(p.interval/10+1) // #nosec G404 -- jitter, not a secret
+		wait := p.interval
+		for _, r := range p.Probe(ctx) {
+			if errors.Is(r.Err, ErrNoToken) {
+				wait = min(wait, retryNoToken)
+			}
+		}
+		d := wait - wait/20 + rand.N(wait/10+1) // #nosec G404 -- jitter, not a secret
 		t := time.NewTimer(d)
 		select {
 		case <-ctx.Done():

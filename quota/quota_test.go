@@ -61,6 +61,9 @@ func TestProbeExportsQuotas(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if err := cs[1].Warm(ctx); err != nil {
+		t.Fatal(err)
+	}
 	reg := prometheus.NewRegistry()
 	p, err := NewProber(Config{Clients: []Client{cs[0], cs[1]}, Registry: reg})
 	if err != nil {
@@ -82,7 +85,7 @@ func TestProbeExportsQuotas(t *testing.T) {
 		{appA, "getuserphonenumber", 500, 3, 497},
 		{appA, "stable_token", 10000, 1, 9999},
 		{appB, "getuserphonenumber", 500, 0, 500},
-		{appB, "stable_token", 10000, 1, 9999}, // the probe's own token
+		{appB, "stable_token", 10000, 1, 9999}, // Warm's
 	} {
 		got := [3]float64{gauge(t, p.limit, tc.appid, tc.api), gauge(t, p.used, tc.appid, tc.api), gauge(t, p.remaining, tc.appid, tc.api)}
 		if got != [3]float64{tc.limit, tc.used, tc.remaining} {
@@ -241,5 +244,31 @@ wxphone_force_refresh_remaining{appid="wxquotaaaaaaaaaa1"} 4
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want)); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestProbeNeedsToken: an app without a token is not probed, so a probe
+// never makes a token fetch.
+func TestProbeNeedsToken(t *testing.T) {
+	emu, cs := newClients(t)
+	p, err := NewProber(Config{Clients: []Client{cs[0]}, Registry: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := p.Probe(context.Background())
+	if !errors.Is(res[0].Err, ErrNoToken) {
+		t.Fatalf("cold: %v", res[0].Err)
+	}
+	if st := emu.Stats(); st.Endpoints.StableToken.Calls != 0 {
+		t.Errorf("%d token fetches", st.Endpoints.StableToken.Calls)
+	}
+	if v := testutil.ToFloat64(p.errs.WithLabelValues(appA, "stable_token")); v != 0 {
+		t.Errorf("counted as an error: %v", v)
+	}
+	if err := cs[0].Warm(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if res := p.Probe(context.Background()); res[0].Err != nil {
+		t.Fatalf("warm: %v", res[0].Err)
 	}
 }
