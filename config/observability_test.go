@@ -14,7 +14,9 @@ func TestObservabilitySettings(t *testing.T) {
 		check func(*Config) bool
 		err   string
 	}{
-		{check: func(c *Config) bool { return c.AdminAddr == "" && !c.AdminPprof && c.QuotaInterval == DefaultQuotaInterval }},
+		{check: func(c *Config) bool {
+			return c.AdminAddr == "" && !c.AdminPprof && c.QuotaInterval == DefaultQuotaInterval
+		}},
 		{env: map[string]string{"WXPHONE_ADMIN_ADDR": ":9090", "WXPHONE_ADMIN_PPROF": "true"}, check: func(c *Config) bool { return c.AdminAddr == ":9090" && c.AdminPprof }},
 		{args: []string{"--admin-addr", "127.0.0.1:9091", "--quota-interval", "5m"}, check: func(c *Config) bool {
 			return c.AdminAddr == "127.0.0.1:9091" && c.QuotaInterval == 5*time.Minute
