@@ -80,7 +80,7 @@ type RIDInfo struct {
 	// InvokeTime is when WeChat received the call.
 	InvokeTime time.Time `json:"invoke_time"`
 	// Cost is how long WeChat took to answer it.
-	Cost time.Duration `json:"cost"`
+	Cost time.Duration `json:"-"`
 	// RequestURL is the call's query string (WeChat may prefix a path),
 	// with the values of access_token, secret, code, js_code and the like
 	// replaced by [REDACTED].
