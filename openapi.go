@@ -23,8 +23,8 @@ const (
 // them.
 const (
 	CGIPathPhoneNumber = "/wxa/business/getuserphonenumber"
-	CGIPathStableToken = "/cgi-bin/stable_token"
-	CGIPathToken       = "/cgi-bin/token"
+	CGIPathStableToken = "/cgi-bin/stable_token" // #nosec G101 -- an API path, not a credential
+	CGIPathToken       = "/cgi-bin/token"        // #nosec G101 -- an API path, not a credential
 )
 
 // APIQuota is one API's daily call quota for the app (WeChat's day,
@@ -119,7 +119,7 @@ type ridResp struct {
 // once; nothing else is retried.
 func (c *Client) RIDInfo(ctx context.Context, rid string) (*RIDInfo, error) {
 	rid = strings.TrimSpace(rid)
-	if rid == "" || len(rid) > 64 || strings.IndexFunc(rid, func(r rune) bool { return r > 0x7f || !isRIDChar(byte(r)) }) >= 0 {
+	if !validRID(rid) {
 		return nil, &InputError{Field: "rid", Reason: "want WeChat's rid, e.g. 632d16be-15ad5486-1e378de4"}
 	}
 	body, err := json.Marshal(struct {
@@ -179,6 +179,19 @@ func (c *Client) callWithTokenValue(ctx context.Context, op, path string, body [
 			return err
 		}
 	}
+}
+
+// validRID accepts 1..64 characters of [A-Za-z0-9_-].
+func validRID(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !isRIDChar(s[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 func printableNoSpace(s string) bool {

@@ -21,8 +21,8 @@ import (
 
 // cgi paths of the emulated endpoints, as named by quota/get's cgi_path.
 const (
-	CGIPathToken          = "/cgi-bin/token"
-	CGIPathStableToken    = "/cgi-bin/stable_token"
+	CGIPathToken          = "/cgi-bin/token"        // #nosec G101 -- an API path, not a credential
+	CGIPathStableToken    = "/cgi-bin/stable_token" // #nosec G101 -- an API path, not a credential
 	CGIPathPhone          = "/wxa/business/getuserphonenumber"
 	CGIPathJSCode2Session = "/sns/jscode2session"
 	CGIPathQuotaGet       = "/cgi-bin/openapi/quota/get"
