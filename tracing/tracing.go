@@ -7,13 +7,16 @@
 // Tracing is on when OTEL_TRACES_EXPORTER is "otlp", or when it is unset
 // and OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is
 // set; OTEL_SDK_DISABLED=true or OTEL_TRACES_EXPORTER=none turns it off.
-// The exporter reads OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT, _HEADERS,
-// _TIMEOUT, _COMPRESSION, _CERTIFICATE, _CLIENT_CERTIFICATE and
-// _CLIENT_KEY; the protocol must be http/protobuf (the default; gRPC is
-// not built in). The SDK reads OTEL_TRACES_SAMPLER[_ARG] and OTEL_BSP_*;
+// The exporter reads OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT (default
+// http://localhost:4318/v1/traces), _HEADERS, _TIMEOUT (ms, default
+// 10000), _COMPRESSION (gzip or none), _CERTIFICATE, _CLIENT_CERTIFICATE
+// and _CLIENT_KEY; the protocol must be http/protobuf (the default; gRPC
+// is not built in). The SDK reads OTEL_TRACES_SAMPLER[_ARG] and OTEL_BSP_*;
 // the resource takes OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES, with
 // service.name "wxphone" by default. Propagation is W3C traceparent
-// (OTEL_PROPAGATORS is not read).
+// (OTEL_PROPAGATORS is not read). The exporter is this package's own (see
+// otlp.go): OpenTelemetry's OTLP exporters bring in gRPC, which would
+// double the size of the binary.
 package tracing
 
 import (
@@ -25,7 +28,6 @@ import (
 	"strings"
 
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
@@ -99,10 +101,11 @@ func FromEnv(ctx context.Context, version string) (*Provider, error) {
 	if err != nil || !on {
 		return &Provider{}, err
 	}
-	exp, err := otlptracehttp.New(ctx)
+	ec, err := exporterFromEnv(os.Getenv)
 	if err != nil {
-		return nil, fmt.Errorf("tracing: OTLP exporter: %w", err)
+		return nil, err
 	}
+	exp := newExporter(ec)
 	res, err := resource.New(ctx,
 		resource.WithAttributes(attribute.String("service.name", "wxphone"), attribute.String("service.version", version)),
 		resource.WithFromEnv(), // OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES win
