@@ -125,9 +125,11 @@ type Config struct {
 	// AdminPprof serves net/http/pprof under /debug/pprof/ on the admin
 	// address.
 	AdminPprof bool
-	// TracerProvider, when set, makes every API request an OpenTelemetry
-	// server span (see the package documentation of tracing in
-	// tracing.go); nil: no tracing.
+	// TracerProvider, when set, makes every API request but /healthz,
+	// /readyz and /metrics an OpenTelemetry server span named
+	// "<METHOD> <route>" that continues the caller's W3C traceparent and
+	// carries the outcome (route, appid, error code, errcode, rid,
+	// replayed), never a secret; nil: no tracing.
 	TracerProvider trace.TracerProvider
 }
 
