@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net/http"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Config configures a Client or a TokenManager for one Mini Program.
@@ -33,6 +35,14 @@ type Config struct {
 	Logger *slog.Logger
 	// Hooks receive metrics events.
 	Hooks Hooks
+	// TracerProvider, when set, makes every call to WeChat (exchanges,
+	// token fetches, management calls) an OpenTelemetry client span named
+	// "WeChat <op>", a child of the span in the caller's context, with
+	// the op, appid, HTTP status, errcode and rid as attributes (never a
+	// code, token, secret, query or body), and sends the span's W3C
+	// traceparent (and tracestate) header to WeChat. Nil: no tracing, no
+	// cost.
+	TracerProvider trace.TracerProvider
 	// TokenSource supplies access tokens. Default: a TokenManager built
 	// from this Config, owned and closed by the Client.
 	TokenSource TokenSource
@@ -188,6 +198,9 @@ func (c Config) newUpstream() (*upstream, *slog.Logger, error) {
 	u := &upstream{hc: hc, base: *base, appID: c.AppID, hooks: c.Hooks, direct: direct, h2c: direct != nil && c.H2C}
 	if direct != nil {
 		u.postHeader, u.getHeader = newHeader(true), newHeader(false)
+	}
+	if c.TracerProvider != nil {
+		u.tracer = c.TracerProvider.Tracer(tracerName)
 	}
 	return u, log.With("appid", c.AppID), nil
 }

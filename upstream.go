@@ -16,6 +16,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // DefaultBaseURL is WeChat's API base URL.
@@ -176,6 +178,8 @@ type upstream struct {
 	direct                *http.Transport
 	h2c                   bool // direct speaks HTTP/2 to plain http:// (Config.H2C)
 	postHeader, getHeader http.Header
+
+	tracer trace.Tracer // nil: tracing off (Config.TracerProvider unset)
 }
 
 // defaultOverallTimeout bounds a request whose context has no deadline.
@@ -199,7 +203,14 @@ type enveloped interface{ env() *envelope }
 // upstream message that echoes them.
 func (u *upstream) call(ctx context.Context, op, method, path, rawQuery string, body []byte, out enveloped, sensitive ...string) error {
 	start := time.Now()
+	var span trace.Span
+	if u.tracer != nil {
+		ctx, span = u.startSpan(ctx, op, method, path)
+	}
 	status, err := u.roundTrip(ctx, op, method, path, rawQuery, body, out, sensitive)
+	if span != nil {
+		endSpan(span, status, err)
+	}
 	if u.hooks.OnUpstream != nil {
 		ev := UpstreamEvent{AppID: u.appID, Op: op, Status: status, Duration: time.Since(start), Err: err}
 		var ae *APIError
@@ -222,6 +233,9 @@ func (u *upstream) roundTrip(ctx context.Context, op, method, path, rawQuery str
 		defer cancel()
 	}
 	req, sb, st := u.request(ctx, method, path, rawQuery, body)
+	if u.tracer != nil {
+		injectTraceparent(req, trace.SpanFromContext(ctx))
+	}
 	var resp *http.Response
 	var err error
 	if u.direct != nil {

@@ -43,6 +43,7 @@ const (
 	DefaultRequestTimeout   = 10 * time.Second
 	DefaultExchangeTimeout  = 15 * time.Second
 	DefaultShutdownTimeout  = 30 * time.Second
+	DefaultQuotaInterval    = 10 * time.Minute
 	// MinAPIKeyLen is the shortest API key accepted.
 	MinAPIKeyLen = 16
 	// MaxFileBytes bounds a secret, key or apps file.
@@ -112,6 +113,14 @@ type Config struct {
 	// PprofAddr, when set, serves net/http/pprof on this loopback address
 	// (WXPHONE_PPROF_ADDR); empty disables it.
 	PprofAddr string
+	// AdminAddr, when set, serves /metrics (and pprof with AdminPprof) on
+	// this address instead of the API's (WXPHONE_ADMIN_ADDR).
+	AdminAddr string
+	// AdminPprof serves net/http/pprof on AdminAddr (WXPHONE_ADMIN_PPROF).
+	AdminPprof bool
+	// QuotaInterval is the time between two probes of WeChat's daily
+	// quotas (WXPHONE_QUOTA_INTERVAL); 0 disables them.
+	QuotaInterval time.Duration
 
 	keyring *seal.Keyring
 }
@@ -168,6 +177,9 @@ func Settings() []Setting {
 		{Env: "WXPHONE_H2C", Flag: "h2c", Default: "false", Help: "also accept unencrypted HTTP/2 (h2c, prior knowledge) on the listen address"},
 		{Env: "WXPHONE_UPSTREAM_H2C", Flag: "upstream-h2c", Default: "false", Help: "speak h2c to an http:// (loopback, emulator) WX_API_BASE"},
 		{Env: "WXPHONE_PPROF_ADDR", Flag: "pprof-addr", Help: "loopback address serving net/http/pprof (debugging; off when empty)"},
+		{Env: "WXPHONE_ADMIN_ADDR", Flag: "admin-addr", Help: "address serving /metrics (and pprof with WXPHONE_ADMIN_PPROF) instead of the API address, e.g. :9090 (default: /metrics on the API address)"},
+		{Env: "WXPHONE_ADMIN_PPROF", Flag: "admin-pprof", Default: "false", Help: "also serve net/http/pprof under /debug/pprof/ on WXPHONE_ADMIN_ADDR"},
+		{Env: "WXPHONE_QUOTA_INTERVAL", Flag: "quota-interval", Default: DefaultQuotaInterval.String(), Help: "time between two probes of WeChat's daily quotas per app (1m..24h; 0 or off disables)"},
 	}
 }
 
@@ -376,6 +388,9 @@ func (l *loader) load() (*Config, error) {
 			return nil, fmt.Errorf("config: %s: %w", src, err)
 		}
 		c.PprofAddr = pa
+	}
+	if err := l.observability(c); err != nil {
+		return nil, err
 	}
 	return c, nil
 }

@@ -47,6 +47,8 @@ type envOpts struct {
 	fallback        http.Handler
 	wrap            func(http.Handler) http.Handler // around the emulator
 	noWarm          bool                            // do not fetch tokens before the test
+	serverCfg       func(*server.Config)            // adjusts the server's configuration
+	clientCfg       func(*wxphone.Config)           // adjusts each client's configuration
 }
 
 // env is the emulator, the service and the server, wired for real over
@@ -105,8 +107,12 @@ func newEnv(t *testing.T, o envOpts) *env {
 	t.Cleanup(e.up.CloseIdleConnections)
 	var clients []*wxphone.Client
 	for _, a := range o.served {
-		c, err := wxphone.New(wxphone.Config{AppID: a.AppID, Secret: wxphone.Secret(a.Secret), BaseURL: e.emuTS.URL,
-			HTTPClient: e.up, Logger: logger, Hooks: e.m.Hooks()})
+		cc := wxphone.Config{AppID: a.AppID, Secret: wxphone.Secret(a.Secret), BaseURL: e.emuTS.URL,
+			HTTPClient: e.up, Logger: logger, Hooks: e.m.Hooks()}
+		if o.clientCfg != nil {
+			o.clientCfg(&cc)
+		}
+		c, err := wxphone.New(cc)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -122,11 +128,15 @@ func newEnv(t *testing.T, o envOpts) *env {
 	}
 	e.svc = svc
 	t.Cleanup(func() { _ = svc.Close(context.Background()) })
-	srv, err := server.New(server.Config{
+	scfg := server.Config{
 		Service: svc, APIKeys: []string{keyPhone, keyPhone2, keyBoth}, TokenAPIKeys: []string{keyToken, keyBoth},
 		RateLimit: o.rate, Metrics: e.m, Logger: logger, RequestTimeout: o.requestTimeout,
 		ReadyChecks: o.checks, Fallback: o.fallback,
-	})
+	}
+	if o.serverCfg != nil {
+		o.serverCfg(&scfg)
+	}
+	srv, err := server.New(scfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -217,6 +217,7 @@ func (s *Server) finish(sw *statusWriter, r *http.Request, rc *reqCtx, start tim
 		status = http.StatusOK
 	}
 	elapsed := time.Since(start)
+	annotateSpan(r, rc)
 	s.metrics.Requests.WithLabelValues(rc.route, strconv.Itoa(status)).Inc()
 	s.metrics.RequestDuration.WithLabelValues(rc.route).Observe(elapsed.Seconds())
 

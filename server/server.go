@@ -5,7 +5,7 @@
 //	POST /v1/access-token/invalidate report a rejected token, get a new one (token keys)
 //	GET  /healthz                    process up
 //	GET  /readyz                     every app has a usable token
-//	GET  /metrics                    Prometheus metrics
+//	GET  /metrics                    Prometheus metrics (on Config.AdminAddr instead, when set)
 //
 // Every answer is JSON. Errors have the shape
 // {"error":{"code":"…","message":"…","errcode":N,"rid":"…","request_id":"…"}}
@@ -37,6 +37,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/wxphone/wxphone/metrics"
 	"github.com/wxphone/wxphone/ratelimit"
@@ -114,6 +115,19 @@ type Config struct {
 	// h2c to its backends. Requests then share connections, so a request
 	// in flight costs a stream instead of a connection.
 	H2C bool
+	// AdminAddr, when set, moves GET /metrics off the API: the API
+	// answers it 404 like any unknown route, and ListenAndServe also
+	// listens on AdminAddr for AdminHandler (see RunAdmin).
+	AdminAddr string
+	// AdminPprof serves net/http/pprof under /debug/pprof/ on the admin
+	// address.
+	AdminPprof bool
+	// TracerProvider, when set, makes every API request but /healthz,
+	// /readyz and /metrics an OpenTelemetry server span named
+	// "<METHOD> <route>" that continues the caller's W3C traceparent and
+	// carries the outcome (route, appid, error code, errcode, rid,
+	// replayed), never a secret; nil: no tracing.
+	TracerProvider trace.TracerProvider
 }
 
 // Server is the HTTP API. Create it with New.
@@ -131,8 +145,12 @@ type Server struct {
 	noWarm   bool
 	h2c      bool
 	routes   map[string][]*route
-	promH    http.Handler
-	handler  http.Handler
+
+	adminAddr  string
+	adminPprof bool
+	adminH     http.Handler
+	promH      http.Handler
+	handler    http.Handler
 
 	closing  atomic.Bool
 	runOnce  sync.Once
@@ -186,6 +204,7 @@ func New(cfg Config) (*Server, error) {
 		svc: cfg.Service, limiter: cfg.Limiter, metrics: cfg.Metrics, log: cfg.Logger,
 		timeout: cfg.RequestTimeout, shutdown: cfg.ShutdownTimeout, checks: cfg.ReadyChecks,
 		fallback: cfg.Fallback, addr: cfg.Addr, noWarm: cfg.NoWarm, h2c: cfg.H2C,
+		adminAddr: cfg.AdminAddr, adminPprof: cfg.AdminPprof,
 	}
 	add := func(list []string, which string, phone bool) error {
 		for i, k := range list {
@@ -263,7 +282,14 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.promH = promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{})
 	s.routes = s.routeTable()
+	if s.adminAddr != "" {
+		delete(s.routes, PathMetrics) // served by AdminHandler only
+	}
 	s.handler = s.middleware()
+	if cfg.TracerProvider != nil {
+		s.handler = s.traced(s.handler, cfg.TracerProvider)
+	}
+	s.adminH = s.newAdminHandler()
 	return s, nil
 }
 
@@ -279,8 +305,12 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // Metrics returns the metrics the server records into.
 func (s *Server) Metrics() *metrics.Metrics { return s.metrics }
 
-// ListenAndServe listens on Config.Addr and calls Run.
+// ListenAndServe listens on Config.Addr and calls Run; with
+// Config.AdminAddr it also serves AdminHandler there until Run returns.
 func (s *Server) ListenAndServe(ctx context.Context) error {
+	if s.adminAddr != "" {
+		return s.listenAndServeWithAdmin(ctx)
+	}
 	ln, err := net.Listen("tcp", s.addr)
 	if err != nil {
 		return fmt.Errorf("server: listen: %w", err)

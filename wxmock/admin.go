@@ -84,6 +84,8 @@ func (s *Server) serveAdmin(w http.ResponseWriter, r *http.Request) {
 		rt = route{[]string{http.MethodGet}, s.adminStats}
 	case "/admin/stats/reset":
 		rt = route{[]string{http.MethodPost}, s.adminStatsReset}
+	case "/admin/quota":
+		rt = route{[]string{http.MethodPost}, s.adminQuota}
 	default:
 		writeAdmin(w, http.StatusNotFound, adminError{"not found"})
 		return

@@ -23,6 +23,8 @@ const (
 //	POST /wxa/business/getuserphonenumber
 //	GET  /sns/jscode2session
 //	GET  /cgi-bin/get_api_domain_ip
+//	POST /cgi-bin/openapi/quota/get
+//	POST /cgi-bin/openapi/rid/get
 //	     /admin/…
 //
 // Every other path answers 404.
@@ -42,6 +44,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveWeChat(w, r, epSession)
 	case "/cgi-bin/get_api_domain_ip":
 		s.serveWeChat(w, r, epDomainIP)
+	case CGIPathQuotaGet, CGIPathRIDGet:
+		s.serveOpenAPI(w, r, p)
 	default:
 		if strings.HasPrefix(p, "/admin/") {
 			s.serveAdmin(w, r)
@@ -59,7 +63,8 @@ type wxRequest struct {
 	query  url.Values
 	parsed bool
 
-	bodyErr  int // 0, 44002 (empty) or 47001 (too large, unreadable, malformed)
+	bodyErr  int    // 0, 44002 (empty) or 47001 (too large, unreadable, malformed)
+	raw      []byte // the body read, for rid/get
 	code     string
 	stable   stableRequest
 	stableOK bool
@@ -120,6 +125,7 @@ func (q *wxRequest) parse() {
 		if q.bodyErr = ec; ec != 0 {
 			return
 		}
+		q.raw = b
 		if json.Unmarshal(b, &q.stable) != nil {
 			q.bodyErr = 47001
 			return
@@ -130,6 +136,7 @@ func (q *wxRequest) parse() {
 		if q.bodyErr = ec; ec != 0 {
 			return
 		}
+		q.raw = b
 		var pr phoneRequest
 		if json.Unmarshal(b, &pr) != nil {
 			q.bodyErr = 47001
@@ -162,6 +169,7 @@ type wxResult struct {
 }
 
 func (s *Server) serveWeChat(w http.ResponseWriter, r *http.Request, ep endpointIdx) {
+	start := time.Now()
 	q := &wxRequest{r: r, ep: ep}
 	var o outcome
 	var delay time.Duration
@@ -216,7 +224,9 @@ func (s *Server) serveWeChat(w http.ResponseWriter, r *http.Request, ep endpoint
 	case f == nil:
 		o.errcode, o.answered = res.errcode, res.errcode == 0
 		s.stats.record(ep, &o)
-		s.writeResult(w, now, res)
+		if rid, body := s.writeResult(w, now, res); rid != "" {
+			s.recordFailure(q, rid, start, now, body)
+		}
 	case f.Kind == FaultDropAfterConsume:
 		o.errcode, o.answered, o.dropped = res.errcode, res.errcode == 0, true
 		s.stats.record(ep, &o)
@@ -228,7 +238,8 @@ func (s *Server) serveWeChat(w http.ResponseWriter, r *http.Request, ep endpoint
 		if msg == "" {
 			msg = errText(f.Errcode)
 		}
-		s.writeError(w, now, f.Errcode, msg)
+		rid, body := s.writeError(w, now, f.Errcode, msg)
+		s.recordFailure(q, rid, start, now, body)
 	default: // FaultHTTPStatus
 		o.status = f.Status
 		s.stats.record(ep, &o)
@@ -261,6 +272,7 @@ func (s *Server) process(q *wxRequest, now time.Time) wxResult {
 			return wxResult{errcode: 43001}
 		}
 		p := q.params()
+		s.countCall(p.Get("appid"), CGIPathToken, now)
 		return tokenBody(s.fetchClassic(p.Get("grant_type"), p.Get("appid"), p.Get("secret"), now))
 	case epStable:
 		if m != http.MethodPost {
@@ -270,6 +282,7 @@ func (s *Server) process(q *wxRequest, now time.Time) wxResult {
 			return wxResult{errcode: q.bodyErr}
 		}
 		st := &q.stable
+		s.countCall(st.AppID, CGIPathStableToken, now)
 		return tokenBody(s.fetchStable(st.GrantType, st.AppID, st.Secret, st.ForceRefresh, now))
 	case epPhone:
 		if m != http.MethodPost {
@@ -283,6 +296,7 @@ func (s *Server) process(q *wxRequest, now time.Time) wxResult {
 		if ec != 0 {
 			return wxResult{errcode: ec}
 		}
+		s.countCall(appid, CGIPathPhone, now)
 		if q.bodyErr != 0 {
 			return wxResult{errcode: q.bodyErr}
 		}
@@ -342,30 +356,34 @@ func tokenBody(t tokenResult) wxResult {
 	return wxResult{body: b}
 }
 
-func (s *Server) writeResult(w http.ResponseWriter, now time.Time, res wxResult) {
+// writeResult writes res; for an error it returns the rid and body written.
+func (s *Server) writeResult(w http.ResponseWriter, now time.Time, res wxResult) (rid string, body []byte) {
 	if res.errcode != 0 {
-		s.writeError(w, now, res.errcode, errText(res.errcode))
-		return
+		return s.writeError(w, now, res.errcode, errText(res.errcode))
 	}
 	w.Header().Set("Content-Type", contentTypeJSON)
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(res.body)
+	return "", nil
 }
 
 // writeError writes a WeChat business error: HTTP 200, text/plain,
-// {"errcode":N,"errmsg":"<msg> rid: xxxxxxxx-xxxxxxxx-xxxxxxxx"}.
-func (s *Server) writeError(w http.ResponseWriter, now time.Time, errcode int, msg string) {
+// {"errcode":N,"errmsg":"<msg> rid: xxxxxxxx-xxxxxxxx-xxxxxxxx"}. It
+// returns the rid and the body.
+func (s *Server) writeError(w http.ResponseWriter, now time.Time, errcode int, msg string) (string, []byte) {
 	b := make([]byte, 0, 64+len(msg)+26)
 	b = append(b, `{"errcode":`...)
 	b = strconv.AppendInt(b, int64(errcode), 10)
 	b = append(b, `,"errmsg":"`...)
 	b = appendJSONText(b, msg)
 	b = append(b, " rid: "...)
-	b = append(b, s.rid(now)...)
+	rid := s.rid(now)
+	b = append(b, rid...)
 	b = append(b, `"}`...)
 	w.Header().Set("Content-Type", contentTypeError)
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(b)
+	return rid, b
 }
 
 // appendJSONText appends v escaped for use inside a JSON string. v is valid

@@ -1,7 +1,9 @@
 // Package wxmock is an in-process emulator of the WeChat Mini Program
 // server APIs used by the phone-number flow: /cgi-bin/token,
 // /cgi-bin/stable_token, /wxa/business/getuserphonenumber and
-// /sns/jscode2session.
+// /sns/jscode2session, plus the two management APIs that observe them:
+// /cgi-bin/openapi/quota/get (daily quotas) and /cgi-bin/openapi/rid/get
+// (the request behind a failed call's rid).
 //
 // A [Server] is an [http.Handler]. Besides the WeChat endpoints it serves an
 // admin API under /admin/ that mints phone codes, login codes and legacy
@@ -136,6 +138,11 @@ type Options struct {
 	// PhoneRateLimit is the number of getuserphonenumber calls per app per
 	// emulated minute before 45011; 0 means unlimited.
 	PhoneRateLimit int
+	// QuotaDailyLimits sets the daily limit that
+	// /cgi-bin/openapi/quota/get reports per cgi path (e.g.
+	// CGIPathPhone); unlisted paths report [DefaultQuotaDailyLimit]
+	// (/cgi-bin/token: ClassicDailyLimit). Reported, not enforced.
+	QuotaDailyLimits map[string]int
 	// Logger receives operational logs; nil discards them. The emulator
 	// never logs codes, tokens, secrets or full phone numbers.
 	Logger *slog.Logger
@@ -171,8 +178,9 @@ type Server struct {
 	sessions   map[string]string // appid + "\x00" + openid -> session_key
 	loginSweep int
 
-	faults faultStore
-	stats  statsStore
+	faults  faultStore
+	stats   statsStore
+	openapi openapiState
 }
 
 // New validates opts and returns a ready emulator.
@@ -238,6 +246,12 @@ func New(opts Options) (*Server, error) {
 	s.ccNumber.Store(opts.CountryCodeAsNumber)
 	s.phoneRate.Store(int64(opts.PhoneRateLimit))
 	s.stats.init()
+	s.openapi.init()
+	for p, n := range opts.QuotaDailyLimits {
+		if err := s.SetQuotaDailyLimit(p, n); err != nil {
+			return nil, fmt.Errorf("wxmock: Options.QuotaDailyLimits[%q]: %w", truncate(p, 64), err)
+		}
+	}
 	for _, a := range opts.Apps {
 		if err := s.AddApp(a); err != nil {
 			return nil, err
