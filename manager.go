@@ -377,8 +377,10 @@ func (m *TokenManager) fetch(ctx context.Context, kind, trigger string) (Token, 
 			return tok, nil
 		}
 		if errors.Is(err, ErrTokenFetchRefused) {
-			m.startCooldown(err)
-			return Token{}, err
+			// The callers sharing this fetch learn the cool-down as the
+			// later ones do (a Retry-After), with WeChat's error inside.
+			until := m.startCooldown(err)
+			return Token{}, &TokenUnavailableError{AppID: m.appID, Reason: "WeChat refused the token fetch; cooling down", Until: until, Err: err}
 		}
 		if !retryableFetch(kind, err) || attempt >= 6 {
 			return Token{}, err
@@ -414,15 +416,19 @@ func retryableFetch(kind string, err error) bool {
 	return kind == KindStable && (errors.Is(err, ErrUpstream) || errors.Is(err, ErrMalformedResponse))
 }
 
-func (m *TokenManager) startCooldown(err error) {
+// startCooldown pauses fetching after a refused fetch and returns when
+// the pause ends.
+func (m *TokenManager) startCooldown(err error) time.Time {
 	d := m.opts.RefusedCooldown
 	if errors.Is(err, ErrQuotaExhausted) {
 		d = m.opts.QuotaCooldown
 	}
+	until := time.Now().Add(d)
 	m.mu.Lock()
-	m.cooldownUntil, m.cooldownErr = time.Now().Add(d), err
+	m.cooldownUntil, m.cooldownErr = until, err
 	m.mu.Unlock()
 	m.log.Error("WeChat refused the token fetch; pausing fetches", "cooldown", d, "err", err)
+	return until
 }
 
 func (m *TokenManager) inCooldown() error {
