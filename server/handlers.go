@@ -91,7 +91,7 @@ func (s *Server) knownApp(appID string) string {
 
 func (s *Server) handlePhone(w http.ResponseWriter, r *http.Request, rc *reqCtx) {
 	var req phoneRequest
-	if e := decodeStrict(r, &req, "code, appid, openid"); e != nil {
+	if e := decodeFields(r, field{"code", &req.Code}, field{"appid", &req.AppID}, field{"openid", &req.OpenID}); e != nil {
 		s.writeError(w, rc, e)
 		return
 	}
@@ -152,7 +152,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request, rc *reqCtx)
 	rc.appID = s.knownApp(appID)
 	tok, err := s.svc.AccessToken(r.Context(), appID)
 	if err != nil {
-		s.writeError(w, rc, classify(err))
+		s.writeError(w, rc, classifyToken(err))
 		return
 	}
 	s.writeToken(w, tok)
@@ -165,7 +165,7 @@ type invalidateRequest struct {
 
 func (s *Server) handleInvalidate(w http.ResponseWriter, r *http.Request, rc *reqCtx) {
 	var req invalidateRequest
-	if e := decodeStrict(r, &req, "appid, access_token"); e != nil {
+	if e := decodeFields(r, field{"appid", &req.AppID}, field{"access_token", &req.AccessToken}); e != nil {
 		s.writeError(w, rc, e)
 		return
 	}
@@ -182,7 +182,7 @@ func (s *Server) handleInvalidate(w http.ResponseWriter, r *http.Request, rc *re
 	}
 	tok, err := s.svc.InvalidateToken(r.Context(), req.AppID, req.AccessToken)
 	if err != nil {
-		s.writeError(w, rc, classify(err))
+		s.writeError(w, rc, classifyToken(err))
 		return
 	}
 	s.writeToken(w, tok)

@@ -53,8 +53,9 @@ const (
 	DefaultShutdownTimeout = 30 * time.Second
 	// MinAPIKeyLen is the shortest API key accepted.
 	MinAPIKeyLen = 16
-	// MaxRequestIDLen bounds an incoming X-Request-Id; longer or
-	// non-printable ones are replaced by a generated id.
+	// MaxRequestIDLen bounds an incoming X-Request-Id; longer ones, and
+	// ones with other characters than [A-Za-z0-9._-], are replaced by a
+	// generated id.
 	MaxRequestIDLen = 64
 )
 
@@ -269,6 +270,10 @@ func (s *Server) ListenAndServe(ctx context.Context) error {
 // exchanges and stops the token refreshers. Unless NoWarm is set it also
 // fetches every app's token in the background until that succeeds, so that
 // /readyz turns ready without waiting for traffic. Run may be called once.
+//
+// Run also refuses, and closes, an HTTP/1 connection that carries a request
+// with both Transfer-Encoding and Content-Length; Handler served by another
+// http.Server cannot see those headers (net/http drops Content-Length).
 func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	first := false
 	s.runOnce.Do(func() { first = true })
@@ -285,6 +290,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		ConnContext:       connContext,
 	}
 	if s.h2c {
 		hs.Protocols = new(http.Protocols)
@@ -298,7 +304,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		go func() { defer warmDone.Done(); s.warm(warmCtx) }()
 	}
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- hs.Serve(ln) }()
+	go func() { serveErr <- hs.Serve(edgeListener{ln}) }()
 	s.log.Info("listening", "addr", ln.Addr().String(), "apps", s.svc.Apps())
 
 	var err error
