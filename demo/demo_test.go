@@ -191,7 +191,7 @@ func TestDemoEndpointsRefuseOtherSites(t *testing.T) {
 	own := info.ServiceURL
 	for _, tc := range []struct {
 		name, method, path, origin, contentType, body string
-		status                                      int
+		status                                        int
 	}{
 		{"cross-site form post injects no fault", "POST", "/demo/fault", "http://evil.example", "application/x-www-form-urlencoded", `{"fault":"drop_after_consume"}`, 403},
 		{"cross-site text/plain post", "POST", "/demo/fault", "http://evil.example", "text/plain", `{"fault":"drop_after_consume"}`, 403},

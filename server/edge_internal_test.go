@@ -45,19 +45,19 @@ func TestFramingScanner(t *testing.T) {
 
 func TestValidRequestID(t *testing.T) {
 	for id, want := range map[string]bool{
-		"req-1":                  true,
-		"A.b_c-9":                true,
-		strings.Repeat("a", 64):  true,
-		"":                       false,
-		strings.Repeat("a", 65):  false,
-		"a b":                    false,
-		"a/b":                    false,
-		"a\"b":                   false,
-		"<script>":               false,
-		"%41":                    false,
-		"caf\u00e9":              false,
-		"a\x00b":                 false,
-		"a\nb":                   false,
+		"req-1":                    true,
+		"A.b_c-9":                  true,
+		strings.Repeat("a", 64):    true,
+		"":                         false,
+		strings.Repeat("a", 65):    false,
+		"a b":                      false,
+		"a/b":                      false,
+		"a\"b":                     false,
+		"<script>":                 false,
+		"%41":                      false,
+		"caf\u00e9":                false,
+		"a\x00b":                   false,
+		"a\nb":                     false,
 		"5f2c0a9e1b7d4c3a8e6f0b12": true,
 	} {
 		if got := validRequestID(id); got != want {

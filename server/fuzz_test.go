@@ -48,8 +48,8 @@ type fuzzEnv struct {
 	emu      *wxmock.Server
 	handler  http.Handler
 	contract *contract.Checker
-	logs    *logtest.Buffer
-	mu      sync.Mutex // one request at a time, so the log delta is its own
+	logs     *logtest.Buffer
+	mu       sync.Mutex // one request at a time, so the log delta is its own
 }
 
 func newFuzzEnv(tb testing.TB) *fuzzEnv {
