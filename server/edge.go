@@ -172,6 +172,7 @@ func (s *framingScanner) endLine() bool {
 type field struct {
 	name string
 	dst  *string
+	seen bool
 }
 
 // decodeFields decodes exactly one JSON object whose members are among
@@ -193,31 +194,30 @@ func decodeFields(r *http.Request, fields ...field) *apiError {
 	if d, ok := tok.(json.Delim); !ok || d != '{' {
 		return invalid("The body must be a JSON object.")
 	}
-	seen := make([]bool, len(fields))
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
 			return bodyReadError(err, "The body is not a valid JSON object.")
 		}
 		key, _ := tok.(string)
-		i := -1
+		var f *field
 		folded := false
-		for j, f := range fields {
-			if f.name == key {
-				i = j
+		for j := range fields {
+			if fields[j].name == key {
+				f = &fields[j]
 				break
 			}
-			folded = folded || strings.EqualFold(f.name, key)
+			folded = folded || strings.EqualFold(fields[j].name, key)
 		}
 		switch {
-		case i < 0 && folded:
+		case f == nil && folded:
 			return invalid("A field name of the body differs from an allowed one in letter case; names are case-sensitive: " + allowed + ".")
-		case i < 0:
+		case f == nil:
 			return invalid("The body has an unknown field; allowed fields: " + allowed + ".")
-		case seen[i]:
+		case f.seen:
 			return invalid("A field appears twice in the body; each of " + allowed + " may appear once.")
 		}
-		seen[i] = true
+		f.seen = true
 		tok, err = dec.Token()
 		if err != nil {
 			return bodyReadError(err, "The body is not a valid JSON object.")
@@ -226,7 +226,7 @@ func decodeFields(r *http.Request, fields ...field) *apiError {
 		if !ok {
 			return invalid("A field of the body has the wrong type; allowed fields (all strings): " + allowed + ".")
 		}
-		*fields[i].dst = s
+		*f.dst = s
 	}
 	if _, err := dec.Token(); err != nil { // the closing brace
 		return bodyReadError(err, "The body is not a valid JSON object.")

@@ -91,7 +91,7 @@ func (s *Server) knownApp(appID string) string {
 
 func (s *Server) handlePhone(w http.ResponseWriter, r *http.Request, rc *reqCtx) {
 	var req phoneRequest
-	if e := decodeFields(r, field{"code", &req.Code}, field{"appid", &req.AppID}, field{"openid", &req.OpenID}); e != nil {
+	if e := decodeFields(r, field{name: "code", dst: &req.Code}, field{name: "appid", dst: &req.AppID}, field{name: "openid", dst: &req.OpenID}); e != nil {
 		s.writeError(w, rc, e)
 		return
 	}
@@ -165,7 +165,7 @@ type invalidateRequest struct {
 
 func (s *Server) handleInvalidate(w http.ResponseWriter, r *http.Request, rc *reqCtx) {
 	var req invalidateRequest
-	if e := decodeFields(r, field{"appid", &req.AppID}, field{"access_token", &req.AccessToken}); e != nil {
+	if e := decodeFields(r, field{name: "appid", dst: &req.AppID}, field{name: "access_token", dst: &req.AccessToken}); e != nil {
 		s.writeError(w, rc, e)
 		return
 	}
