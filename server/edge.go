@@ -114,58 +114,73 @@ func errAmbiguousFraming() *apiError {
 
 // framingScanner finds, in a stream of HTTP/1 bytes, a block of lines
 // (between blank lines) with both a Transfer-Encoding and a
-// Content-Length header line. It does not frame messages: a body that
-// holds such lines also trips it, which only refuses that connection.
+// Content-Length header line, whatever the letter case and the blanks
+// before the colon (net/http reads "Transfer-Encoding :" as another
+// header, a proxy may not). It does not frame messages: a body that holds
+// such lines also trips it, which only refuses that connection. It keeps
+// a few bytes of state whatever the line length.
 type framingScanner struct {
-	head   [32]byte // the start of the current line
-	n      int      // bytes of the current line so far
-	te, cl bool     // seen in the current block
+	name    [len("transfer-encoding")]byte // the current line's name so far, lower case
+	n       int                            // bytes of name; len(name)+1 once it is too long to match
+	blank   bool                           // a blank followed the name
+	done    bool                           // the name of this line is decided (colon seen, or not a header)
+	content bool                           // the line has a byte other than CR
+	te, cl  bool                           // seen in the current block
 }
 
 // scan consumes p and reports whether an ambiguous block was seen.
 func (s *framingScanner) scan(p []byte) bool {
-	for len(p) > 0 {
-		i := bytes.IndexByte(p, '\n')
-		line := p
-		if i >= 0 {
-			line = p[:i]
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		if s.done && s.content && c != '\n' {
+			// The rest of the line does not matter: skip to its end.
+			j := bytes.IndexByte(p[i:], '\n')
+			if j < 0 {
+				return false
+			}
+			i += j
+			c = '\n'
 		}
-		if s.n < len(s.head) {
-			copy(s.head[s.n:], line)
+		switch {
+		case c == '\n':
+			if !s.content {
+				s.te, s.cl = false, false
+			}
+			s.n, s.blank, s.done, s.content = 0, false, false, false
+			continue
+		case c != '\r':
+			s.content = true
 		}
-		s.n += len(line)
-		if i < 0 {
-			return false
+		if s.done {
+			continue
 		}
-		p = p[i+1:]
-		if s.endLine() {
-			return true
+		switch {
+		case c == ':':
+			s.done = true
+			switch string(s.name[:min(s.n, len(s.name))]) {
+			case "transfer-encoding":
+				s.te = s.te || s.n == len("transfer-encoding")
+			case "content-length":
+				s.cl = true
+			}
+			if s.te && s.cl {
+				return true
+			}
+		case c == ' ' || c == '\t':
+			s.blank = true
+		case s.blank || c == '\r':
+			s.done = true // a blank inside the name, or leading: not a header line
+		case s.n < len(s.name):
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			s.name[s.n] = c
+			s.n++
+		default:
+			s.n = len(s.name) + 1 // longer than any name looked for
 		}
 	}
 	return false
-}
-
-// endLine classifies the line just ended.
-func (s *framingScanner) endLine() bool {
-	line := s.head[:min(s.n, len(s.head))]
-	s.n = 0
-	line = bytes.TrimSuffix(line, []byte{'\r'})
-	if len(line) == 0 {
-		s.te, s.cl = false, false
-		return false
-	}
-	name, _, ok := bytes.Cut(line, []byte{':'})
-	if !ok {
-		return false
-	}
-	name = bytes.TrimRight(name, " \t")
-	switch {
-	case bytes.EqualFold(name, []byte("Transfer-Encoding")):
-		s.te = true
-	case bytes.EqualFold(name, []byte("Content-Length")):
-		s.cl = true
-	}
-	return s.te && s.cl
 }
 
 // field is one member of a request body: all are strings.
