@@ -18,7 +18,12 @@
 // exchange's 200 body) into a log line, a header or an error body. Request
 // bodies are decoded strictly: unknown fields are refused with 400, so that
 // a misspelt "openid" cannot silently drop the binding the caller asked
-// for.
+// for, and so are a field given twice and a field name in another letter
+// case. The edge refuses what two HTTP implementations could read
+// differently: routing uses the path as sent (a percent-encoded slash or
+// letter reaches no route), Run closes a connection that carries a request
+// with both Transfer-Encoding and Content-Length, and an X-Request-Id
+// outside [A-Za-z0-9._-]{1,64} is replaced.
 package server
 
 import (
@@ -107,7 +112,9 @@ type Config struct {
 	// ReadyChecks are extra /readyz checks.
 	ReadyChecks []Check
 	// Fallback serves requests that match no API route (the demo page);
-	// default a JSON 404.
+	// default a JSON 404. It calls WriteNotFound for the paths it does not
+	// serve. Requests with a percent-encoded path that the API would
+	// route differently never reach it.
 	Fallback http.Handler
 	// Addr is the listen address of ListenAndServe; default ":8080".
 	Addr string
