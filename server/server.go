@@ -113,8 +113,8 @@ type Config struct {
 	ReadyChecks []Check
 	// Fallback serves requests that match no API route (the demo page);
 	// default a JSON 404. It calls WriteNotFound for the paths it does not
-	// serve. Requests with a percent-encoded path that the API would
-	// route differently never reach it.
+	// serve. A request whose path holds percent-encoding that is not
+	// needed (URL.RawPath set, as in /%64emo) never reaches it: 404.
 	Fallback http.Handler
 	// Addr is the listen address of ListenAndServe; default ":8080".
 	Addr string
