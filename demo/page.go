@@ -5,10 +5,12 @@ import (
 	"errors"
 	"io"
 	"io/fs"
+	"mime"
 	"net"
 	"net/http"
 	"strings"
 
+	"github.com/wxphone/wxphone/server"
 	"github.com/wxphone/wxphone/wxmock"
 )
 
@@ -16,10 +18,15 @@ import (
 //
 //	GET  /                  the page
 //	GET  /assets/…          its script and style sheet
-//	GET  /demo/config       the demo key and appid (for the page's script)
+//	POST /demo/config       the demo key and appid (for the page's script)
 //	POST /demo/mint         mint a phone code (WeChat's part)
 //	POST /demo/fault        inject an emulator fault for the next exchange
 //	POST /demo/code-stats   how often the emulator saw a code
+//
+// The demo endpoints answer only a same-origin POST with a JSON body (the
+// page's own fetch): a form another site posts, or a request without an
+// Origin, cannot mint codes, inject faults or read the demo key. Other
+// paths get the API's 404 not_found.
 type page struct {
 	emu    *wxmock.Server
 	info   Info
@@ -45,7 +52,7 @@ func (p *page) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Security-Policy", pageCSP)
 	h.Set("Referrer-Policy", "no-referrer")
 	h.Set("Cache-Control", "no-store")
-	switch r.URL.Path {
+	switch r.URL.EscapedPath() {
 	case "/", "/index.html", "/assets/app.js", "/assets/style.css":
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			demoError(w, http.StatusMethodNotAllowed, "method not allowed")
@@ -53,7 +60,9 @@ func (p *page) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		p.assets.ServeHTTP(w, r)
 	case "/demo/config":
-		writeDemo(w, http.StatusOK, map[string]string{"apiKey": p.info.APIKey, "appid": p.info.AppID, "emulator": p.info.EmulatorURL})
+		p.post(w, r, func([]byte) (any, error) {
+			return map[string]string{"apiKey": p.info.APIKey, "appid": p.info.AppID, "emulator": p.info.EmulatorURL}, nil
+		})
 	case "/demo/mint":
 		p.post(w, r, p.mint)
 	case "/demo/fault":
@@ -61,8 +70,16 @@ func (p *page) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "/demo/code-stats":
 		p.post(w, r, p.codeStats)
 	default:
-		demoError(w, http.StatusNotFound, "not found")
+		server.WriteNotFound(w, r)
 	}
+}
+
+// sameOrigin reports whether r was sent by a page of this origin: browsers
+// send Origin with every POST, and another site's form or fetch carries
+// that site's origin.
+func sameOrigin(r *http.Request) bool {
+	o := r.Header.Get("Origin")
+	return o != "" && o == "http://"+r.Host
 }
 
 // loopbackHost reports whether a Host header names this machine.
@@ -80,7 +97,16 @@ func loopbackHost(host string) bool {
 
 func (p *page) post(w http.ResponseWriter, r *http.Request, fn func(body []byte) (any, error)) {
 	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
 		demoError(w, http.StatusMethodNotAllowed, "method not allowed")
+		return
+	}
+	if !sameOrigin(r) {
+		demoError(w, http.StatusForbidden, "the demo endpoints answer the demo page only (same-origin Origin required)")
+		return
+	}
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		demoError(w, http.StatusUnsupportedMediaType, "the body must be JSON with Content-Type: application/json")
 		return
 	}
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 4<<10))

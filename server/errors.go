@@ -20,7 +20,9 @@ type ErrorCode string
 // Error codes. docs/errors.md explains each one and what a client should do.
 const (
 	// CodeInvalidRequest (400): the body is not the JSON object the route
-	// expects (malformed, an unknown field, a wrong type, trailing data).
+	// expects (malformed, an unknown field, a field twice, a field name in
+	// another letter case, a wrong type, trailing data), or the request
+	// carried both Transfer-Encoding and Content-Length.
 	CodeInvalidRequest ErrorCode = "invalid_request"
 	// CodeMalformedCode (400): the code is empty, too long or not printable
 	// ASCII; it was not sent to WeChat.
@@ -41,6 +43,9 @@ const (
 	// CodeMethodNotAllowed (405): the route exists with another method (see
 	// the Allow header).
 	CodeMethodNotAllowed ErrorCode = "method_not_allowed"
+	// CodeRequestTimeout (408): the body did not arrive within the
+	// server's read deadline; nothing was sent to WeChat.
+	CodeRequestTimeout ErrorCode = "request_timeout"
 	// CodeCodeAlreadyUsed (409): the code was already exchanged for
 	// another caller (API key, appid or openid); its outcome is not
 	// disclosed.
@@ -120,6 +125,7 @@ func ErrorCodes() []ErrorInfo {
 		{CodeForbidden, []int{403}},
 		{CodeNotFound, []int{404}},
 		{CodeMethodNotAllowed, []int{405}},
+		{CodeRequestTimeout, []int{408}},
 		{CodeCodeAlreadyUsed, []int{409}},
 		{CodeTokenStillValid, []int{409}},
 		{CodeBodyTooLarge, []int{413}},
@@ -151,6 +157,7 @@ type apiError struct {
 	rid        string
 	retryAfter time.Duration
 	allow      string // Allow header for 405
+	close      bool   // answer with Connection: close
 	cause      error  // logged, never sent
 }
 
@@ -249,6 +256,27 @@ func classifyCause(err error) *apiError {
 		return withWeChat(newError(http.StatusBadGateway, CodeUpstreamError, "WeChat refused the request (an unexpected status or errcode), or it could not be sent. Retry later with the same code."))
 	}
 	return withWeChat(newError(http.StatusInternalServerError, CodeInternalError, "Internal error."))
+}
+
+// classifyToken maps an error of the token routes: the same codes as
+// classify, with messages for a token client (there is no code there to
+// speak of).
+func classifyToken(err error) *apiError {
+	e := classify(err)
+	switch e.code {
+	case CodeTokenUnavailable:
+		e.msg = "No usable WeChat access token right now (WeChat refused the fetch, a cool-down, or the force-refresh budget is spent). Keep using a token you hold until it expires, retry after the delay in Retry-After, and do not fetch from WeChat yourself."
+	case CodeUpstreamTimeout:
+		e.msg = "The deadline passed before a token could be had. Retry shortly."
+	case CodeShuttingDown:
+		e.msg = "This instance is shutting down; retry on another one."
+	case CodeWeChatRateLimited:
+		e.msg = "WeChat's per-minute limit was reached. Retry after the delay in Retry-After."
+	case CodeWeChatBusy, CodeUpstreamError, CodeOutcomeUnknown:
+		e.code, e.status = CodeUpstreamError, http.StatusBadGateway
+		e.msg = "WeChat failed while a token was being fetched. Retry later."
+	}
+	return e
 }
 
 // isTokenFailure reports errors about the access token rather than the

@@ -91,7 +91,7 @@ func (s *Server) knownApp(appID string) string {
 
 func (s *Server) handlePhone(w http.ResponseWriter, r *http.Request, rc *reqCtx) {
 	var req phoneRequest
-	if e := decodeStrict(r, &req, "code, appid, openid"); e != nil {
+	if e := decodeFields(r, field{name: "code", dst: &req.Code}, field{name: "appid", dst: &req.AppID}, field{name: "openid", dst: &req.OpenID}); e != nil {
 		s.writeError(w, rc, e)
 		return
 	}
@@ -154,7 +154,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request, rc *reqCtx)
 	rc.appID = s.knownApp(appID)
 	tok, err := s.svc.AccessToken(r.Context(), appID)
 	if err != nil {
-		s.writeError(w, rc, classify(err))
+		s.writeError(w, rc, classifyToken(err))
 		return
 	}
 	s.writeToken(w, tok)
@@ -167,7 +167,7 @@ type invalidateRequest struct {
 
 func (s *Server) handleInvalidate(w http.ResponseWriter, r *http.Request, rc *reqCtx) {
 	var req invalidateRequest
-	if e := decodeStrict(r, &req, "appid, access_token"); e != nil {
+	if e := decodeFields(r, field{name: "appid", dst: &req.AppID}, field{name: "access_token", dst: &req.AccessToken}); e != nil {
 		s.writeError(w, rc, e)
 		return
 	}
@@ -184,7 +184,7 @@ func (s *Server) handleInvalidate(w http.ResponseWriter, r *http.Request, rc *re
 	}
 	tok, err := s.svc.InvalidateToken(r.Context(), req.AppID, req.AccessToken)
 	if err != nil {
-		s.writeError(w, rc, classify(err))
+		s.writeError(w, rc, classifyToken(err))
 		return
 	}
 	s.writeToken(w, tok)

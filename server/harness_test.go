@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/wxphone/wxphone"
+	"github.com/wxphone/wxphone/internal/contract"
 	"github.com/wxphone/wxphone/internal/logtest"
 	"github.com/wxphone/wxphone/metrics"
 	"github.com/wxphone/wxphone/ratelimit"
@@ -46,6 +47,8 @@ type envOpts struct {
 	checks          []server.Check
 	fallback        http.Handler
 	wrap            func(http.Handler) http.Handler // around the emulator
+	wrapServer      func(http.Handler) http.Handler // around the server's handler, inside the contract check
+	contract        contract.Reporter               // receives contract failures; default the test
 	noWarm          bool                            // do not fetch tokens before the test
 	serverCfg       func(*server.Config)            // adjusts the server's configuration
 	clientCfg       func(*wxphone.Config)           // adjusts each client's configuration
@@ -141,7 +144,22 @@ func newEnv(t *testing.T, o envOpts) *env {
 		t.Fatal(err)
 	}
 	e.srv = srv
-	e.ts = httptest.NewServer(srv.Handler())
+	// Every answer the test receives is checked against docs/openapi.json.
+	sh := srv.Handler()
+	if o.wrapServer != nil {
+		sh = o.wrapServer(sh)
+	}
+	var rep contract.Reporter = t
+	if o.contract != nil {
+		rep = o.contract
+	}
+	ck := checker(t)
+	if o.fallback != nil {
+		// A Fallback's answers are its own: only the API's are checked
+		// (and a 404, which must have the documented shape).
+		ck = ck.Ignoring(func(p string) bool { return !ck.Documented(p) })
+	}
+	e.ts = httptest.NewServer(ck.Handler(rep, sh))
 	t.Cleanup(e.ts.Close)
 	e.hc = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	t.Cleanup(e.hc.CloseIdleConnections)

@@ -18,7 +18,12 @@
 // exchange's 200 body) into a log line, a header or an error body. Request
 // bodies are decoded strictly: unknown fields are refused with 400, so that
 // a misspelt "openid" cannot silently drop the binding the caller asked
-// for.
+// for, and so are a field given twice and a field name in another letter
+// case. The edge refuses what two HTTP implementations could read
+// differently: routing uses the path as sent (a percent-encoded slash or
+// letter reaches no route), Run closes a connection that carries a request
+// with both Transfer-Encoding and Content-Length, and an X-Request-Id
+// outside [A-Za-z0-9._-]{1,64} is replaced.
 package server
 
 import (
@@ -55,8 +60,9 @@ const (
 	DefaultShutdownTimeout = 30 * time.Second
 	// MinAPIKeyLen is the shortest API key accepted.
 	MinAPIKeyLen = 16
-	// MaxRequestIDLen bounds an incoming X-Request-Id; longer or
-	// non-printable ones are replaced by a generated id.
+	// MaxRequestIDLen bounds an incoming X-Request-Id; longer ones, and
+	// ones with other characters than [A-Za-z0-9._-], are replaced by a
+	// generated id.
 	MaxRequestIDLen = 64
 )
 
@@ -104,7 +110,9 @@ type Config struct {
 	// ReadyChecks are extra /readyz checks.
 	ReadyChecks []Check
 	// Fallback serves requests that match no API route (the demo page);
-	// default a JSON 404.
+	// default a JSON 404. It calls WriteNotFound for the paths it does not
+	// serve. A request whose path holds percent-encoding that is not
+	// needed (URL.RawPath set, as in /%64emo) never reaches it: 404.
 	Fallback http.Handler
 	// Addr is the listen address of ListenAndServe; default ":8080".
 	Addr string
@@ -324,6 +332,10 @@ func (s *Server) ListenAndServe(ctx context.Context) error {
 // exchanges and stops the token refreshers. Unless NoWarm is set it also
 // fetches every app's token in the background until that succeeds, so that
 // /readyz turns ready without waiting for traffic. Run may be called once.
+//
+// Run also refuses, and closes, an HTTP/1 connection that carries a request
+// with both Transfer-Encoding and Content-Length; Handler served by another
+// http.Server cannot see those headers (net/http drops Content-Length).
 func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	first := false
 	s.runOnce.Do(func() { first = true })
@@ -340,6 +352,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		ConnContext:       connContext,
 	}
 	if s.h2c {
 		hs.Protocols = new(http.Protocols)
@@ -353,7 +366,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		go func() { defer warmDone.Done(); s.warm(warmCtx) }()
 	}
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- hs.Serve(ln) }()
+	go func() { serveErr <- hs.Serve(edgeListener{ln}) }()
 	s.log.Info("listening", "addr", ln.Addr().String(), "apps", s.svc.Apps())
 
 	var err error

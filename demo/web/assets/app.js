@@ -102,8 +102,8 @@ async function fault(name) {
 
 async function init() {
   try {
-    const res = await fetch("/demo/config");
-    const cfg = await res.json();
+    const res = await postJSON("/demo/config", {});
+    const cfg = res.json;
     apiKey = cfg.apiKey;
     $("tap").disabled = false;
     setState("Ready (" + cfg.appid + "). Tap the green button.");
