@@ -372,7 +372,7 @@ func TestTokenRoutesTellTokenClients(t *testing.T) {
 	e := newEnv(t, envOpts{noWarm: true})
 	e.fault(wxmock.Fault{Endpoint: wxmock.EndpointStableToken, Kind: wxmock.FaultErrcode, Errcode: 45009, Count: 1})
 	s, h, b := e.phone(keyPhone, map[string]string{"code": e.mint(appA, "13900003333")})
-	if s != 503 || h.Get("Retry-After") == "" || !strings.Contains(decodeErr(t, b).Error.Message, "code was not used") {
+	if s != 503 || h.Get("Retry-After") == "" || !strings.Contains(decodeErr(t, b).Error.Message, "did not send the code") {
 		t.Errorf("phone route: %d Retry-After %q %s", s, h.Get("Retry-After"), b)
 	}
 }

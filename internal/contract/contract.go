@@ -175,6 +175,13 @@ func (c *Checker) Check(req *http.Request, status int, header http.Header, body 
 			return fmt.Errorf("%s: an unknown path must answer 404 components.responses.NotFound", what)
 		}
 		op = &openapi3.Operation{Responses: openapi3.NewResponses(openapi3.WithStatus(http.StatusNotFound, nf))}
+	case status == http.StatusNotFound && optionalRoute(pi):
+		// A route the document marks as absent in some configurations.
+		nf := c.doc.Components.Responses["NotFound"]
+		if nf == nil {
+			return fmt.Errorf("%s: no components.responses.NotFound", what)
+		}
+		op = &openapi3.Operation{Responses: openapi3.NewResponses(openapi3.WithStatus(http.StatusNotFound, nf))}
 	case pi.GetOperation(req.Method) == nil:
 		// A method the path does not have: its operations' 405.
 		for _, o := range pi.Operations() {
@@ -236,6 +243,18 @@ func truncate(b []byte) string {
 type Reporter interface {
 	Helper()
 	Errorf(format string, args ...any)
+}
+
+// optionalRoute reports whether the document marks pi's route as absent in
+// some configurations (x-optional-route on its operations): it then answers
+// 404 to every method.
+func optionalRoute(pi *openapi3.PathItem) bool {
+	for _, o := range pi.Operations() {
+		if o.Extensions["x-optional-route"] != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // Handler wraps h so that every answer it writes is checked; a mismatch
