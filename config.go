@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net/http"
 	"time"
+
+	"github.com/wxphone/wxphone/apisec"
 )
 
 // Config configures a Client or a TokenManager for one Mini Program.
@@ -38,6 +40,16 @@ type Config struct {
 	TokenSource TokenSource
 	// Token tunes the default TokenManager.
 	Token TokenOptions
+	// APISecurity, when set, sends every call that WeChat marks as
+	// supporting it (getuserphonenumber) through WeChat's API security
+	// mode: the request is encrypted and signed, and the answer must be
+	// signed by one of the configured platform certificates and decrypt
+	// (see package apisec). Load it with apisec.Load.
+	APISecurity *apisec.Keys
+	// NoOpenIDBinding stops PhoneRequest.OpenID from being sent to
+	// WeChat (it is sent by default, so that WeChat checks that the code
+	// belongs to that user).
+	NoOpenIDBinding bool
 }
 
 // TokenOptions tune a TokenManager. Zero values take the defaults.
