@@ -315,6 +315,7 @@ type Extension interface {
 	SymKey(sn string, key []byte) (*SymKey, bool, error)
 	AppKey(sn string, block *pem.Block) (*AppKey, bool, error)
 	PlatformCert(sn string, der []byte) (*PlatformCert, bool, error)
+	PublicKey(block *pem.Block) (Verifier, bool, error)
 }
 
 // Material is one app's key material as the MP console gives it.
@@ -454,4 +455,51 @@ func parseCert(sn string, der []byte, ext Extension) (*PlatformCert, error) {
 		return nil, fmt.Errorf("apisec: platform certificate %s cannot be parsed (or its algorithm is not enabled)", sn)
 	}
 	return NewRSAPlatformCert(sn, c)
+}
+
+// ParsePublicKey parses an app public key (PKIX "PUBLIC KEY" or PKCS#1
+// "RSA PUBLIC KEY" PEM) into its Verifier, as the platform (the emulator)
+// holds it. ext may be nil.
+func ParsePublicKey(pemBytes []byte, ext Extension) (Verifier, error) {
+	block, _ := pem.Decode(pemBytes)
+	if block == nil {
+		return nil, errors.New("apisec: the public key is not PEM")
+	}
+	if ext != nil {
+		if v, ok, err := ext.PublicKey(block); ok || err != nil {
+			return v, err
+		}
+	}
+	var pub any
+	var err error
+	switch block.Type {
+	case "PUBLIC KEY":
+		pub, err = x509.ParsePKIXPublicKey(block.Bytes)
+	case "RSA PUBLIC KEY":
+		pub, err = x509.ParsePKCS1PublicKey(block.Bytes)
+	default:
+		return nil, fmt.Errorf("apisec: the public key is a PEM %q block; want PUBLIC KEY or RSA PUBLIC KEY", block.Type)
+	}
+	if err != nil {
+		return nil, errors.New("apisec: the public key cannot be parsed (or its algorithm is not enabled)")
+	}
+	rk, ok := pub.(*rsa.PublicKey)
+	if !ok || rk.N.BitLen() < 2048 {
+		return nil, errors.New("apisec: the public key is not an RSA key of at least 2048 bits")
+	}
+	return RSAVerifier{Key: rk}, nil
+}
+
+// PublicKeyPEM returns the PKIX PEM of an RSA app key's public key, as the
+// app uploads it to the MP console.
+func (k *AppKey) PublicKeyPEM() ([]byte, error) {
+	rs, ok := k.signer.(*RSASigner)
+	if !ok {
+		return nil, errors.New("apisec: not an RSA key")
+	}
+	der, err := x509.MarshalPKIXPublicKey(&rs.key.PublicKey)
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), nil
 }
