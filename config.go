@@ -182,5 +182,15 @@ func (c Config) newUpstream() (*upstream, *slog.Logger, error) {
 	if direct != nil {
 		u.postHeader, u.getHeader = newHeader(true), newHeader(false)
 	}
-	return u, log.With("appid", c.AppID), nil
+	log = log.With("appid", c.AppID)
+	u.log = log
+	if c.APISecurity != nil {
+		if c.APISecurity.AppID != c.AppID {
+			return nil, nil, errors.New("wxphone: APISecurity.AppID must be the Config's AppID")
+		}
+		if u.sec, err = apisec.NewClient(*c.APISecurity, nil); err != nil {
+			return nil, nil, err
+		}
+	}
+	return u, log, nil
 }
