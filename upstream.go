@@ -177,11 +177,11 @@ type upstream struct {
 	// http.Client's redirect, cookie and timeout machinery, none of which
 	// that client uses (no redirects, no jar; the overall timeout is
 	// applied here as a context deadline when the caller set none).
-	direct                *http.Transport
-	h2c                   bool // direct speaks HTTP/2 to plain http:// (Config.H2C)
+	direct *http.Transport
+	h2c    bool // direct speaks HTTP/2 to plain http:// (Config.H2C)
 
-	sec *apisec.Client // the API security mode (Config.APISecurity); nil: plaintext
-	log *slog.Logger
+	sec                   *apisec.Client // the API security mode (Config.APISecurity); nil: plaintext
+	log                   *slog.Logger
 	postHeader, getHeader http.Header
 }
 
