@@ -4,8 +4,10 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
@@ -294,5 +296,45 @@ func TestOpenIDBindingSealed(t *testing.T) {
 	var ae *APIError
 	if !errors.As(err, &ae) || ae.ErrCode != wxmock.DefaultOpenIDMismatchErrcode {
 		t.Fatalf("sealed mismatch: %v", err)
+	}
+}
+
+// Nothing of the mode's secrets reaches a log line or an error: not the
+// keys, not an IV or ciphertext that crossed the wire, not the code or the
+// number (debug logging on, success and failure paths).
+func TestAPISecurityRedaction(t *testing.T) {
+	t.Parallel()
+	env := newSrvEnv(t)
+	logs := new(logtest.Buffer)
+	c := secClient(t, env, secSetup(t, env.emu, 0), logs)
+	ctx := ctxTimeout(t, 20*time.Second)
+	var errs []string
+	code := mintPhone(t, env.emu, testPhone)
+	if _, err := c.PhoneNumber(ctx, code); err != nil {
+		t.Fatal(err)
+	}
+	addFault(t, env.emu, wxmock.Fault{Endpoint: wxmock.EndpointPhone, Kind: wxmock.FaultBadSignature, Count: 1})
+	code2 := mintPhone(t, env.emu, testPhone)
+	if _, err := c.PhoneNumber(ctx, code2); err != nil {
+		errs = append(errs, err.Error(), fmt.Sprintf("%+v %#v", err, err))
+	}
+	if _, err := c.PhoneNumber(ctx, code); err != nil {
+		errs = append(errs, err.Error())
+	}
+	secrets := []string{code, code2, testPhone, testSymKey, string(testAppKeyPEM(t, 0)[40:90])}
+	for _, r := range env.rec.requests() {
+		var env struct{ IV, Data string }
+		if json.Unmarshal([]byte(r.Body), &env) == nil && env.IV != "" {
+			secrets = append(secrets, env.IV, env.Data[:20])
+		}
+	}
+	out := logs.String() + strings.Join(errs, "\n")
+	for _, s := range secrets {
+		if strings.Contains(out, s) {
+			t.Errorf("%q appears in the logs or errors", s)
+		}
+	}
+	if len(errs) == 0 {
+		t.Fatal("the bad signature was not refused")
 	}
 }

@@ -88,6 +88,13 @@ const (
 	// CodeNotReady (503, /readyz only): an app has no usable token or a
 	// readiness check failed.
 	CodeNotReady ErrorCode = "not_ready"
+	// CodeAPISecurityMisconfigured (503): WeChat refused the request of the
+	// API security mode for a configuration reason (errcode 40234–40239);
+	// the message names the setting to check. The code was not used.
+	CodeAPISecurityMisconfigured ErrorCode = "api_security_misconfigured"
+	// CodeClockSkew (503): WeChat refused the request's timestamp (errcode
+	// 40240): this machine's clock is off. The code was not used.
+	CodeClockSkew ErrorCode = "clock_skew"
 	// CodeUpstreamTimeout (504): the deadline passed while the code was
 	// not used (nothing was sent, or an earlier request with the same code
 	// is still running); retrying with the same code is safe.
@@ -130,6 +137,8 @@ func ErrorCodes() []ErrorInfo {
 		{CodeStoreUnavailable, []int{503}},
 		{CodeShuttingDown, []int{503}},
 		{CodeNotReady, []int{503}},
+		{CodeAPISecurityMisconfigured, []int{503}},
+		{CodeClockSkew, []int{503}},
 		{CodeUpstreamTimeout, []int{504}},
 	}
 }
@@ -156,6 +165,7 @@ const (
 	msgOutcomeUnknown = "WeChat may have used the code but its answer was lost. Do not send this code again: ask the user to tap the button again."
 	msgInFlight       = "The deadline passed while the same code is still being exchanged by an earlier request. The code was not wasted: retrying with the same code is safe and returns that exchange's outcome."
 	msgTimeout        = "The deadline passed before the code was sent to WeChat. Retrying with the same code is safe."
+	msgUnverified     = "WeChat's answer failed verification (API security mode: unsigned, bad signature, unknown platform certificate or undecryptable) and was refused. WeChat may have used the code: do not send it again, ask the user to tap the button again; check WX_API_PLATFORM_CERT_FILE and WX_API_PLATFORM_CERT_SN."
 )
 
 // classify maps an error from the service to its answer. The order
@@ -179,7 +189,11 @@ func classify(err error) *apiError {
 		if wxphone.IsTimeout(err) {
 			status = http.StatusGatewayTimeout
 		}
-		return withWeChat(newError(status, CodeOutcomeUnknown, msgOutcomeUnknown))
+		msg := msgOutcomeUnknown
+		if errors.Is(err, wxphone.ErrAnswerUnverified) {
+			msg = msgUnverified
+		}
+		return withWeChat(newError(status, CodeOutcomeUnknown, msg))
 	case errors.Is(err, service.ErrForeignReplay):
 		return withWeChat(newError(http.StatusConflict, CodeCodeAlreadyUsed,
 			"This code was already exchanged by another caller (API key, appid or openid). Ask the user to tap the button again."))
@@ -207,6 +221,13 @@ func classify(err error) *apiError {
 			e.retryAfter = d
 		}
 		return e
+	case errors.Is(err, wxphone.ErrAPISecurityConfig):
+		return withWeChat(newError(http.StatusServiceUnavailable, CodeAPISecurityMisconfigured,
+			"WeChat refused the request: the API security mode is misconfigured (errcode "+strconv.Itoa(ae.ErrCode)+"): "+
+				wxphone.APISecuritySettings(ae.ErrCode)+". The code was not used; retry after fixing the configuration."))
+	case errors.Is(err, wxphone.ErrClockSkew):
+		return withWeChat(newError(http.StatusServiceUnavailable, CodeClockSkew,
+			"WeChat refused the request's timestamp (errcode 40240, clock skew): check this machine's clock (NTP). The code was not used."))
 	case errors.Is(err, wxphone.ErrInvalidCode):
 		return withWeChat(newError(http.StatusUnprocessableEntity, CodeInvalidCode, "WeChat refused the code: it does not exist, expired or was already used. Ask the user to tap the button again."))
 	case errors.Is(err, wxphone.ErrAppIDMismatch):

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/wxphone/wxphone"
+	"github.com/wxphone/wxphone/apisec"
 	"github.com/wxphone/wxphone/internal/logtest"
 	"github.com/wxphone/wxphone/metrics"
 	"github.com/wxphone/wxphone/ratelimit"
@@ -47,6 +48,9 @@ type envOpts struct {
 	fallback        http.Handler
 	wrap            func(http.Handler) http.Handler // around the emulator
 	noWarm          bool                            // do not fetch tokens before the test
+	// apiSecurity, when set, puts each served app in the API security
+	// mode with the keys it returns (after configuring the emulator).
+	apiSecurity func(emu *wxmock.Server, appid string) *apisec.Keys
 }
 
 // env is the emulator, the service and the server, wired for real over
@@ -105,8 +109,12 @@ func newEnv(t *testing.T, o envOpts) *env {
 	t.Cleanup(e.up.CloseIdleConnections)
 	var clients []*wxphone.Client
 	for _, a := range o.served {
-		c, err := wxphone.New(wxphone.Config{AppID: a.AppID, Secret: wxphone.Secret(a.Secret), BaseURL: e.emuTS.URL,
-			HTTPClient: e.up, Logger: logger, Hooks: e.m.Hooks()})
+		cfg := wxphone.Config{AppID: a.AppID, Secret: wxphone.Secret(a.Secret), BaseURL: e.emuTS.URL,
+			HTTPClient: e.up, Logger: logger, Hooks: e.m.Hooks()}
+		if o.apiSecurity != nil {
+			cfg.APISecurity = o.apiSecurity(emu, a.AppID)
+		}
+		c, err := wxphone.New(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}

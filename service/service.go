@@ -179,7 +179,18 @@ type Request struct {
 	// name or keyed hash, never the key itself); replays are served only
 	// to the same caller.
 	Caller string
+	// Kind optionally says which button produced the code: KindQuick
+	// (getPhoneNumber, ¥0.03 per grant) or KindRealtime
+	// (getRealtimePhoneNumber, ¥0.04). Both are exchanged the same way;
+	// the kind only labels the grants metric. "" counts as unspecified.
+	Kind string
 }
+
+// Code kinds of Request.Kind.
+const (
+	KindQuick    = "quick"
+	KindRealtime = "realtime"
+)
 
 // Result is a successful exchange.
 type Result struct {
@@ -296,6 +307,11 @@ func validate(req *Request) error {
 		if ch := req.OpenID[i]; ch <= ' ' || ch > '~' {
 			return &wxphone.InputError{Field: "openid", Reason: "must be printable ASCII without spaces"}
 		}
+	}
+	switch req.Kind {
+	case "", KindQuick, KindRealtime:
+	default:
+		return &wxphone.InputError{Field: "kind", Reason: `must be "quick" or "realtime"`}
 	}
 	return nil
 }
@@ -433,15 +449,17 @@ func (s *Service) exchange(parent context.Context, c *wxphone.Client, key string
 	}()
 	ctx, cancel := context.WithTimeout(parent, s.timeout)
 	defer cancel()
-	info, err := c.PhoneNumber(ctx, req.Code)
-	return s.record(parent, c.AppID(), key, &rec, info, err)
+	// The openid goes to WeChat too (unless the app's binding is off),
+	// which then checks that the code belongs to that user.
+	info, err := c.Exchange(ctx, wxphone.PhoneRequest{Code: req.Code, OpenID: req.OpenID})
+	return s.record(parent, c.AppID(), req.Kind, key, &rec, info, err)
 }
 
 // record counts an exchange's outcome, keeps a final one in the replay
 // store (or this process) and releases the claim otherwise. It is a
 // function of its own so that its frame is not on the stack while the
 // upstream call waits.
-func (s *Service) record(parent context.Context, appID, key string, rec *replay.Record, info *wxphone.PhoneInfo, err error) (*Result, error) {
+func (s *Service) record(parent context.Context, appID, kind, key string, rec *replay.Record, info *wxphone.PhoneInfo, err error) (*Result, error) {
 	if rec.Tainted && errors.Is(err, wxphone.ErrInvalidCode) {
 		err = &wxphone.OutcomeUnknownError{Op: wxphone.OpPhoneNumber, Err: err}
 	}
@@ -466,6 +484,10 @@ func (s *Service) record(parent context.Context, appID, key string, rec *replay.
 	if err != nil {
 		return nil, err
 	}
+	if kind == "" {
+		kind = "unspecified"
+	}
+	s.metrics.Grants.WithLabelValues(appID, kind).Inc()
 	return &Result{AppID: appID, Phone: *info}, nil
 }
 
