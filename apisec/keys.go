@@ -160,6 +160,9 @@ func (s *RSASigner) Verifier() Verifier { return RSAVerifier{Key: &s.key.PublicK
 // RSAVerifier verifies RSA-PSS SHA-256 signatures with salt length 32.
 type RSAVerifier struct{ Key *rsa.PublicKey }
 
+// Algorithm returns RSAwithSHA256.
+func (RSAVerifier) Algorithm() string { return RSAwithSHA256 }
+
 // Verify implements Verifier.
 func (v RSAVerifier) Verify(msg, sig []byte) error {
 	d := sha256.Sum256(msg)
@@ -457,6 +460,25 @@ func parseCert(sn string, der []byte, ext Extension) (*PlatformCert, error) {
 	return NewRSAPlatformCert(sn, c)
 }
 
+// KeyGenerator makes platform key pairs of an algorithm beyond RSA (the
+// emulator's platform key for an app whose key is SM2). An Extension may
+// implement it.
+type KeyGenerator interface {
+	// GeneratePlatformKey makes a key pair of alg with a self-signed
+	// certificate naming appID; ok is false for an algorithm it does not
+	// handle.
+	GeneratePlatformKey(alg, sn, appID string, now time.Time) (k *PlatformKey, ok bool, err error)
+}
+
+// AlgorithmOf returns the algorithm of a Verifier that says it
+// (RSAVerifier and the extensions' verifiers do), else RSAwithSHA256.
+func AlgorithmOf(v Verifier) string {
+	if a, ok := v.(interface{ Algorithm() string }); ok {
+		return a.Algorithm()
+	}
+	return RSAwithSHA256
+}
+
 // ParsePublicKey parses an app public key (PKIX "PUBLIC KEY" or PKCS#1
 // "RSA PUBLIC KEY" PEM) into its Verifier, as the platform (the emulator)
 // holds it. ext may be nil.
@@ -490,12 +512,16 @@ func ParsePublicKey(pemBytes []byte, ext Extension) (Verifier, error) {
 	return RSAVerifier{Key: rk}, nil
 }
 
-// PublicKeyPEM returns the PKIX PEM of an RSA app key's public key, as the
-// app uploads it to the MP console.
+// PublicKeyPEM returns the PKIX PEM of the app key's public key, as the
+// app uploads it to the MP console (a signer of another algorithm provides
+// it through a PublicKeyPEM method of its own).
 func (k *AppKey) PublicKeyPEM() ([]byte, error) {
+	if p, ok := k.signer.(interface{ PublicKeyPEM() ([]byte, error) }); ok {
+		return p.PublicKeyPEM()
+	}
 	rs, ok := k.signer.(*RSASigner)
 	if !ok {
-		return nil, errors.New("apisec: not an RSA key")
+		return nil, errors.New("apisec: this key cannot export its public key")
 	}
 	der, err := x509.MarshalPKIXPublicKey(&rs.key.PublicKey)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/wxphone/wxphone/apisec"
+	"github.com/wxphone/wxphone/apisec/sm"
 )
 
 // apiSecEntry is one app's API security mode settings: in the apps file
@@ -90,6 +91,6 @@ func (e *apiSecEntry) load(appID, where string, names [6]string) (*apisec.Keys, 
 	return k, nil
 }
 
-// keyExtension is the parser of algorithms beyond AES256_GCM and
-// RSAwithSHA256 (none yet).
-func keyExtension() apisec.Extension { return nil }
+// keyExtension parses the national algorithms (SM4_GCM, SM2withSM3)
+// besides AES256_GCM and RSAwithSHA256.
+func keyExtension() apisec.Extension { return sm.Extension{} }

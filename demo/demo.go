@@ -31,6 +31,7 @@ import (
 
 	"github.com/wxphone/wxphone"
 	"github.com/wxphone/wxphone/apisec"
+	"github.com/wxphone/wxphone/apisec/sm"
 	"github.com/wxphone/wxphone/metrics"
 	"github.com/wxphone/wxphone/ratelimit"
 	"github.com/wxphone/wxphone/server"
@@ -329,7 +330,8 @@ func RunEmulator(ctx context.Context, opts EmulatorOptions, out io.Writer) error
 	if len(apps) == 0 {
 		apps, demoApp = []wxmock.App{{AppID: DemoAppID, Secret: DemoSecret}}, true
 	}
-	emu, err := wxmock.New(wxmock.Options{Apps: apps, LoadPrefix: opts.LoadPrefix, CountryCodeAsNumber: opts.CountryCodeAsNumber, Seed: opts.Seed, Logger: opts.Logger})
+	emu, err := wxmock.New(wxmock.Options{Apps: apps, LoadPrefix: opts.LoadPrefix, CountryCodeAsNumber: opts.CountryCodeAsNumber, Seed: opts.Seed, Logger: opts.Logger,
+		KeyExtension: sm.Extension{}})
 	if err != nil {
 		return err
 	}

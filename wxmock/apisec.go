@@ -49,7 +49,23 @@ type PlatformCertInfo struct {
 type secState struct {
 	platform apisec.Platform
 	required bool
-	rotation int // platform keys generated so far
+	rotation int    // platform keys generated so far
+	alg      string // the platform keys' algorithm: the app key's
+}
+
+// generatePlatformKey makes a platform key of alg: RSA here, another
+// algorithm through Options.KeyExtension when it generates keys.
+func (s *Server) generatePlatformKey(alg, sn, appid string) (*apisec.PlatformKey, error) {
+	if alg != apisec.RSAwithSHA256 {
+		if g, ok := s.keyExt.(apisec.KeyGenerator); ok {
+			k, handled, err := g.GeneratePlatformKey(alg, sn, appid, s.Now())
+			if handled || err != nil {
+				return k, err
+			}
+		}
+		return nil, fmt.Errorf("cannot generate a %s platform key: no key extension for it", alg)
+	}
+	return apisec.GeneratePlatformKey(sn, appid, s.Now())
 }
 
 func (st *secState) info() PlatformCertInfo {
@@ -67,22 +83,30 @@ func (s *Server) SetAPISecurity(appid string, cfg APISecurity) (PlatformCertInfo
 	if err != nil {
 		return PlatformCertInfo{}, err
 	}
+	alg := apisec.RSAwithSHA256
+	if cfg.AppKey != nil {
+		alg = apisec.AlgorithmOf(cfg.AppKey)
+	}
 	pk := cfg.PlatformKey
 	if pk == nil {
 		sn := cfg.PlatformSN
 		if sn == "" {
 			sn = "wxmock-platform-1"
 		}
-		if pk, err = apisec.GeneratePlatformKey(sn, appid, s.Now()); err != nil {
+		if pk, err = s.generatePlatformKey(alg, sn, appid); err != nil {
 			return PlatformCertInfo{}, err
 		}
 	}
 	if cfg.AppKey != nil && cfg.AppKeySN == "" {
 		return PlatformCertInfo{}, errors.New("app_key_sn is required with the app public key")
 	}
+	if v, ok := cfg.AppKey.(interface{ WithID(string) apisec.Verifier }); ok {
+		// SM2 signatures carry the signer's ID: the app key's number.
+		cfg.AppKey = v.WithID(cfg.AppKeySN)
+	}
 	st := &secState{
 		platform: apisec.Platform{AppID: appid, Sym: cfg.SymKey, AppKeySN: cfg.AppKeySN, AppKey: cfg.AppKey, Key: pk},
-		required: cfg.Required, rotation: 1,
+		required: cfg.Required, rotation: 1, alg: alg,
 	}
 	s.appMu.Lock()
 	s.apps[appid].sec = st
@@ -126,7 +150,7 @@ func (s *Server) RotatePlatformCert(appid string, finish bool) (PlatformCertInfo
 		st.platform.Deprecated = nil
 	} else {
 		st.rotation++
-		pk, err := apisec.GeneratePlatformKey(fmt.Sprintf("wxmock-platform-%d", st.rotation), appid, s.Now())
+		pk, err := s.generatePlatformKey(st.alg, fmt.Sprintf("wxmock-platform-%d", st.rotation), appid)
 		if err != nil {
 			return PlatformCertInfo{}, err
 		}
