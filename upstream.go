@@ -372,7 +372,7 @@ func (u *upstream) answer(op string, resp *http.Response, sealed *apisec.Sealed,
 func (u *upstream) openSealed(op string, h http.Header, body []byte, sealed *apisec.Sealed, out enveloped, sensitive []string) error {
 	a, err := u.sec.Open(sealed, h, body)
 	if err != nil {
-		var ve *apisec.VerifyError
+		ve := &apisec.VerifyError{Reason: apisec.ReasonMalformed}
 		errors.As(err, &ve)
 		u.log.Warn("WeChat's answer failed verification (API security mode): it is not trusted and the outcome is unknown",
 			"op", op, "reason", ve.Reason, "serials", ve.Serials)
