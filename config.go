@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/wxphone/wxphone/apisec"
 )
 
 // Config configures a Client or a TokenManager for one Mini Program.
@@ -48,6 +50,16 @@ type Config struct {
 	TokenSource TokenSource
 	// Token tunes the default TokenManager.
 	Token TokenOptions
+	// APISecurity, when set, sends every call that WeChat marks as
+	// supporting it (getuserphonenumber) through WeChat's API security
+	// mode: the request is encrypted and signed, and the answer must be
+	// signed by one of the configured platform certificates and decrypt
+	// (see package apisec). Load it with apisec.Load.
+	APISecurity *apisec.Keys
+	// NoOpenIDBinding stops PhoneRequest.OpenID from being sent to
+	// WeChat (it is sent by default, so that WeChat checks that the code
+	// belongs to that user).
+	NoOpenIDBinding bool
 }
 
 // TokenOptions tune a TokenManager. Zero values take the defaults.
@@ -202,5 +214,15 @@ func (c Config) newUpstream() (*upstream, *slog.Logger, error) {
 	if c.TracerProvider != nil {
 		u.tracer = c.TracerProvider.Tracer(tracerName)
 	}
-	return u, log.With("appid", c.AppID), nil
+	log = log.With("appid", c.AppID)
+	u.log = log
+	if c.APISecurity != nil {
+		if c.APISecurity.AppID != c.AppID {
+			return nil, nil, errors.New("wxphone: APISecurity.AppID must be the Config's AppID")
+		}
+		if u.sec, err = apisec.NewClient(*c.APISecurity, nil); err != nil {
+			return nil, nil, err
+		}
+	}
+	return u, log, nil
 }

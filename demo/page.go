@@ -22,6 +22,7 @@ import (
 //	POST /demo/mint         mint a phone code (WeChat's part)
 //	POST /demo/fault        inject an emulator fault for the next exchange
 //	POST /demo/code-stats   how often the emulator saw a code
+//	     /secure/…          the backend in the API security mode
 //
 // The demo endpoints answer only a same-origin POST with a JSON body (the
 // page's own fetch): a form another site posts, or a request without an
@@ -31,14 +32,15 @@ type page struct {
 	emu    *wxmock.Server
 	info   Info
 	assets http.Handler
+	secure http.Handler
 }
 
-func newPage(emu *wxmock.Server, info Info) http.Handler {
+func newPage(emu *wxmock.Server, info Info, secure http.Handler) http.Handler {
 	sub, err := fs.Sub(webFS, "web")
 	if err != nil {
 		panic(err) // the embedded tree is fixed at build time
 	}
-	return &page{emu: emu, info: info, assets: http.FileServerFS(sub)}
+	return &page{emu: emu, info: info, assets: http.FileServerFS(sub), secure: secure}
 }
 
 const pageCSP = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
@@ -46,6 +48,10 @@ const pageCSP = "default-src 'none'; script-src 'self'; style-src 'self'; connec
 func (p *page) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !loopbackHost(r.Host) {
 		http.Error(w, "the demo answers only on loopback host names", http.StatusMisdirectedRequest)
+		return
+	}
+	if p.secure != nil && strings.HasPrefix(r.URL.Path, SecurePrefix+"/") {
+		p.secure.ServeHTTP(w, r)
 		return
 	}
 	h := w.Header()
@@ -151,6 +157,8 @@ var faults = map[string]struct {
 	"drop_after_consume": {"WeChat uses the code and the connection drops before the answer: outcome_unknown (502).", []wxmock.Fault{{Endpoint: wxmock.EndpointPhone, Kind: wxmock.FaultDropAfterConsume, Count: 1}}, false},
 	"http_502":           {"A gateway answers 502 after WeChat used the code: outcome_unknown (502).", []wxmock.Fault{{Endpoint: wxmock.EndpointPhone, Kind: wxmock.FaultHTTPStatus, Status: 502, Consume: true, Count: 1}}, false},
 	"rate_limit":         {"WeChat answers 45011 (per-minute limit): wechat_rate_limited (429) with Retry-After.", []wxmock.Fault{{Endpoint: wxmock.EndpointPhone, Kind: wxmock.FaultErrcode, Errcode: 45011, Count: 1}}, false},
+	"unsigned_success":   {"API security mode: WeChat uses the code and answers the success unsigned, in plaintext: refused, outcome_unknown (502).", []wxmock.Fault{{Endpoint: wxmock.EndpointPhone, Kind: wxmock.FaultUnsignedSuccess, Count: 1}}, false},
+	"bad_signature":      {"API security mode: WeChat uses the code and the answer's signature does not verify: refused, outcome_unknown (502).", []wxmock.Fault{{Endpoint: wxmock.EndpointPhone, Kind: wxmock.FaultBadSignature, Count: 1}}, false},
 	"revoke_tokens":      {"Every access token is revoked: the exchange gets 40001, the token is refreshed and the exchange retried, transparently.", nil, true},
 	"clear":              {"All faults cleared.", nil, false},
 }

@@ -128,6 +128,7 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (*Replica, error)
 		c, err := wxphone.New(wxphone.Config{
 			AppID: a.AppID, Secret: a.Secret, BaseURL: cfg.APIBase, HTTPClient: o.HTTPClient, H2C: cfg.UpstreamH2C,
 			Logger: logger, Hooks: m.Hooks(), Token: tokOpts, TracerProvider: o.TracerProvider,
+			APISecurity: a.APISecurity, NoOpenIDBinding: a.NoOpenIDBinding,
 		})
 		if err != nil {
 			for _, c := range clients {
@@ -137,6 +138,10 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (*Replica, error)
 			return nil, fmt.Errorf("app %s: %w", a.AppID, err)
 		}
 		clients = append(clients, c)
+		if a.APISecurity != nil {
+			logger.Info("API security mode: exchanges are encrypted and signed, answers verified", "appid", a.AppID,
+				"sym_sn", a.APISecurity.Sym.SN(), "app_key_sn", a.APISecurity.App.SN(), "platform_certs", len(a.APISecurity.Platform))
+		}
 	}
 	timeout := cfg.ExchangeTimeout
 	if timeout <= 0 {

@@ -59,6 +59,7 @@ type phoneRequest struct {
 	Code   string `json:"code"`
 	AppID  string `json:"appid"`
 	OpenID string `json:"openid"`
+	Kind   string `json:"kind"`
 }
 
 type watermarkJSON struct {
@@ -91,12 +92,12 @@ func (s *Server) knownApp(appID string) string {
 
 func (s *Server) handlePhone(w http.ResponseWriter, r *http.Request, rc *reqCtx) {
 	var req phoneRequest
-	if e := decodeFields(r, field{name: "code", dst: &req.Code}, field{name: "appid", dst: &req.AppID}, field{name: "openid", dst: &req.OpenID}); e != nil {
+	if e := decodeFields(r, field{name: "code", dst: &req.Code}, field{name: "appid", dst: &req.AppID}, field{name: "openid", dst: &req.OpenID}, field{name: "kind", dst: &req.Kind}); e != nil {
 		s.writeError(w, rc, e)
 		return
 	}
 	rc.appID = s.knownApp(req.AppID)
-	res, err := s.svc.Exchange(r.Context(), service.Request{AppID: req.AppID, Code: req.Code, OpenID: req.OpenID, Caller: rc.caller})
+	res, err := s.svc.Exchange(r.Context(), service.Request{AppID: req.AppID, Code: req.Code, OpenID: req.OpenID, Kind: req.Kind, Caller: rc.caller})
 	if err != nil {
 		s.writeError(w, rc, classify(err))
 		return

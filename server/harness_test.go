@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/wxphone/wxphone"
+	"github.com/wxphone/wxphone/apisec"
 	"github.com/wxphone/wxphone/internal/contract"
 	"github.com/wxphone/wxphone/internal/logtest"
 	"github.com/wxphone/wxphone/metrics"
@@ -52,6 +53,9 @@ type envOpts struct {
 	noWarm          bool                            // do not fetch tokens before the test
 	serverCfg       func(*server.Config)            // adjusts the server's configuration
 	clientCfg       func(*wxphone.Config)           // adjusts each client's configuration
+	// apiSecurity, when set, puts each served app in the API security
+	// mode with the keys it returns (after configuring the emulator).
+	apiSecurity func(emu *wxmock.Server, appid string) *apisec.Keys
 }
 
 // env is the emulator, the service and the server, wired for real over
@@ -112,6 +116,9 @@ func newEnv(t *testing.T, o envOpts) *env {
 	for _, a := range o.served {
 		cc := wxphone.Config{AppID: a.AppID, Secret: wxphone.Secret(a.Secret), BaseURL: e.emuTS.URL,
 			HTTPClient: e.up, Logger: logger, Hooks: e.m.Hooks()}
+		if o.apiSecurity != nil {
+			cc.APISecurity = o.apiSecurity(emu, a.AppID)
+		}
 		if o.clientCfg != nil {
 			o.clientCfg(&cc)
 		}

@@ -19,7 +19,8 @@
 // single use and live for 5 minutes. docs/emulator.md describes the full
 // behaviour.
 //
-// The package imports only the standard library.
+// The package imports only the standard library and package apisec (which
+// imports only the standard library).
 package wxmock
 
 import (
@@ -32,6 +33,8 @@ import (
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
+
+	"github.com/wxphone/wxphone/apisec"
 )
 
 // Endpoint names used by faults and statistics.
@@ -66,6 +69,14 @@ const (
 	// FaultResetBeforeRead closes the connection with a TCP RST before the
 	// request body is read; nothing is processed.
 	FaultResetBeforeRead = "reset_before_read"
+	// FaultUnsignedSuccess (phone, API security mode) processes the request
+	// normally, consuming the code, then answers the success in plaintext,
+	// unsigned: a client must refuse it.
+	FaultUnsignedSuccess = "unsigned_success"
+	// FaultBadSignature (phone, API security mode) processes the request
+	// normally, consuming the code, then answers the sealed success with a
+	// signature that does not verify.
+	FaultBadSignature = "bad_signature"
 )
 
 // Defaults and fixed protocol constants.
@@ -146,7 +157,19 @@ type Options struct {
 	// Logger receives operational logs; nil discards them. The emulator
 	// never logs codes, tokens, secrets or full phone numbers.
 	Logger *slog.Logger
+	// OpenIDMismatchErrcode is the errcode of a getuserphonenumber call
+	// whose openid is not the user the code was minted for; default
+	// [DefaultOpenIDMismatchErrcode]. WeChat does not document it.
+	OpenIDMismatchErrcode int
+	// KeyExtension parses app public keys of algorithms beyond RSA (the
+	// national algorithms) for the admin API; nil: RSA only.
+	KeyExtension apisec.Extension
 }
+
+// DefaultOpenIDMismatchErrcode is the emulator's errcode for an openid
+// that does not match the code's user: 40003, WeChat's "invalid openid".
+// The real errcode for this case is not documented.
+const DefaultOpenIDMismatchErrcode = 40003
 
 // Server is the emulator. It is safe for concurrent use. Create it with
 // [New].
@@ -162,6 +185,8 @@ type Server struct {
 	ent           entropy
 	ccNumber      atomic.Bool
 	phoneRate     atomic.Int64
+	openidErr     atomic.Int64
+	keyExt        apisec.Extension
 
 	appMu  sync.RWMutex
 	apps   map[string]*appState
@@ -245,6 +270,11 @@ func New(opts Options) (*Server, error) {
 	}
 	s.ccNumber.Store(opts.CountryCodeAsNumber)
 	s.phoneRate.Store(int64(opts.PhoneRateLimit))
+	if opts.OpenIDMismatchErrcode == 0 {
+		opts.OpenIDMismatchErrcode = DefaultOpenIDMismatchErrcode
+	}
+	s.openidErr.Store(int64(opts.OpenIDMismatchErrcode))
+	s.keyExt = opts.KeyExtension
 	s.stats.init()
 	s.openapi.init()
 	for p, n := range opts.QuotaDailyLimits {
@@ -287,6 +317,16 @@ func (s *Server) SetPhoneRateLimit(perMinute int) error {
 		return errors.New("phone rate limit must not be negative")
 	}
 	s.phoneRate.Store(int64(perMinute))
+	return nil
+}
+
+// SetOpenIDMismatchErrcode sets the errcode of an exchange whose openid is
+// not the code's user (non-zero).
+func (s *Server) SetOpenIDMismatchErrcode(errcode int) error {
+	if errcode == 0 {
+		return errors.New("openid mismatch errcode must be non-zero")
+	}
+	s.openidErr.Store(int64(errcode))
 	return nil
 }
 
