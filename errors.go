@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/wxphone/wxphone/apisec"
 )
 
 // Operation names, as carried by the typed errors and the Hooks events.
@@ -16,6 +18,10 @@ const (
 	OpStableToken  = "stable_token"
 	OpToken        = "token"
 	OpCode2Session = "jscode2session"
+	// OpAPIDomainIP is GET /cgi-bin/get_api_domain_ip, the cheap call
+	// that needs a valid access token, used to check whether WeChat still
+	// accepts a token before a force refresh is spent on it.
+	OpAPIDomainIP = "get_api_domain_ip"
 )
 
 // Sentinel errors. Every error this package returns matches one or more of
@@ -43,6 +49,15 @@ var (
 	// after a resend). The code must not be sent again; ask the user to tap
 	// the button again. See *OutcomeUnknownError.
 	ErrOutcomeUnknown = errors.New("wxphone: outcome unknown: WeChat may have used the code")
+	// ErrCodeMayBeUsed: an earlier attempt of this exchange may have used
+	// the code (WeChat answered -1, which it may send after using a code)
+	// and the exchange then ended without an answer for it. The error
+	// also matches the sentinels of what ended it (ErrRateLimited,
+	// ErrTokenUnavailable, …). Retrying with the same code is allowed,
+	// but a later 40029 for it means "outcome unknown", never "invalid
+	// code". Every error matching ErrOutcomeUnknown matches it too. See
+	// *CodeMayBeUsedError.
+	ErrCodeMayBeUsed = errors.New("wxphone: WeChat may have used the code")
 	// ErrTokenFetchRefused: a token fetch failed for a reason retrying will
 	// not fix: wrong appid or secret, IP not whitelisted, secret frozen,
 	// daily quota (40013, 40125, 40164, 40243, 45009 and kin).
@@ -56,6 +71,21 @@ var (
 	// ErrForceRefreshLimited: a force refresh was needed but the 30 s
 	// spacing or the daily budget does not allow one.
 	ErrForceRefreshLimited = errors.New("wxphone: force-refresh budget exhausted")
+	// ErrTokenStillValid: a token reported as rejected is still accepted
+	// by WeChat (checked with get_api_domain_ip), so it was neither
+	// dropped nor replaced and no force refresh was spent. See
+	// TokenManager.InvalidateReported.
+	ErrTokenStillValid = errors.New("wxphone: WeChat still accepts the token")
+	// ErrTokenCheckFailed: asking WeChat whether a reported token is
+	// rejected failed (timeout, -1, an unexpected answer), so no force
+	// refresh was attempted. It comes inside a *TokenUnavailableError.
+	ErrTokenCheckFailed = errors.New("wxphone: could not check the token with WeChat")
+	// ErrRefreshLockNotHeld: in classic mode with a shared store, the
+	// fleet's refresh lock could not be taken (another instance holds it
+	// and stored no token in time, or the store is unavailable). A classic
+	// fetch invalidates every other holder's token, so none is made
+	// without the lock. It comes inside a *TokenUnavailableError.
+	ErrRefreshLockNotHeld = errors.New("wxphone: classic mode: refresh lock not held; not fetching")
 	// ErrWatermarkMismatch: the phone data carries another appid's
 	// watermark; the result is refused (fail closed).
 	ErrWatermarkMismatch = errors.New("wxphone: watermark appid mismatch")
@@ -68,7 +98,46 @@ var (
 	ErrDecrypt = errors.New("wxphone: cannot decrypt payload")
 	// ErrClosed: the Client or TokenManager was closed.
 	ErrClosed = errors.New("wxphone: closed")
+	// ErrAnswerUnverified: in the API security mode, WeChat's answer was
+	// not signed by a configured platform certificate, did not decrypt, or
+	// named another appid or time; it is not trusted. Since WeChat may
+	// have used the code, the exchange's error matches ErrOutcomeUnknown
+	// too. See *VerificationError.
+	ErrAnswerUnverified = errors.New("wxphone: WeChat's answer failed verification")
+	// ErrAPISecurity: WeChat refused a request of the API security mode
+	// (errcodes 40230–40240). The code was not used.
+	ErrAPISecurity = errors.New("wxphone: refused by WeChat's API security mode")
+	// ErrAPISecurityConfig: the API security mode is misconfigured on this
+	// side or in the MP console (40234 invalid signature, 40235 cannot
+	// decrypt, 40236 invalid Wechatmp-Appid, 40237 appid does not match
+	// the token, 40238 no symmetric key, 40239 no public key). Retrying
+	// will not help; APISecuritySettings names what to check.
+	ErrAPISecurityConfig = errors.New("wxphone: API security mode misconfigured")
+	// ErrClockSkew: errcode 40240, the request's timestamp is outside
+	// WeChat's window: this machine's clock is off.
+	ErrClockSkew = errors.New("wxphone: clock skew: WeChat refused the request's timestamp")
 )
+
+// APISecuritySettings names what to check for an errcode of the API
+// security mode that means misconfiguration (see ErrAPISecurityConfig),
+// or "" for any other errcode.
+func APISecuritySettings(errcode int) string {
+	switch errcode {
+	case 40234:
+		return "the app private key and its number (WX_API_PRIVATE_KEY_FILE, WX_API_PRIVATE_KEY_SN) must match the app public key in the MP console"
+	case 40235:
+		return "the symmetric key and its number (WX_API_SYM_KEY_FILE, WX_API_SYM_SN) must match the MP console's"
+	case 40236:
+		return "the appid (WX_APPID) must be the Mini Program whose API security mode is configured"
+	case 40237:
+		return "the access token must belong to the same appid (WX_APPID, WX_SECRET)"
+	case 40238:
+		return "no symmetric key is configured in the MP console (API安全 → API对称密钥) for this appid; check WX_API_SYM_KEY_FILE and WX_API_SYM_SN"
+	case 40239:
+		return "no app public key is configured in the MP console (API安全 → API非对称密钥) for this appid; check WX_API_PRIVATE_KEY_FILE and WX_API_PRIVATE_KEY_SN"
+	}
+	return ""
+}
 
 // Token-related errcodes on business APIs.
 var tokenErrcodes = map[int]bool{40001: true, 40014: true, 42001: true, 41001: true}
@@ -115,6 +184,12 @@ func (e *APIError) Is(target error) bool {
 		return e.ErrCode == 45011
 	case ErrQuotaExhausted:
 		return e.ErrCode == 45009
+	case ErrAPISecurity:
+		return e.ErrCode >= 40230 && e.ErrCode <= 40240
+	case ErrAPISecurityConfig:
+		return e.ErrCode >= 40234 && e.ErrCode <= 40239
+	case ErrClockSkew:
+		return e.ErrCode == 40240
 	}
 	if isTokenOp(e.Op) {
 		return target == ErrTokenFetchRefused && refusedFetchErrcodes[e.ErrCode]
@@ -304,8 +379,62 @@ func (e *OutcomeUnknownError) As(target any) bool {
 	return false
 }
 
-// Is matches ErrOutcomeUnknown.
-func (e *OutcomeUnknownError) Is(target error) bool { return target == ErrOutcomeUnknown }
+// Is matches ErrOutcomeUnknown and ErrCodeMayBeUsed.
+func (e *OutcomeUnknownError) Is(target error) bool {
+	return target == ErrOutcomeUnknown || target == ErrCodeMayBeUsed
+}
+
+// CodeMayBeUsedError is the end of an exchange that did not obtain an
+// answer for its code after an attempt that may have used the code (see
+// ErrCodeMayBeUsed). Err is what ended it, and errors.Is matches its
+// sentinels, except ErrInvalidCode: a 40029 after such an attempt is an
+// *OutcomeUnknownError instead.
+type CodeMayBeUsedError struct {
+	Op  string
+	Err error
+}
+
+func (e *CodeMayBeUsedError) Error() string {
+	return "wxphone: " + e.Op + ": an earlier attempt may have used the code (WeChat answered -1): " + e.Err.Error()
+}
+
+// Unwrap returns the cause.
+func (e *CodeMayBeUsedError) Unwrap() error { return e.Err }
+
+// Is matches ErrCodeMayBeUsed.
+func (e *CodeMayBeUsedError) Is(target error) bool { return target == ErrCodeMayBeUsed }
+
+// RetryAfter is the cause's, if any (45011, a token cool-down).
+func (e *CodeMayBeUsedError) RetryAfter() time.Duration {
+	d, _ := RetryAfter(e.Err)
+	return d
+}
+
+// VerificationError reports an answer to a request of the API security
+// mode that failed verification (see ErrAnswerUnverified). It names what
+// failed, never the answer's content. An exchange wraps it in an
+// *OutcomeUnknownError.
+type VerificationError struct {
+	Op string
+	// Reason is one of apisec's Reason constants, e.g. "bad signature".
+	Reason string
+	// Serials are the platform certificate numbers the answer named.
+	Serials []string
+}
+
+func (e *VerificationError) Error() string {
+	s := "wxphone: " + e.Op + ": WeChat's answer failed verification (API security mode): " + e.Reason
+	if len(e.Serials) > 0 {
+		s += " (serial " + strings.Join(e.Serials, ", ") + "; check WX_API_PLATFORM_CERT_FILE and WX_API_PLATFORM_CERT_SN)"
+	}
+	return s
+}
+
+// Is matches ErrAnswerUnverified, and ErrClockSkew when the answer's
+// timestamp was outside the window.
+func (e *VerificationError) Is(target error) bool {
+	return target == ErrAnswerUnverified || (target == ErrClockSkew && e.Reason == apisec.ReasonClockSkew)
+}
 
 // WatermarkError reports phone data whose watermark names another appid.
 type WatermarkError struct {

@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptrace"
@@ -16,6 +18,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/wxphone/wxphone/apisec"
 )
 
 // DefaultBaseURL is WeChat's API base URL.
@@ -25,23 +31,28 @@ const DefaultBaseURL = "https://api.weixin.qq.com"
 const maxResponseBytes = 1 << 20
 
 // NewHTTPClient returns the tuned *http.Client wxphone uses by default: 5 s
-// dial and TLS handshake timeouts, a 10 s response-header timeout, a 30 s
-// overall timeout, an idle pool of 1024 connections per host (Go's default
-// keeps 2, which under load means a new TLS handshake for most requests), TLS
-// 1.2 or later with verification always on, and no redirects (a redirect
-// would carry the access_token in its URL to another place).
+// dial and TLS handshake timeouts, an idle pool of 1024 connections per host
+// (Go's default keeps 2, which under load means a new TLS handshake for most
+// requests), TLS 1.2 or later with verification always on, and no redirects
+// (a redirect would carry the access_token in its URL to another place).
+//
+// It has no response or overall timeout of its own: once a request may
+// have carried a code, only the caller's context decides how long to wait
+// for the answer (an exchange must live until its own timeout, however slow
+// WeChat is), and a call whose context has no deadline is bounded by 30 s.
+// A client passed in Config.HTTPClient should follow the same rule: a
+// Client.Timeout or ResponseHeaderTimeout shorter than the exchange timeout
+// drops answers WeChat has already paid for.
 func NewHTTPClient() *http.Client {
 	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
 	tr := &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           dialer.DialContext,
-		TLSHandshakeTimeout:   5 * time.Second,
-		ResponseHeaderTimeout: 10 * time.Second,
-		ExpectContinueTimeout: time.Second,
-		MaxIdleConns:          2048,
-		MaxIdleConnsPerHost:   1024,
-		IdleConnTimeout:       90 * time.Second,
-		ForceAttemptHTTP2:     true,
+		Proxy:               http.ProxyFromEnvironment,
+		DialContext:         dialer.DialContext,
+		TLSHandshakeTimeout: 5 * time.Second,
+		MaxIdleConns:        2048,
+		MaxIdleConnsPerHost: 1024,
+		IdleConnTimeout:     90 * time.Second,
+		ForceAttemptHTTP2:   true,
 		// WeChat's answers are a few hundred bytes: gzip would cost more
 		// (a header, a reader per response) than it saves.
 		DisableCompression: true,
@@ -49,7 +60,6 @@ func NewHTTPClient() *http.Client {
 	}
 	return &http.Client{
 		Transport:     tr,
-		Timeout:       defaultOverallTimeout,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 }
@@ -169,12 +179,17 @@ type upstream struct {
 	// http.Client's redirect, cookie and timeout machinery, none of which
 	// that client uses (no redirects, no jar; the overall timeout is
 	// applied here as a context deadline when the caller set none).
-	direct                *http.Transport
+	direct *http.Transport
+	h2c    bool // direct speaks HTTP/2 to plain http:// (Config.H2C)
+
+	sec                   *apisec.Client // the API security mode (Config.APISecurity); nil: plaintext
+	log                   *slog.Logger
 	postHeader, getHeader http.Header
+
+	tracer trace.Tracer // nil: tracing off (Config.TracerProvider unset)
 }
 
-// defaultOverallTimeout bounds a request on the direct path whose context
-// has no deadline, like NewHTTPClient's Client.Timeout.
+// defaultOverallTimeout bounds a request whose context has no deadline.
 const defaultOverallTimeout = 30 * time.Second
 
 var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
@@ -194,8 +209,33 @@ type enveloped interface{ env() *envelope }
 // typed error for anything else. sensitive values are scrubbed from any
 // upstream message that echoes them.
 func (u *upstream) call(ctx context.Context, op, method, path, rawQuery string, body []byte, out enveloped, sensitive ...string) error {
+	return u.do(ctx, op, method, path, rawQuery, body, nil, out, sensitive)
+}
+
+// callSealed is call for a POST through the API security mode when the app
+// is configured for it (Config.APISecurity), else call: the body is
+// encrypted and signed, and the answer must verify before it is decoded.
+func (u *upstream) callSealed(ctx context.Context, op, path, rawQuery string, body []byte, out enveloped, sensitive ...string) error {
+	if u.sec == nil {
+		return u.do(ctx, op, http.MethodPost, path, rawQuery, body, nil, out, sensitive)
+	}
+	sealed, err := u.sec.Seal(u.base.Scheme+"://"+u.base.Host+u.base.Path+path, body)
+	if err != nil {
+		return &TransportError{Op: op, Err: err} // nothing sent
+	}
+	return u.do(ctx, op, http.MethodPost, path, rawQuery, sealed.Body, sealed, out, sensitive)
+}
+
+func (u *upstream) do(ctx context.Context, op, method, path, rawQuery string, body []byte, sealed *apisec.Sealed, out enveloped, sensitive []string) error {
 	start := time.Now()
-	status, err := u.roundTrip(ctx, op, method, path, rawQuery, body, out, sensitive)
+	var span trace.Span
+	if u.tracer != nil {
+		ctx, span = u.startSpan(ctx, op, method, path)
+	}
+	status, err := u.roundTrip(ctx, op, method, path, rawQuery, body, sealed, out, sensitive)
+	if span != nil {
+		endSpan(span, status, err)
+	}
 	if u.hooks.OnUpstream != nil {
 		ev := UpstreamEvent{AppID: u.appID, Op: op, Status: status, Duration: time.Since(start), Err: err}
 		var ae *APIError
@@ -207,19 +247,27 @@ func (u *upstream) call(ctx context.Context, op, method, path, rawQuery string, 
 	return err
 }
 
-func (u *upstream) roundTrip(ctx context.Context, op, method, path, rawQuery string, body []byte, out enveloped, sensitive []string) (int, error) {
+func (u *upstream) roundTrip(ctx context.Context, op, method, path, rawQuery string, body []byte, sealed *apisec.Sealed, out enveloped, sensitive []string) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, &TransportError{Op: op, Err: err} // nothing sent
 	}
-	if u.direct != nil {
-		if _, ok := ctx.Deadline(); !ok {
-			// The direct path skips http.Client and its overall timeout.
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, defaultOverallTimeout)
-			defer cancel()
-		}
+	if _, ok := ctx.Deadline(); !ok {
+		// A call is bounded by its context only (see NewHTTPClient).
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, defaultOverallTimeout)
+		defer cancel()
 	}
 	req, sb, st := u.request(ctx, method, path, rawQuery, body)
+	if sealed != nil {
+		// The mode's headers, on a copy of the shared read-only map.
+		h := make(http.Header, len(req.Header)+len(sealed.Header))
+		maps.Copy(h, req.Header)
+		maps.Copy(h, sealed.Header)
+		req.Header = h
+	}
+	if u.tracer != nil {
+		injectTraceparent(req, trace.SpanFromContext(ctx))
+	}
 	var resp *http.Response
 	var err error
 	if u.direct != nil {
@@ -230,7 +278,7 @@ func (u *upstream) roundTrip(ctx context.Context, op, method, path, rawQuery str
 	if err != nil {
 		return 0, &TransportError{Op: op, Sent: mayHaveSent(sb, st), Err: redactErr(err)}
 	}
-	return u.answer(op, resp, out, sensitive)
+	return u.answer(op, resp, sealed, out, sensitive)
 }
 
 // mayHaveSent reports whether a failed request may have reached WeChat:
@@ -271,12 +319,20 @@ func (u *upstream) request(ctx context.Context, method, path, rawQuery string, b
 		// body: a body no transport has read proves nothing reached
 		// WeChat, whatever the RoundTripper. A read counts as sent even if
 		// the bytes then fail to reach the wire (conservative).
-		sb = &sendBody{body: body}
+		sb = &sendBody{body: body, h2c: u.h2c}
 		sb.r.Reset(body)
+		sb.trace.GotConn = sb.gotConn
+		sb.trace.WroteRequest = sb.wroteRequest
+		ctx = httptrace.WithClientTrace(ctx, &sb.trace)
 		base.Header = u.header(true)
 		base.Body = sb
 		base.ContentLength = int64(len(body))
-		base.GetBody = sb.rewind // lets net/http resend safely when nothing was written
+		// net/http resends through GetBody when it proved that nothing
+		// was written (HTTP/1.1), but HTTP/2 also resends after some
+		// stream errors that arrive once WeChat may have processed the
+		// request: rewind refuses to give the body again once it was read,
+		// unless the write itself failed on HTTP/1.1.
+		base.GetBody = sb.rewind
 	} else {
 		// A GET carries its secrets in the URL. net/http's Transport
 		// reports GetConn before it dials and WroteHeaders once the
@@ -299,7 +355,7 @@ func (u *upstream) request(ctx context.Context, method, path, rawQuery string, b
 }
 
 // answer reads and decodes resp (see request).
-func (u *upstream) answer(op string, resp *http.Response, out enveloped, sensitive []string) (int, error) {
+func (u *upstream) answer(op string, resp *http.Response, sealed *apisec.Sealed, out enveloped, sensitive []string) (int, error) {
 	defer resp.Body.Close()
 	buf := bufPool.Get().(*bytes.Buffer)
 	buf.Reset()
@@ -317,7 +373,30 @@ func (u *upstream) answer(op string, resp *http.Response, out enveloped, sensiti
 	if buf.Len() > maxResponseBytes {
 		return resp.StatusCode, &DecodeError{Op: op, Reason: "body larger than 1 MiB"}
 	}
+	if sealed != nil {
+		return resp.StatusCode, u.openSealed(op, resp.Header, buf.Bytes(), sealed, out, sensitive)
+	}
 	return resp.StatusCode, decodeAnswer(op, buf.Bytes(), out, sensitive)
+}
+
+// openSealed verifies and decrypts the answer to a sealed request, then
+// decodes it. An answer that fails verification is never decoded: it is a
+// *VerificationError, logged (without its content), which the exchange
+// reports as an outcome unknown since WeChat may have used the code.
+func (u *upstream) openSealed(op string, h http.Header, body []byte, sealed *apisec.Sealed, out enveloped, sensitive []string) error {
+	a, err := u.sec.Open(sealed, h, body)
+	if err != nil {
+		ve := &apisec.VerifyError{Reason: apisec.ReasonMalformed}
+		errors.As(err, &ve)
+		u.log.Warn("WeChat's answer failed verification (API security mode): it is not trusted and the outcome is unknown",
+			"op", op, "reason", ve.Reason, "serials", ve.Serials)
+		return &VerificationError{Op: op, Reason: ve.Reason, Serials: ve.Serials}
+	}
+	err = decodeAnswer(op, a.Body, out, sensitive)
+	if a.Signed {
+		clear(a.Body) // the decrypted plaintext, phone number included
+	}
+	return err
 }
 
 var (
@@ -347,11 +426,16 @@ func newHeader(post bool) http.Header {
 	return h
 }
 
-// sendBody is a request body that records whether it was ever read.
+// sendBody is a request body that records whether it was ever read, and
+// that net/http may read a second time only when that cannot send it twice.
 type sendBody struct {
-	read atomic.Bool
-	body []byte
-	r    bytes.Reader
+	read        atomic.Bool
+	writeFailed atomic.Bool // the last write of the request reported an error
+	h2          atomic.Bool // the request went out on an HTTP/2 connection
+	h2c         bool        // plain-http connections speak HTTP/2 (Config.H2C)
+	body        []byte
+	r           bytes.Reader
+	trace       httptrace.ClientTrace
 }
 
 func (b *sendBody) Read(p []byte) (int, error) {
@@ -361,10 +445,51 @@ func (b *sendBody) Read(p []byte) (int, error) {
 
 func (b *sendBody) Close() error { return nil }
 
+// errNoReplay refuses a resend of a body that may have reached WeChat.
+var errNoReplay = errors.New("request may have reached WeChat; not resent")
+
+// refusedBody is what rewind gives instead of the body: every read fails,
+// so a resend (or a redirect a caller's http.Client would follow) fails
+// before the code is written, while an http.Client that only prepares a
+// redirect it will not follow (CheckRedirect refuses it) still returns the
+// redirect response.
+type refusedBody struct{}
+
+func (refusedBody) Read([]byte) (int, error) { return 0, errNoReplay }
+func (refusedBody) Close() error             { return nil }
+
 // rewind is GetBody: a fresh reader over the same bytes that reports reads
-// to the same flag.
+// to the same flag, given only while no byte of the body can have reached
+// WeChat. That holds when the body was never read, or when HTTP/1.1's
+// transport, which resends a body only after a write that put no byte on
+// the wire (its nothingWrittenError), saw the write fail. HTTP/2 resends
+// after stream errors (RST_STREAM PROTOCOL_ERROR, GOAWAY) that may follow
+// the server's processing of the request: a read body is never given to it
+// again.
 func (b *sendBody) rewind() (io.ReadCloser, error) {
+	if b.read.Load() && (b.h2.Load() || !b.writeFailed.Load()) {
+		return refusedBody{}, nil
+	}
+	b.writeFailed.Store(false)
 	return &rewoundBody{b: b, r: bytes.NewReader(b.body)}, nil
+}
+
+// gotConn notes an HTTP/2 connection: TLS that negotiated h2, or a plain
+// connection of a transport configured for h2c.
+func (b *sendBody) gotConn(ci httptrace.GotConnInfo) {
+	if tc, ok := ci.Conn.(*tls.Conn); ok {
+		if tc.ConnectionState().NegotiatedProtocol == "h2" {
+			b.h2.Store(true)
+		}
+		return
+	}
+	if b.h2c {
+		b.h2.Store(true)
+	}
+}
+
+func (b *sendBody) wroteRequest(wi httptrace.WroteRequestInfo) {
+	b.writeFailed.Store(wi.Err != nil)
 }
 
 type rewoundBody struct {

@@ -15,9 +15,13 @@ import (
 	"net/http"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/wxphone/wxphone"
 	"github.com/wxphone/wxphone/config"
+	"github.com/wxphone/wxphone/ledger"
 	"github.com/wxphone/wxphone/metrics"
+	"github.com/wxphone/wxphone/quota"
 	"github.com/wxphone/wxphone/ratelimit"
 	"github.com/wxphone/wxphone/redis"
 	"github.com/wxphone/wxphone/replay"
@@ -40,6 +44,9 @@ type Options struct {
 	Token wxphone.TokenOptions
 	// NoWarm disables the server's background token warm-up (tests).
 	NoWarm bool
+	// TracerProvider, when set, traces every API request and every call
+	// to WeChat (see package tracing for one built from OTEL_*).
+	TracerProvider trace.TracerProvider
 }
 
 // Replica is one wired instance.
@@ -52,6 +59,8 @@ type Replica struct {
 	Metrics *metrics.Metrics
 
 	redis redis.Client
+
+	stopProbe func() // stops the quota prober and waits for it; nil when off
 }
 
 // Build wires a replica. With cfg.RedisURL set it connects lazily (a replica
@@ -66,7 +75,12 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (*Replica, error)
 	r := &Replica{Metrics: m}
 
 	tokOpts := o.Token
+	if tokOpts.ServeMargin == 0 {
+		tokOpts.ServeMargin = cfg.TokenServeMargin
+	}
 	var replayStore replay.Store
+	var onFallback func(string, error)
+	var onState func(bool)
 	var limiter ratelimit.Limiter
 	limit := ratelimit.Limit{Rate: cfg.RateLimit, Burst: cfg.RateBurst}
 	var checks []server.Check
@@ -90,10 +104,9 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (*Replica, error)
 			_ = r.close()
 			return nil, err
 		}
-		replayStore = replay.NewFallback(rs, replay.NewMemory(), replay.FallbackOptions{
-			OnFallback: func(string, error) { m.Fallbacks.WithLabelValues("replay").Inc() },
-			OnState:    stateLogger(logger, m, "replay"),
-		})
+		replayStore = rs
+		onFallback = func(string, error) { m.Fallbacks.WithLabelValues("replay").Inc() }
+		onState = stateLogger(logger, m, "replay")
 		if limit.Rate > 0 {
 			rl, err := redis.NewLimiter(rc, limit, so)
 			if err != nil {
@@ -114,7 +127,8 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (*Replica, error)
 	for _, a := range cfg.Apps {
 		c, err := wxphone.New(wxphone.Config{
 			AppID: a.AppID, Secret: a.Secret, BaseURL: cfg.APIBase, HTTPClient: o.HTTPClient, H2C: cfg.UpstreamH2C,
-			Logger: logger, Hooks: m.Hooks(), Token: tokOpts,
+			Logger: logger, Hooks: m.Hooks(), Token: tokOpts, TracerProvider: o.TracerProvider,
+			APISecurity: a.APISecurity, NoOpenIDBinding: a.NoOpenIDBinding,
 		})
 		if err != nil {
 			for _, c := range clients {
@@ -124,23 +138,48 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (*Replica, error)
 			return nil, fmt.Errorf("app %s: %w", a.AppID, err)
 		}
 		clients = append(clients, c)
+		if a.APISecurity != nil {
+			logger.Info("API security mode: exchanges are encrypted and signed, answers verified", "appid", a.AppID,
+				"sym_sn", a.APISecurity.Sym.SN(), "app_key_sn", a.APISecurity.App.SN(), "platform_certs", len(a.APISecurity.Platform))
+		}
+	}
+	timeout := cfg.ExchangeTimeout
+	if timeout <= 0 {
+		timeout = service.DefaultExchangeTimeout
+	}
+	led := ledger.New(ledger.Options{
+		Shared: replayStore, Fallback: true, Lease: timeout + service.LeaseMargin,
+		Logger: logger, OnFallback: onFallback, OnState: onState,
+	})
+	if replayStore != nil {
+		// A new Redis (or one that lost its data) starts an epoch in
+		// which claims wait a moment (see ledger.Options.Settle): wait
+		// here, before serving. A Redis that is down does not delay
+		// the start.
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		if err := led.Settle(sctx); err != nil {
+			logger.Warn("Redis unavailable at start: replays are shared once it is back", "err", err)
+		}
+		cancel()
 	}
 	svc, err := service.New(service.Config{
-		Clients: clients, Keyring: cfg.Keyring(), Replay: replayStore,
-		ExchangeTimeout: cfg.ExchangeTimeout, Metrics: m, Logger: logger,
+		Clients: clients, Keyring: cfg.Keyring(), Ledger: led,
+		ExchangeTimeout: timeout, Metrics: m, Logger: logger,
 	})
 	if err != nil {
 		for _, c := range clients {
 			_ = c.Close()
 		}
+		led.Close(ctx)
 		_ = r.close()
 		return nil, err
 	}
 	srv, err := server.New(server.Config{
 		Service: svc, APIKeys: config.Reveal(cfg.APIKeys), TokenAPIKeys: config.Reveal(cfg.TokenAPIKeys),
-		Keyring: cfg.Keyring(), Limiter: limiter, RateLimit: limit,
+		Limiter: limiter, RateLimit: limit,
 		Metrics: m, Logger: logger, RequestTimeout: cfg.RequestTimeout, ShutdownTimeout: cfg.ShutdownTimeout,
 		Addr: cfg.Addr, ReadyChecks: checks, NoWarm: o.NoWarm, H2C: cfg.H2C,
+		AdminAddr: cfg.AdminAddr, AdminPprof: cfg.AdminPprof, TracerProvider: o.TracerProvider,
 	})
 	if err != nil {
 		_ = svc.Close(context.Background())
@@ -148,12 +187,20 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (*Replica, error)
 		return nil, err
 	}
 	r.Server, r.Service = srv, svc
+	if err := r.watchQuotas(cfg, clients, logger); err != nil {
+		_ = r.Close()
+		return nil, err
+	}
 	return r, nil
 }
 
 // Close releases what Build opened beyond the server (the Redis client).
 // Call it after the server's Run returned, or instead of running it.
 func (r *Replica) Close() error {
+	if r.stopProbe != nil {
+		r.stopProbe()
+		r.stopProbe = nil
+	}
 	if r.Service != nil && r.Server != nil {
 		// Idempotent: Run already closed it when the server ran.
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -221,4 +268,34 @@ func (s *observedTokenStore) LockRefresh(ctx context.Context, appID string, ttl 
 	u, err := s.TokenStore.LockRefresh(ctx, appID, ttl)
 	s.observe(err)
 	return u, err
+}
+
+// watchQuotas exports each app's force-refresh budget and, unless
+// cfg.QuotaInterval is 0, starts the quota prober (stopped by Close).
+func (r *Replica) watchQuotas(cfg *config.Config, clients []*wxphone.Client, logger *slog.Logger) error {
+	var sources []quota.ForceSource
+	for _, c := range clients {
+		if m, ok := c.TokenSource().(*wxphone.TokenManager); ok {
+			sources = append(sources, m)
+		}
+	}
+	if err := quota.RegisterForceBudget(r.Metrics.Registry, sources, time.Second); err != nil {
+		return err
+	}
+	if cfg.QuotaInterval <= 0 {
+		return nil
+	}
+	qc := make([]quota.Client, len(clients))
+	for i, c := range clients {
+		qc[i] = c
+	}
+	p, err := quota.NewProber(quota.Config{Clients: qc, Registry: r.Metrics.Registry, Interval: cfg.QuotaInterval, Logger: logger})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); p.Run(ctx) }()
+	r.stopProbe = func() { cancel(); <-done }
+	return nil
 }

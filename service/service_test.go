@@ -266,8 +266,8 @@ func TestAbandonedClaimIsOutcomeUnknown(t *testing.T) {
 	code := f.mint(t, appA, "13800138000")
 	owner := kr.Index("owner", "k1", appA, "")
 	// A replica claimed the code and died: its lease has passed.
-	if _, ok, err := f.store.Claim(context.Background(), kr.Index("phone", appA, code), owner, time.Now().Add(-time.Second), time.Minute); err != nil || !ok {
-		t.Fatal(ok, err)
+	if res, err := f.store.Claim(context.Background(), replay.Claim{Key: kr.Index("phone", appA, code), ID: "dead", Owner: owner, Lease: time.Now().Add(-time.Second), TTL: time.Minute}); err != nil || !res.Claimed {
+		t.Fatal(res, err)
 	}
 	_, err := f.svc.Exchange(context.Background(), Request{Code: code, Caller: "k1"})
 	if !errors.Is(err, wxphone.ErrOutcomeUnknown) {
@@ -334,7 +334,7 @@ func TestStoredOutcomesAreSealed(t *testing.T) {
 // mid-exchange would.
 type failingComplete struct{ replay.Store }
 
-func (failingComplete) Complete(context.Context, string, string, []byte) error {
+func (failingComplete) Complete(context.Context, string, string, []byte, bool) error {
 	return errors.New("store down")
 }
 
@@ -414,5 +414,30 @@ func TestCloseWaitsForInFlightExchanges(t *testing.T) {
 	}
 	if _, err := f.svc.Exchange(context.Background(), Request{Code: f.mint(t, appA, "13800138001"), Caller: "k1"}); !errors.Is(err, wxphone.ErrClosed) {
 		t.Fatalf("after Close: err = %v, want ErrClosed", err)
+	}
+}
+
+// TestTaintAfterSystemBusySurvivesTheRelease (issue 10, violation 3): WeChat
+// used the code and answered -1; the one retry met 45011, so the exchange
+// ended without an answer and the claim was released. The caller's next
+// retry meets 40029, which must read outcome_unknown: before the fix the
+// release was clean and the 40029 was stored and replayed as invalid_code.
+func TestTaintAfterSystemBusySurvivesTheRelease(t *testing.T) {
+	f := newFixture(t, []string{appA}, Config{})
+	if err := f.svc.Warm(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	f.fault(t, wxmock.Fault{Endpoint: wxmock.EndpointPhone, Kind: wxmock.FaultErrcode, Errcode: -1, Consume: true, Count: 1})
+	f.fault(t, wxmock.Fault{Endpoint: wxmock.EndpointPhone, Kind: wxmock.FaultErrcode, Errcode: 45011, Count: 1})
+	req := Request{Code: f.mint(t, appA, "13800138000"), Caller: "k1"}
+	_, err := f.svc.Exchange(context.Background(), req)
+	if !errors.Is(err, wxphone.ErrRateLimited) || !errors.Is(err, wxphone.ErrCodeMayBeUsed) {
+		t.Fatalf("first exchange: %v, want 45011 that says the code may have been used", err)
+	}
+	for i := range 2 {
+		_, err = f.svc.Exchange(context.Background(), req)
+		if !errors.Is(err, wxphone.ErrOutcomeUnknown) || errors.Is(err, wxphone.ErrInvalidCode) {
+			t.Fatalf("retry %d: %v, want outcome unknown", i+1, err)
+		}
 	}
 }

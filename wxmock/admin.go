@@ -36,12 +36,14 @@ type configRequest struct {
 	CountryCodeAsNumber     *bool `json:"country_code_as_number"`
 	PhoneRateLimitPerMinute *int  `json:"phone_rate_limit_per_minute"`
 	RecordCalls             *bool `json:"record_calls"`
+	OpenIDMismatchErrcode   *int  `json:"openid_mismatch_errcode"`
 }
 
 type configResponse struct {
 	CountryCodeAsNumber     bool  `json:"country_code_as_number"`
 	PhoneRateLimitPerMinute int64 `json:"phone_rate_limit_per_minute"`
 	RecordCalls             bool  `json:"record_calls"`
+	OpenIDMismatchErrcode   int64 `json:"openid_mismatch_errcode"`
 }
 
 type clockRequest struct {
@@ -85,10 +87,16 @@ func (s *Server) serveAdmin(w http.ResponseWriter, r *http.Request) {
 		rt = route{[]string{http.MethodGet, http.MethodPost}, s.adminConfig}
 	case "/admin/stats":
 		rt = route{[]string{http.MethodGet}, s.adminStats}
+	case "/admin/api-security":
+		rt = route{[]string{http.MethodGet, http.MethodPost}, s.adminAPISecurity}
+	case "/admin/api-security/rotate":
+		rt = route{[]string{http.MethodPost}, s.adminRotate}
 	case "/admin/stats/reset":
 		rt = route{[]string{http.MethodPost}, s.adminStatsReset}
 	case "/admin/calls":
 		rt = route{[]string{http.MethodGet}, s.adminCalls}
+	case "/admin/quota":
+		rt = route{[]string{http.MethodPost}, s.adminQuota}
 	default:
 		writeAdmin(w, http.StatusNotFound, adminError{"not found"})
 		return
@@ -314,6 +322,12 @@ func (s *Server) adminConfig(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
+		if req.OpenIDMismatchErrcode != nil {
+			if err := s.SetOpenIDMismatchErrcode(*req.OpenIDMismatchErrcode); err != nil {
+				badRequest(w, err)
+				return
+			}
+		}
 		if req.CountryCodeAsNumber != nil {
 			s.SetCountryCodeAsNumber(*req.CountryCodeAsNumber)
 		}
@@ -325,6 +339,7 @@ func (s *Server) adminConfig(w http.ResponseWriter, r *http.Request) {
 		CountryCodeAsNumber:     s.ccNumber.Load(),
 		PhoneRateLimitPerMinute: s.phoneRate.Load(),
 		RecordCalls:             s.calls.on.Load(),
+		OpenIDMismatchErrcode:   s.openidErr.Load(),
 	})
 }
 
@@ -352,4 +367,51 @@ func (s *Server) adminCalls(w http.ResponseWriter, r *http.Request) {
 		RecordCalls bool   `json:"record_calls"`
 		Calls       []Call `json:"calls"`
 	}{s.calls.on.Load(), calls})
+}
+
+func (s *Server) adminAPISecurity(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodGet {
+		in, err := s.APISecurityCert(r.URL.Query().Get("appid"))
+		if err != nil {
+			badRequest(w, err)
+			return
+		}
+		writeAdmin(w, http.StatusOK, in)
+		return
+	}
+	var req apiSecurityRequest
+	if err := decodeAdmin(r, &req); err != nil {
+		badRequest(w, err)
+		return
+	}
+	cfg, err := s.parseAPISecurity(req)
+	if err != nil {
+		badRequest(w, err)
+		return
+	}
+	in, err := s.SetAPISecurity(req.AppID, cfg)
+	if err != nil {
+		badRequest(w, err)
+		return
+	}
+	writeAdmin(w, http.StatusOK, in)
+}
+
+type rotateRequest struct {
+	AppID  string `json:"appid"`
+	Finish bool   `json:"finish"`
+}
+
+func (s *Server) adminRotate(w http.ResponseWriter, r *http.Request) {
+	var req rotateRequest
+	if err := decodeAdmin(r, &req); err != nil {
+		badRequest(w, err)
+		return
+	}
+	in, err := s.RotatePlatformCert(req.AppID, req.Finish)
+	if err != nil {
+		badRequest(w, err)
+		return
+	}
+	writeAdmin(w, http.StatusOK, in)
 }

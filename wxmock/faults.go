@@ -24,11 +24,12 @@ type Fault struct {
 	// ID is assigned by [Server.AddFault] ("f1", "f2", …); ignored on input.
 	ID string `json:"id,omitempty"`
 	// Endpoint is one of [EndpointPhone], [EndpointToken],
-	// [EndpointStableToken], [EndpointJSCode2Session] or [EndpointAll].
+	// [EndpointStableToken], [EndpointJSCode2Session],
+	// [EndpointAPIDomainIP] or [EndpointAll].
 	Endpoint string `json:"endpoint"`
 	// AppID, when set, restricts the fault to requests for that app: the
 	// appid parameter for token, stable_token and jscode2session, the
-	// access token's app for phone.
+	// access token's app for phone and get_api_domain_ip.
 	AppID string `json:"appid,omitempty"`
 	// Kind is one of the Fault* constants.
 	Kind string `json:"kind"`
@@ -62,9 +63,9 @@ type Fault struct {
 // validate checks f and returns a description of the first problem.
 func (f *Fault) validate() error {
 	switch f.Endpoint {
-	case EndpointPhone, EndpointToken, EndpointStableToken, EndpointJSCode2Session, EndpointAll:
+	case EndpointPhone, EndpointToken, EndpointStableToken, EndpointJSCode2Session, EndpointAPIDomainIP, EndpointAll:
 	default:
-		return errors.New(`endpoint must be one of "phone", "token", "stable_token", "jscode2session", "*"`)
+		return errors.New(`endpoint must be one of "phone", "token", "stable_token", "jscode2session", "get_api_domain_ip", "*"`)
 	}
 	if f.AppID != "" && !validIdent(f.AppID, 64) {
 		return errors.New("appid must be 1..64 characters of [A-Za-z0-9_-]")
@@ -109,8 +110,12 @@ func (f *Fault) validate() error {
 			return errors.New("status must be 200..599")
 		}
 	case FaultDropAfterConsume, FaultResetBeforeRead, FaultResetAfterConsume:
+	case FaultUnsignedSuccess, FaultBadSignature:
+		if f.Endpoint != EndpointPhone {
+			return errors.New(`unsigned_success and bad_signature apply only to the "phone" endpoint`)
+		}
 	default:
-		return errors.New(`kind must be one of "latency", "errcode", "http_status", "drop_after_consume", "reset_before_read", "reset_after_consume"`)
+		return errors.New(`kind must be one of "latency", "errcode", "http_status", "drop_after_consume", "reset_before_read", "reset_after_consume", "unsigned_success", "bad_signature"`)
 	}
 	return nil
 }

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/wxphone/wxphone/apisec"
 )
 
 const (
@@ -24,6 +26,9 @@ const (
 //	POST /cgi-bin/stable_token
 //	POST /wxa/business/getuserphonenumber
 //	GET  /sns/jscode2session
+//	GET  /cgi-bin/get_api_domain_ip
+//	POST /cgi-bin/openapi/quota/get
+//	POST /cgi-bin/openapi/rid/get
 //	     /admin/…
 //
 // Every other path answers 404.
@@ -41,6 +46,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveWeChat(w, r, epPhone)
 	case "/sns/jscode2session":
 		s.serveWeChat(w, r, epSession)
+	case "/cgi-bin/get_api_domain_ip":
+		s.serveWeChat(w, r, epDomainIP)
+	case CGIPathQuotaGet, CGIPathRIDGet:
+		s.serveOpenAPI(w, r, p)
 	default:
 		if strings.HasPrefix(p, "/admin/") {
 			s.serveAdmin(w, r)
@@ -58,8 +67,11 @@ type wxRequest struct {
 	query  url.Values
 	parsed bool
 
-	bodyErr  int // 0, 44002 (empty) or 47001 (too large, unreadable, malformed)
+	bodyErr  int    // 0, 44002 (empty) or 47001 (too large, unreadable, malformed)
+	raw      []byte // the body read: for rid/get, and a sealed request's, opened in process
 	code     string
+	openid   string // getuserphonenumber's optional openid
+	sealed   bool   // the request carries the API security mode's headers
 	stable   stableRequest
 	stableOK bool
 }
@@ -72,7 +84,8 @@ type stableRequest struct {
 }
 
 type phoneRequest struct {
-	Code string `json:"code"`
+	Code   string `json:"code"`
+	OpenID string `json:"openid"`
 }
 
 func (q *wxRequest) params() url.Values {
@@ -119,6 +132,7 @@ func (q *wxRequest) parse() {
 		if q.bodyErr = ec; ec != 0 {
 			return
 		}
+		q.raw = b
 		if json.Unmarshal(b, &q.stable) != nil {
 			q.bodyErr = 47001
 			return
@@ -129,12 +143,17 @@ func (q *wxRequest) parse() {
 		if q.bodyErr = ec; ec != 0 {
 			return
 		}
+		q.raw = b
+		if isSealed(q.r.Header) {
+			q.sealed = true
+			return
+		}
 		var pr phoneRequest
 		if json.Unmarshal(b, &pr) != nil {
 			q.bodyErr = 47001
 			return
 		}
-		q.code = pr.Code
+		q.code, q.openid = pr.Code, pr.OpenID
 	case epSession:
 		q.code = q.params().Get("js_code")
 	}
@@ -146,7 +165,7 @@ func (s *Server) faultAppID(q *wxRequest) string {
 	case epStable:
 		q.parse()
 		return q.stable.AppID
-	case epPhone:
+	case epPhone, epDomainIP:
 		return s.tokenApp(q.params().Get("access_token"))
 	default:
 		return q.params().Get("appid")
@@ -156,9 +175,10 @@ func (s *Server) faultAppID(q *wxRequest) string {
 // wxResult is the answer normal processing produced.
 type wxResult struct {
 	errcode  int
-	body     []byte // success body when errcode == 0
-	known    bool   // the request's code is a minted or load-mode code
-	consumed bool   // the request's code was valid and is now used
+	body     []byte        // success body when errcode == 0
+	known    bool          // the request's code is a minted or load-mode code
+	consumed bool          // the request's code was valid and is now used
+	sealed   *sealedAnswer // a success to a sealed request is sealed
 }
 
 // serveWeChat serves one WeChat request the way WeChat does: it reads the
@@ -166,6 +186,7 @@ type wxResult struct {
 // waits out any injected latency before answering. A client that left in
 // the meantime gets nothing, but its request was processed all the same.
 func (s *Server) serveWeChat(w http.ResponseWriter, r *http.Request, ep endpointIdx) {
+	start := time.Now()
 	q := &wxRequest{r: r, ep: ep}
 	var o outcome
 	var delay time.Duration
@@ -175,7 +196,7 @@ func (s *Server) serveWeChat(w http.ResponseWriter, r *http.Request, ep endpoint
 	}
 	var call *Call
 	if (ep == epPhone || ep == epSession) && s.calls.on.Load() {
-		call = &Call{Endpoint: ep.name(), Proto: r.Proto, Received: time.Now(), LatencyMS: int(delay / time.Millisecond)}
+		call = &Call{Endpoint: ep.name(), Proto: r.Proto, Received: start, LatencyMS: int(delay / time.Millisecond)}
 		if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
 			call.Local = a.String()
 		}
@@ -215,16 +236,23 @@ func (s *Server) serveWeChat(w http.ResponseWriter, r *http.Request, ep endpoint
 	}
 	now := s.Now()
 	var res wxResult
-	processed := f == nil || f.Kind == FaultDropAfterConsume || f.Kind == FaultResetAfterConsume || f.Consume
+	processed := f == nil || f.Consume
+	if f != nil {
+		switch f.Kind {
+		case FaultDropAfterConsume, FaultResetAfterConsume, FaultUnsignedSuccess, FaultBadSignature:
+			processed = true
+		}
+	}
 	if processed {
 		res = s.process(q, now)
+		o.code = q.code // known only now for a sealed request
 		o.codeNew = res.known
 	} else if o.code != "" {
 		o.codeNew = s.codeKnown(ep, o.code)
 	}
 	o.produced = true
 	switch {
-	case f == nil || f.Kind == FaultDropAfterConsume || f.Kind == FaultResetAfterConsume:
+	case f == nil || (f.Kind != FaultErrcode && f.Kind != FaultHTTPStatus):
 		o.errcode, o.answered = res.errcode, res.errcode == 0
 	case f.Kind == FaultErrcode:
 		o.errcode = f.Errcode
@@ -266,6 +294,7 @@ func (s *Server) serveWeChat(w http.ResponseWriter, r *http.Request, ep endpoint
 		o.dropped = true
 		s.finish(ep, &o, call, CallDropped)
 		abortConn(w, false)
+		return
 	case f != nil && f.Kind == FaultResetAfterConsume:
 		o.resetAfter = true
 		if call != nil {
@@ -273,30 +302,56 @@ func (s *Server) serveWeChat(w http.ResponseWriter, r *http.Request, ep endpoint
 		}
 		s.finish(ep, &o, call, CallResetAfterConsume)
 		resetExchange(w, r)
-	default:
-		var ok bool
-		switch {
-		case f == nil:
-			ok = s.writeResult(w, r, now, res)
-		case f.Kind == FaultErrcode:
-			msg := f.Errmsg
-			if msg == "" {
-				msg = errText(f.Errcode)
-			}
-			ok = s.writeError(w, r, now, f.Errcode, msg)
-		default: // FaultHTTPStatus
-			h := w.Header()
-			h.Set("Content-Type", "text/html")
-			h.Set("X-Content-Type-Options", "nosniff")
-			ok = deliver(w, r, f.Status, gatewayPage(f.Status))
-		}
-		o.delivered = ok
-		result := CallDelivered
-		if !ok {
-			result = CallGone
-		}
-		s.finish(ep, &o, call, result)
+		return
+	case ctx.Err() != nil:
+		// The client left just as the answer was ready.
+		s.finish(ep, &o, call, CallGone)
+		return
 	}
+	switch {
+	case f == nil:
+		if rid, body := s.writeResult(w, now, res); rid != "" {
+			s.recordFailure(q, rid, start, now, body)
+		}
+	case f.Kind == FaultUnsignedSuccess:
+		res.sealed = nil
+		s.writeResult(w, now, res)
+	case f.Kind == FaultBadSignature:
+		if res.sealed != nil {
+			res.sealed.corrupt = true
+		}
+		s.writeResult(w, now, res)
+	case f.Kind == FaultErrcode:
+		msg := f.Errmsg
+		if msg == "" {
+			msg = errText(f.Errcode)
+		}
+		rid, body := s.writeError(w, now, f.Errcode, msg)
+		s.recordFailure(q, rid, start, now, body)
+	default: // FaultHTTPStatus
+		h := w.Header()
+		h.Set("Content-Type", "text/html")
+		h.Set("X-Content-Type-Options", "nosniff")
+		w.WriteHeader(f.Status)
+		_, _ = w.Write(gatewayPage(f.Status))
+	}
+	o.delivered = flushed(w, r)
+	result := CallDelivered
+	if !o.delivered {
+		result = CallGone
+	}
+	s.finish(ep, &o, call, result)
+}
+
+// flushed flushes what was written and reports whether it reached a client
+// that was still connected: the write succeeded and the request context is
+// live. (A client that leaves in the very instant of the write may still
+// miss an answer reported delivered, as on any network.)
+func flushed(w http.ResponseWriter, r *http.Request) bool {
+	if err := http.NewResponseController(w).Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return false
+	}
+	return r.Context().Err() == nil
 }
 
 // finish records a request in the statistics and, when call is set, in the
@@ -354,6 +409,7 @@ func (s *Server) process(q *wxRequest, now time.Time) wxResult {
 			return wxResult{errcode: 43001}
 		}
 		p := q.params()
+		s.countCall(p.Get("appid"), CGIPathToken, now)
 		return tokenBody(s.fetchClassic(p.Get("grant_type"), p.Get("appid"), p.Get("secret"), now))
 	case epStable:
 		if m != http.MethodPost {
@@ -363,6 +419,7 @@ func (s *Server) process(q *wxRequest, now time.Time) wxResult {
 			return wxResult{errcode: q.bodyErr}
 		}
 		st := &q.stable
+		s.countCall(st.AppID, CGIPathStableToken, now)
 		return tokenBody(s.fetchStable(st.GrantType, st.AppID, st.Secret, st.ForceRefresh, now))
 	case epPhone:
 		if m != http.MethodPost {
@@ -376,11 +433,44 @@ func (s *Server) process(q *wxRequest, now time.Time) wxResult {
 		if ec != 0 {
 			return wxResult{errcode: ec}
 		}
+		s.countCall(appid, CGIPathPhone, now)
 		if q.bodyErr != 0 {
 			return wxResult{errcode: q.bodyErr}
 		}
-		body, ec, known := s.redeemPhone(appid, q.code, now)
-		return wxResult{errcode: ec, body: body, known: known, consumed: ec == 0}
+		var sealed *sealedAnswer
+		sec := s.secOf(appid)
+		switch {
+		case q.sealed && sec == nil:
+			return wxResult{errcode: apisec.ErrcodeNoSymKey}
+		case q.sealed:
+			urlPath := requestURLPath(q.r)
+			req, rerr := sec.platform.OpenRequest(urlPath, appid, q.r.Header, q.raw, now)
+			if rerr != nil {
+				return wxResult{errcode: rerr.Errcode}
+			}
+			var pr phoneRequest
+			if json.Unmarshal(req.Params, &pr) != nil {
+				return wxResult{errcode: 47001}
+			}
+			q.code, q.openid = pr.Code, pr.OpenID
+			sealed = &sealedAnswer{platform: &sec.platform, urlPath: urlPath}
+		case sec != nil && sec.required:
+			return wxResult{errcode: apisec.ErrcodeMissingSignature}
+		}
+		body, ec, known := s.redeemPhone(appid, q.code, q.openid, now)
+		return wxResult{errcode: ec, body: body, known: known, consumed: ec == 0, sealed: sealed}
+	case epDomainIP:
+		if m != http.MethodGet {
+			return wxResult{errcode: 43001}
+		}
+		tok := q.params().Get("access_token")
+		if tok == "" {
+			return wxResult{errcode: 41001}
+		}
+		if _, ec := s.checkToken(tok, now); ec != 0 {
+			return wxResult{errcode: ec}
+		}
+		return wxResult{body: domainIPBody}
 	default: // epSession
 		if m != http.MethodGet && m != http.MethodPost {
 			return wxResult{errcode: 43001}
@@ -404,6 +494,10 @@ func (s *Server) process(q *wxRequest, now time.Time) wxResult {
 	}
 }
 
+// domainIPBody is the answer of get_api_domain_ip: WeChat's API server
+// addresses (documentation addresses, RFC 5737).
+var domainIPBody = []byte(`{"ip_list":["192.0.2.10","192.0.2.11","198.51.100.20"]}`)
+
 // tokenBody renders a token fetch: {"access_token":"…","expires_in":N}
 // without an errcode field.
 func tokenBody(t tokenResult) wxResult {
@@ -419,47 +513,62 @@ func tokenBody(t tokenResult) wxResult {
 	return wxResult{body: b}
 }
 
-// writeResult writes the answer normal processing produced and reports
-// whether it was delivered.
-func (s *Server) writeResult(w http.ResponseWriter, r *http.Request, now time.Time, res wxResult) bool {
+// writeResult writes res; for an error it returns the rid and body written.
+func (s *Server) writeResult(w http.ResponseWriter, now time.Time, res wxResult) (rid string, body []byte) {
 	if res.errcode != 0 {
-		return s.writeError(w, r, now, res.errcode, errText(res.errcode))
+		return s.writeError(w, now, res.errcode, errText(res.errcode))
+	}
+	out := res.body
+	if sa := res.sealed; sa != nil {
+		b, h, err := sa.platform.SealResponse(sa.urlPath, res.body, now)
+		if err != nil {
+			return s.writeError(w, now, -1, errText(-1))
+		}
+		if sa.corrupt {
+			sig := h[apisec.HeaderSignature][0]
+			h[apisec.HeaderSignature] = []string{flipBase64(sig)}
+		}
+		for k, v := range h {
+			w.Header()[k] = v
+		}
+		out = b
 	}
 	w.Header().Set("Content-Type", contentTypeJSON)
-	return deliver(w, r, http.StatusOK, res.body)
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(out)
+	return "", nil
 }
 
-// deliver writes status and body and reports whether they reached a client
-// that was still connected: the request context is live and the write and
-// flush succeeded. (A client that leaves in the very instant of the write
-// may still miss an answer reported delivered, as on any network.)
-func deliver(w http.ResponseWriter, r *http.Request, status int, body []byte) bool {
-	if r.Context().Err() != nil {
-		return false
+// flipBase64 changes the first character of a base64 signature, keeping
+// it valid base64 that no longer verifies.
+func flipBase64(s string) string {
+	if s == "" {
+		return "AAAA"
 	}
-	w.WriteHeader(status)
-	if _, err := w.Write(body); err != nil {
-		return false
+	c := byte('A')
+	if s[0] == 'A' {
+		c = 'B'
 	}
-	if err := http.NewResponseController(w).Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
-		return false
-	}
-	return r.Context().Err() == nil
+	return string(c) + s[1:]
 }
 
 // writeError writes a WeChat business error: HTTP 200, text/plain,
-// {"errcode":N,"errmsg":"<msg> rid: xxxxxxxx-xxxxxxxx-xxxxxxxx"}.
-func (s *Server) writeError(w http.ResponseWriter, r *http.Request, now time.Time, errcode int, msg string) bool {
+// {"errcode":N,"errmsg":"<msg> rid: xxxxxxxx-xxxxxxxx-xxxxxxxx"}. It
+// returns the rid and the body.
+func (s *Server) writeError(w http.ResponseWriter, now time.Time, errcode int, msg string) (string, []byte) {
 	b := make([]byte, 0, 64+len(msg)+26)
 	b = append(b, `{"errcode":`...)
 	b = strconv.AppendInt(b, int64(errcode), 10)
 	b = append(b, `,"errmsg":"`...)
 	b = appendJSONText(b, msg)
 	b = append(b, " rid: "...)
-	b = append(b, s.rid(now)...)
+	rid := s.rid(now)
+	b = append(b, rid...)
 	b = append(b, `"}`...)
 	w.Header().Set("Content-Type", contentTypeError)
-	return deliver(w, r, http.StatusOK, b)
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(b)
+	return rid, b
 }
 
 // appendJSONText appends v escaped for use inside a JSON string. v is valid
@@ -503,6 +612,30 @@ func errText(errcode int) string {
 		return "invalid ip, not in whitelist"
 	case 40226:
 		return "code blocked"
+	case 40003:
+		return "invalid openid"
+	case 40230:
+		return "missing Wechatmp-Serial"
+	case 40231:
+		return "missing timestamp"
+	case 40232:
+		return "missing signature"
+	case 40233:
+		return "missing appid"
+	case 40234:
+		return "invalid signature"
+	case 40235:
+		return "invalid encryption"
+	case 40236:
+		return "invalid Wechatmp-Appid"
+	case 40237:
+		return "Wechatmp-Appid not match access_token"
+	case 40238:
+		return "no symmetric key configured"
+	case 40239:
+		return "no public key configured"
+	case 40240:
+		return "timestamp expired"
 	case 41001:
 		return "access_token missing"
 	case 41002:

@@ -3,6 +3,7 @@ package wxmock
 import (
 	"maps"
 	"sync"
+	"sync/atomic"
 )
 
 // Stats is a snapshot of the emulator's counters, as served by
@@ -15,9 +16,12 @@ type Stats struct {
 	Codes map[string]CodeStats `json:"codes"`
 	// Apps holds per-app token counters, keyed by appid.
 	Apps map[string]AppStats `json:"apps"`
+	// RealtimeGrants counts exchanged codes minted with
+	// PhoneGrant.Realtime (billed ¥0.04 by WeChat; the others ¥0.03).
+	RealtimeGrants int64 `json:"realtime_grants"`
 }
 
-// EndpointsStats groups the counters of the four WeChat endpoints.
+// EndpointsStats groups the counters of the WeChat endpoints.
 type EndpointsStats struct {
 	// Token is GET /cgi-bin/token.
 	Token EndpointStats `json:"token"`
@@ -27,6 +31,8 @@ type EndpointsStats struct {
 	Phone EndpointStats `json:"phone"`
 	// JSCode2Session is GET /sns/jscode2session.
 	JSCode2Session EndpointStats `json:"jscode2session"`
+	// APIDomainIP is GET /cgi-bin/get_api_domain_ip.
+	APIDomainIP EndpointStats `json:"get_api_domain_ip"`
 }
 
 // EndpointStats counts the requests of one endpoint.
@@ -97,6 +103,7 @@ const (
 	epStable
 	epPhone
 	epSession
+	epDomainIP
 	numEndpoints
 )
 
@@ -108,6 +115,8 @@ func (e endpointIdx) name() string {
 		return EndpointStableToken
 	case epPhone:
 		return EndpointPhone
+	case epDomainIP:
+		return EndpointAPIDomainIP
 	default:
 		return EndpointJSCode2Session
 	}
@@ -125,9 +134,10 @@ type codeCounters struct {
 }
 
 type statsStore struct {
-	mu    sync.Mutex
-	eps   [numEndpoints]endpointCounters
-	codes map[string]codeCounters
+	mu       sync.Mutex
+	eps      [numEndpoints]endpointCounters
+	codes    map[string]codeCounters
+	realtime atomic.Int64 // realtime-verification codes exchanged
 }
 
 func (st *statsStore) init() {
@@ -209,7 +219,7 @@ func (st *statsStore) record(ep endpointIdx, o *outcome) {
 
 // Stats returns a snapshot of all counters.
 func (s *Server) Stats() Stats {
-	out := Stats{Codes: map[string]CodeStats{}, Apps: map[string]AppStats{}}
+	out := Stats{Codes: map[string]CodeStats{}, Apps: map[string]AppStats{}, RealtimeGrants: s.stats.realtime.Load()}
 	s.appMu.RLock()
 	for id, a := range s.apps {
 		out.Apps[id] = AppStats{
@@ -243,6 +253,7 @@ func (s *Server) Stats() Stats {
 	}
 	out.Endpoints.Phone = snap(&st.eps[epPhone])
 	out.Endpoints.JSCode2Session = snap(&st.eps[epSession])
+	out.Endpoints.APIDomainIP = snap(&st.eps[epDomainIP])
 	for k, v := range st.codes {
 		out.Codes[k] = CodeStats{Calls: int64(v.calls), Answered: int64(v.answered), Delivered: int64(v.delivered)}
 	}
@@ -261,4 +272,5 @@ func (s *Server) ResetStats() {
 	s.stats.init()
 	s.stats.mu.Unlock()
 	s.calls.reset()
+	s.stats.realtime.Store(0)
 }

@@ -1,7 +1,9 @@
 // Package wxmock is an in-process emulator of the WeChat Mini Program
 // server APIs used by the phone-number flow: /cgi-bin/token,
 // /cgi-bin/stable_token, /wxa/business/getuserphonenumber and
-// /sns/jscode2session.
+// /sns/jscode2session, plus the two management APIs that observe them:
+// /cgi-bin/openapi/quota/get (daily quotas) and /cgi-bin/openapi/rid/get
+// (the request behind a failed call's rid).
 //
 // A [Server] is an [http.Handler]. Besides the WeChat endpoints it serves an
 // admin API under /admin/ that mints phone codes, login codes and legacy
@@ -17,7 +19,8 @@
 // single use and live for 5 minutes. docs/emulator.md describes the full
 // behaviour.
 //
-// The package imports only the standard library.
+// The package imports only the standard library and package apisec (which
+// imports only the standard library).
 package wxmock
 
 import (
@@ -30,6 +33,8 @@ import (
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
+
+	"github.com/wxphone/wxphone/apisec"
 )
 
 // Endpoint names used by faults and statistics.
@@ -42,6 +47,9 @@ const (
 	EndpointPhone = "phone"
 	// EndpointJSCode2Session is GET /sns/jscode2session.
 	EndpointJSCode2Session = "jscode2session"
+	// EndpointAPIDomainIP is GET /cgi-bin/get_api_domain_ip, which needs
+	// a valid access token and answers WeChat's API server addresses.
+	EndpointAPIDomainIP = "get_api_domain_ip"
 	// EndpointAll matches every WeChat endpoint in a [Fault].
 	EndpointAll = "*"
 )
@@ -67,6 +75,14 @@ const (
 	// used), then resets instead of answering: over HTTP/2 the stream
 	// (RST_STREAM with [Fault.H2Error]), over HTTP/1 the TCP connection.
 	FaultResetAfterConsume = "reset_after_consume"
+	// FaultUnsignedSuccess (phone, API security mode) processes the request
+	// normally, consuming the code, then answers the success in plaintext,
+	// unsigned: a client must refuse it.
+	FaultUnsignedSuccess = "unsigned_success"
+	// FaultBadSignature (phone, API security mode) processes the request
+	// normally, consuming the code, then answers the sealed success with a
+	// signature that does not verify.
+	FaultBadSignature = "bad_signature"
 )
 
 // Defaults and fixed protocol constants.
@@ -139,6 +155,11 @@ type Options struct {
 	// PhoneRateLimit is the number of getuserphonenumber calls per app per
 	// emulated minute before 45011; 0 means unlimited.
 	PhoneRateLimit int
+	// QuotaDailyLimits sets the daily limit that
+	// /cgi-bin/openapi/quota/get reports per cgi path (e.g.
+	// CGIPathPhone); unlisted paths report [DefaultQuotaDailyLimit]
+	// (/cgi-bin/token: ClassicDailyLimit). Reported, not enforced.
+	QuotaDailyLimits map[string]int
 	// Logger receives operational logs; nil discards them. The emulator
 	// never logs codes, tokens, secrets or full phone numbers.
 	Logger *slog.Logger
@@ -146,7 +167,19 @@ type Options struct {
 	// (see [Call] and [Server.Calls]); it grows with every request, so it
 	// is meant for tests. Switchable with [Server.SetRecordCalls].
 	RecordCalls bool
+	// OpenIDMismatchErrcode is the errcode of a getuserphonenumber call
+	// whose openid is not the user the code was minted for; default
+	// [DefaultOpenIDMismatchErrcode]. WeChat does not document it.
+	OpenIDMismatchErrcode int
+	// KeyExtension parses app public keys of algorithms beyond RSA (the
+	// national algorithms) for the admin API; nil: RSA only.
+	KeyExtension apisec.Extension
 }
+
+// DefaultOpenIDMismatchErrcode is the emulator's errcode for an openid
+// that does not match the code's user: 40003, WeChat's "invalid openid".
+// The real errcode for this case is not documented.
+const DefaultOpenIDMismatchErrcode = 40003
 
 // Server is the emulator. It is safe for concurrent use. Create it with
 // [New].
@@ -162,6 +195,8 @@ type Server struct {
 	ent           entropy
 	ccNumber      atomic.Bool
 	phoneRate     atomic.Int64
+	openidErr     atomic.Int64
+	keyExt        apisec.Extension
 
 	appMu  sync.RWMutex
 	apps   map[string]*appState
@@ -185,6 +220,7 @@ type Server struct {
 	// accepted through [Server.Listener], so that a reset_after_consume
 	// fault can choose its RST_STREAM error code.
 	resetConns sync.Map
+	openapi    openapiState
 }
 
 // New validates opts and returns a ready emulator.
@@ -250,7 +286,18 @@ func New(opts Options) (*Server, error) {
 	s.ccNumber.Store(opts.CountryCodeAsNumber)
 	s.calls.on.Store(opts.RecordCalls)
 	s.phoneRate.Store(int64(opts.PhoneRateLimit))
+	if opts.OpenIDMismatchErrcode == 0 {
+		opts.OpenIDMismatchErrcode = DefaultOpenIDMismatchErrcode
+	}
+	s.openidErr.Store(int64(opts.OpenIDMismatchErrcode))
+	s.keyExt = opts.KeyExtension
 	s.stats.init()
+	s.openapi.init()
+	for p, n := range opts.QuotaDailyLimits {
+		if err := s.SetQuotaDailyLimit(p, n); err != nil {
+			return nil, fmt.Errorf("wxmock: Options.QuotaDailyLimits[%q]: %w", truncate(p, 64), err)
+		}
+	}
 	for _, a := range opts.Apps {
 		if err := s.AddApp(a); err != nil {
 			return nil, err
@@ -286,6 +333,16 @@ func (s *Server) SetPhoneRateLimit(perMinute int) error {
 		return errors.New("phone rate limit must not be negative")
 	}
 	s.phoneRate.Store(int64(perMinute))
+	return nil
+}
+
+// SetOpenIDMismatchErrcode sets the errcode of an exchange whose openid is
+// not the code's user (non-zero).
+func (s *Server) SetOpenIDMismatchErrcode(errcode int) error {
+	if errcode == 0 {
+		return errors.New("openid mismatch errcode must be non-zero")
+	}
+	s.openidErr.Store(int64(errcode))
 	return nil
 }
 
