@@ -4,6 +4,7 @@
 //	wxphone mock      run the WeChat emulator alone
 //	wxphone demo      run the emulator and the service with a demo page
 //	wxphone version   print the version
+//	wxphone healthcheck  probe /healthz of a running serve (exit 0 or 1)
 //
 // Each subcommand takes -h. This command only wires packages together:
 // config loads the settings, the wxphone clients talk to WeChat, service
@@ -49,6 +50,7 @@ Usage:
   wxphone mock [flags]      run the WeChat emulator alone
   wxphone demo [flags]      run the emulator and the service, with a demo page
   wxphone version           print the version
+  wxphone healthcheck       probe /healthz of a running serve (for HEALTHCHECK)
 
 Run "wxphone <command> -h" for a command's flags.
 `
@@ -67,6 +69,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		err = mock(ctx, args[1:], stdout, getenv)
 	case "demo":
 		err = runDemo(ctx, args[1:], stdout, stderr)
+	case "healthcheck":
+		err = healthcheck(ctx, args[1:], stdout, stderr, getenv)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "wxphone", version())
 	case "help", "-h", "--help":
@@ -88,13 +92,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 // errUsage marks a command-line mistake already reported.
 var errUsage = errors.New("usage")
 
-// version returns the module version from the build information.
+// buildVersion is set at link time by release and image builds
+// (-ldflags "-X main.buildVersion=v1.2.3"); it is never written at run
+// time. Empty: the module version from the build information.
+var buildVersion string
+
+// version returns the version: buildVersion, or the module version from
+// the build information, with the VCS revision and the Go version.
 func version() string {
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
 		return "(unknown)"
 	}
 	v := bi.Main.Version
+	if buildVersion != "" {
+		v = buildVersion
+	}
 	if v == "" {
 		v = "(devel)"
 	}
