@@ -29,6 +29,7 @@ import (
 
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/prometheus/promql/parser"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
@@ -132,50 +133,66 @@ func source(doc []byte) string {
 type Metric struct {
 	// Name is the metric family's name.
 	Name string
-	// Histogram reports a histogram or summary, whose series are
-	// Name_bucket (histograms), Name_sum and Name_count.
-	Histogram bool
+	// Suffixes are the suffixes of its series besides Name itself:
+	// _bucket, _sum and _count for a histogram, _sum and _count for a
+	// summary, none otherwise.
+	Suffixes []string
 }
 
-var fqNameRE = regexp.MustCompile(`fqName: "([^"]+)"`)
+var (
+	fqNameRE          = regexp.MustCompile(`fqName: "([^"]+)"`)
+	histogramSuffixes = []string{"_bucket", "_sum", "_count"}
+	summarySuffixes   = []string{"_sum", "_count"}
+)
+
+// descNames returns the names of the descriptors c describes.
+func descNames(c prometheus.Collector) ([]string, error) {
+	ch := make(chan *prometheus.Desc)
+	go func() { c.Describe(ch); close(ch) }()
+	var names []string
+	var err error
+	for d := range ch {
+		if sm := fqNameRE.FindStringSubmatch(d.String()); sm != nil {
+			names = append(names, sm[1])
+		} else if err == nil {
+			err = fmt.Errorf("cannot read the name of %s", d)
+		}
+	}
+	return names, err
+}
 
 // ExportedMetrics lists the metric families registered in reg (every
 // collector's Describe, so metric vectors with no series yet count) and
 // tells histograms and summaries apart, from m's fields and from the
 // families reg gathers now. m is the metric set reg belongs to (nil: none).
 func ExportedMetrics(reg *prometheus.Registry, m *metrics.Metrics) ([]Metric, error) {
-	names := map[string]bool{}
-	ch := make(chan *prometheus.Desc)
-	go func() { reg.Describe(ch); close(ch) }()
-	for d := range ch {
-		sm := fqNameRE.FindStringSubmatch(d.String())
-		if sm == nil {
-			return nil, fmt.Errorf("cannot read the name of %s", d)
-		}
-		names[sm[1]] = false
+	names, err := descNames(reg)
+	if err != nil {
+		return nil, err
+	}
+	suffixes := map[string][]string{}
+	for _, n := range names {
+		suffixes[n] = nil
 	}
 	if m != nil {
 		v := reflect.ValueOf(m).Elem()
 		for i := range v.NumField() {
 			var c prometheus.Collector
+			var sfx []string
 			switch f := v.Field(i).Interface().(type) {
 			case *prometheus.HistogramVec:
-				c = f
+				c, sfx = f, histogramSuffixes
 			case *prometheus.SummaryVec:
-				c = f
-			case prometheus.Histogram:
-				c = f
-			case prometheus.Summary:
-				c = f
+				c, sfx = f, summarySuffixes
 			default:
 				continue
 			}
-			ch := make(chan *prometheus.Desc, 1)
-			go func() { c.Describe(ch); close(ch) }()
-			for d := range ch {
-				if sm := fqNameRE.FindStringSubmatch(d.String()); sm != nil {
-					names[sm[1]] = true
-				}
+			ns, err := descNames(c)
+			if err != nil {
+				return nil, err
+			}
+			for _, n := range ns {
+				suffixes[n] = sfx
 			}
 		}
 	}
@@ -184,28 +201,28 @@ func ExportedMetrics(reg *prometheus.Registry, m *metrics.Metrics) ([]Metric, er
 		return nil, err
 	}
 	for _, f := range fams {
-		if t := f.GetType().String(); strings.Contains(t, "HISTOGRAM") || strings.Contains(t, "SUMMARY") {
-			names[f.GetName()] = true
+		switch f.GetType() {
+		case dto.MetricType_HISTOGRAM, dto.MetricType_GAUGE_HISTOGRAM:
+			suffixes[f.GetName()] = histogramSuffixes
+		case dto.MetricType_SUMMARY:
+			suffixes[f.GetName()] = summarySuffixes
 		}
 	}
-	out := make([]Metric, 0, len(names))
-	for n, h := range names {
-		out = append(out, Metric{Name: n, Histogram: h})
+	out := make([]Metric, 0, len(suffixes))
+	for n, s := range suffixes {
+		out = append(out, Metric{Name: n, Suffixes: s})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
 }
 
-// SeriesNames returns every series name the metrics produce: a histogram's
-// or summary's _bucket, _sum and _count besides its family name.
+// SeriesNames returns every series name the metrics produce.
 func SeriesNames(ms []Metric) map[string]bool {
 	out := map[string]bool{}
 	for _, m := range ms {
 		out[m.Name] = true
-		if m.Histogram {
-			for _, s := range []string{"_bucket", "_sum", "_count"} {
-				out[m.Name+s] = true
-			}
+		for _, s := range m.Suffixes {
+			out[m.Name+s] = true
 		}
 	}
 	return out

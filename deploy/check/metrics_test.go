@@ -68,13 +68,13 @@ func TestExportedMetrics(t *testing.T) {
 		"wxphone_token_usable", "wxphone_token_remaining_seconds", "wxphone_http_requests_in_flight", // registered while wiring
 		"wxphone_outcome_unknown_total", "wxphone_degraded", // vectors with no series yet
 		"wxphone_upstream_duration_seconds_bucket", "wxphone_http_request_duration_seconds_count", // histogram series
-		"process_resident_memory_bytes", "go_goroutines",
+		"process_resident_memory_bytes", "go_goroutines", "go_gc_duration_seconds_count", // a summary
 	} {
 		if !names[want] {
 			t.Errorf("%s is missing from the exported names", want)
 		}
 	}
-	for _, not := range []string{"wxphone_token_usable_bucket", "wxphone_degraded_count", "wxphone_exchanges_total_sum"} {
+	for _, not := range []string{"wxphone_token_usable_bucket", "wxphone_degraded_count", "wxphone_exchanges_total_sum", "go_gc_duration_seconds_bucket"} {
 		if names[not] {
 			t.Errorf("%s is listed but no such series exists", not)
 		}
