@@ -97,12 +97,24 @@ func (c *Client) PhoneNumber(ctx context.Context, code string) (*PhoneInfo, erro
 	if err := ValidateCode(code); err != nil {
 		return nil, err
 	}
+	var st attempts
+	info, err := c.phoneNumber(ctx, code, &st)
+	if err != nil && st.busyAnswered && !errors.Is(err, ErrCodeMayBeUsed) {
+		// An attempt was answered -1, which WeChat may send after using
+		// the code: whatever ended the exchange, say so.
+		err = &CodeMayBeUsedError{Op: OpPhoneNumber, Err: err}
+	}
+	return info, err
+}
+
+// phoneNumber runs the attempts of PhoneNumber, recording in st what they
+// did with the code.
+func (c *Client) phoneNumber(ctx context.Context, code string, st *attempts) (*PhoneInfo, error) {
 	body := phoneBody(code)
 	tok, err := c.tokens.Token(ctx)
 	if err != nil {
 		return nil, err
 	}
-	var st attempts
 	for {
 		var r phoneResp
 		err := c.up.call(ctx, OpPhoneNumber, http.MethodPost, "/wxa/business/getuserphonenumber",
@@ -123,7 +135,7 @@ func (c *Client) PhoneNumber(ctx context.Context, code string) (*PhoneInfo, erro
 			}
 			continue
 		}
-		if retry, ferr := c.decide(ctx, OpPhoneNumber, &st, err); !retry {
+		if retry, ferr := c.decide(ctx, OpPhoneNumber, st, err); !retry {
 			return nil, ferr
 		}
 	}
@@ -162,6 +174,7 @@ func phoneBody(code string) []byte {
 // attempts tracks what an exchange has already done with its code.
 type attempts struct {
 	unsent       int  // retries after failures where nothing was sent
+	busyAnswered bool // an attempt was answered -1 (it may have used the code)
 	busyRetried  bool // resent once after errcode -1
 	tokenRetried bool // resent once after a token error
 	resent       bool // the code went to WeChat more than once
@@ -181,6 +194,9 @@ func (c *Client) decide(ctx context.Context, op string, st *attempts, err error)
 		st.unsent++
 		return sleepCtx(ctx, jitter(50*time.Millisecond, 150*time.Millisecond)), err
 	case errors.As(err, &ae):
+		if ae.ErrCode == -1 {
+			st.busyAnswered = true
+		}
 		switch {
 		case ae.ErrCode == -1 && !st.busyRetried:
 			st.busyRetried = true

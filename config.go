@@ -166,7 +166,7 @@ func (c Config) newUpstream() (*upstream, *slog.Logger, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	u := &upstream{hc: hc, base: *base, appID: c.AppID, hooks: c.Hooks, direct: direct}
+	u := &upstream{hc: hc, base: *base, appID: c.AppID, hooks: c.Hooks, direct: direct, h2c: direct != nil && c.H2C}
 	if direct != nil {
 		u.postHeader, u.getHeader = newHeader(true), newHeader(false)
 	}

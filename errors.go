@@ -43,6 +43,15 @@ var (
 	// after a resend). The code must not be sent again; ask the user to tap
 	// the button again. See *OutcomeUnknownError.
 	ErrOutcomeUnknown = errors.New("wxphone: outcome unknown: WeChat may have used the code")
+	// ErrCodeMayBeUsed: an earlier attempt of this exchange may have used
+	// the code (WeChat answered -1, which it may send after using a code)
+	// and the exchange then ended without an answer for it. The error
+	// also matches the sentinels of what ended it (ErrRateLimited,
+	// ErrTokenUnavailable, …). Retrying with the same code is allowed,
+	// but a later 40029 for it means "outcome unknown", never "invalid
+	// code". Every error matching ErrOutcomeUnknown matches it too. See
+	// *CodeMayBeUsedError.
+	ErrCodeMayBeUsed = errors.New("wxphone: WeChat may have used the code")
 	// ErrTokenFetchRefused: a token fetch failed for a reason retrying will
 	// not fix: wrong appid or secret, IP not whitelisted, secret frozen,
 	// daily quota (40013, 40125, 40164, 40243, 45009 and kin).
@@ -304,8 +313,36 @@ func (e *OutcomeUnknownError) As(target any) bool {
 	return false
 }
 
-// Is matches ErrOutcomeUnknown.
-func (e *OutcomeUnknownError) Is(target error) bool { return target == ErrOutcomeUnknown }
+// Is matches ErrOutcomeUnknown and ErrCodeMayBeUsed.
+func (e *OutcomeUnknownError) Is(target error) bool {
+	return target == ErrOutcomeUnknown || target == ErrCodeMayBeUsed
+}
+
+// CodeMayBeUsedError is the end of an exchange that did not obtain an
+// answer for its code after an attempt that may have used the code (see
+// ErrCodeMayBeUsed). Err is what ended it, and errors.Is matches its
+// sentinels, except ErrInvalidCode: a 40029 after such an attempt is an
+// *OutcomeUnknownError instead.
+type CodeMayBeUsedError struct {
+	Op  string
+	Err error
+}
+
+func (e *CodeMayBeUsedError) Error() string {
+	return "wxphone: " + e.Op + ": an earlier attempt may have used the code (WeChat answered -1): " + e.Err.Error()
+}
+
+// Unwrap returns the cause.
+func (e *CodeMayBeUsedError) Unwrap() error { return e.Err }
+
+// Is matches ErrCodeMayBeUsed.
+func (e *CodeMayBeUsedError) Is(target error) bool { return target == ErrCodeMayBeUsed }
+
+// RetryAfter is the cause's, if any (45011, a token cool-down).
+func (e *CodeMayBeUsedError) RetryAfter() time.Duration {
+	d, _ := RetryAfter(e.Err)
+	return d
+}
 
 // WatermarkError reports phone data whose watermark names another appid.
 type WatermarkError struct {

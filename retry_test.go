@@ -460,3 +460,81 @@ func TestCustomRoundTripperFailureCountsAsSent(t *testing.T) {
 		}
 	})
 }
+
+// failAfterDialer lets the first ok dials through and fails every later one
+// before anything is sent.
+type failAfterDialer struct {
+	ok    int64
+	dials atomic.Int64
+	d     net.Dialer
+}
+
+func (f *failAfterDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	if f.dials.Add(1) > f.ok {
+		return nil, &net.OpError{Op: "dial", Net: network, Err: errors.New("connection refused (injected)")}
+	}
+	return f.d.DialContext(ctx, network, addr)
+}
+
+// TestTaintAfterSystemBusyIsKept: WeChat may have used a code it answered
+// with -1. Whatever ends the exchange after that (the one retry meets
+// 45011, a token error whose refresh fails, a failure before anything was
+// sent, or the deadline), the error must say that the code may have been
+// used, so that nobody later reads a 40029 for it as "invalid code".
+func TestTaintAfterSystemBusyIsKept(t *testing.T) {
+	t.Parallel()
+	busy := wxmock.Fault{Endpoint: wxmock.EndpointPhone, Kind: wxmock.FaultErrcode, Errcode: -1, Consume: true, Count: 1}
+	tests := []struct {
+		name     string
+		setup    func(t *testing.T, env *srvEnv, cfg *Config)
+		warmed   func(t *testing.T, env *srvEnv) // after the first token fetch
+		deadline time.Duration
+		also     error // a sentinel the error must still match
+	}{
+		{"retry meets 45011", func(t *testing.T, env *srvEnv, _ *Config) {
+			addFault(t, env.emu, busy)
+			addFault(t, env.emu, wxmock.Fault{Endpoint: wxmock.EndpointPhone, Kind: wxmock.FaultErrcode, Errcode: 45011, Count: 1})
+		}, nil, 20 * time.Second, ErrRateLimited},
+		{"retry meets 40001 and the refresh is refused", func(t *testing.T, env *srvEnv, _ *Config) {
+			addFault(t, env.emu, busy)
+			addFault(t, env.emu, wxmock.Fault{Endpoint: wxmock.EndpointPhone, Kind: wxmock.FaultErrcode, Errcode: 40001, Count: 1})
+		}, func(t *testing.T, env *srvEnv) {
+			addFault(t, env.emu, wxmock.Fault{Endpoint: wxmock.EndpointStableToken, Kind: wxmock.FaultErrcode, Errcode: 40164})
+		}, 20 * time.Second, ErrTokenFetchRefused},
+		{"retry fails before anything was sent", func(t *testing.T, env *srvEnv, cfg *Config) {
+			addFault(t, env.emu, busy)
+			tr := cfg.HTTPClient.Transport.(*http.Transport)
+			tr.DisableKeepAlives = true
+			tr.DialContext = (&failAfterDialer{ok: 2}).DialContext // the token fetch, the first phone call
+		}, nil, 20 * time.Second, ErrUpstream},
+		{"deadline before the retry", func(t *testing.T, env *srvEnv, _ *Config) {
+			addFault(t, env.emu, busy)
+		}, nil, 120 * time.Millisecond, ErrSystemBusy},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			env := newSrvEnv(t)
+			cfg := env.config(t)
+			tt.setup(t, env, &cfg)
+			c := newTestClient(t, cfg)
+			if err := c.Warm(ctxTimeout(t, 10*time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			if tt.warmed != nil {
+				tt.warmed(t, env)
+			}
+			code := mintPhone(t, env.emu, testPhone)
+			p, err := c.PhoneNumber(ctxTimeout(t, tt.deadline), code)
+			if p != nil || !errors.Is(err, ErrCodeMayBeUsed) {
+				t.Fatalf("PhoneNumber = %v, %v; want an error matching ErrCodeMayBeUsed", p, err)
+			}
+			if !errors.Is(err, tt.also) {
+				t.Errorf("error %v no longer matches %v", err, tt.also)
+			}
+			if errors.Is(err, ErrInvalidCode) {
+				t.Errorf("error %v matches ErrInvalidCode", err)
+			}
+		})
+	}
+}

@@ -25,23 +25,28 @@ const DefaultBaseURL = "https://api.weixin.qq.com"
 const maxResponseBytes = 1 << 20
 
 // NewHTTPClient returns the tuned *http.Client wxphone uses by default: 5 s
-// dial and TLS handshake timeouts, a 10 s response-header timeout, a 30 s
-// overall timeout, an idle pool of 1024 connections per host (Go's default
-// keeps 2, which under load means a new TLS handshake for most requests), TLS
-// 1.2 or later with verification always on, and no redirects (a redirect
-// would carry the access_token in its URL to another place).
+// dial and TLS handshake timeouts, an idle pool of 1024 connections per host
+// (Go's default keeps 2, which under load means a new TLS handshake for most
+// requests), TLS 1.2 or later with verification always on, and no redirects
+// (a redirect would carry the access_token in its URL to another place).
+//
+// It has no response or overall timeout of its own: once a request may
+// have carried a code, only the caller's context decides how long to wait
+// for the answer (an exchange must live until its own timeout, however slow
+// WeChat is), and a call whose context has no deadline is bounded by 30 s.
+// A client passed in Config.HTTPClient should follow the same rule: a
+// Client.Timeout or ResponseHeaderTimeout shorter than the exchange timeout
+// drops answers WeChat has already paid for.
 func NewHTTPClient() *http.Client {
 	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
 	tr := &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           dialer.DialContext,
-		TLSHandshakeTimeout:   5 * time.Second,
-		ResponseHeaderTimeout: 10 * time.Second,
-		ExpectContinueTimeout: time.Second,
-		MaxIdleConns:          2048,
-		MaxIdleConnsPerHost:   1024,
-		IdleConnTimeout:       90 * time.Second,
-		ForceAttemptHTTP2:     true,
+		Proxy:               http.ProxyFromEnvironment,
+		DialContext:         dialer.DialContext,
+		TLSHandshakeTimeout: 5 * time.Second,
+		MaxIdleConns:        2048,
+		MaxIdleConnsPerHost: 1024,
+		IdleConnTimeout:     90 * time.Second,
+		ForceAttemptHTTP2:   true,
 		// WeChat's answers are a few hundred bytes: gzip would cost more
 		// (a header, a reader per response) than it saves.
 		DisableCompression: true,
@@ -49,7 +54,6 @@ func NewHTTPClient() *http.Client {
 	}
 	return &http.Client{
 		Transport:     tr,
-		Timeout:       defaultOverallTimeout,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 }
@@ -170,11 +174,11 @@ type upstream struct {
 	// that client uses (no redirects, no jar; the overall timeout is
 	// applied here as a context deadline when the caller set none).
 	direct                *http.Transport
+	h2c                   bool // direct speaks HTTP/2 to plain http:// (Config.H2C)
 	postHeader, getHeader http.Header
 }
 
-// defaultOverallTimeout bounds a request on the direct path whose context
-// has no deadline, like NewHTTPClient's Client.Timeout.
+// defaultOverallTimeout bounds a request whose context has no deadline.
 const defaultOverallTimeout = 30 * time.Second
 
 var bufPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
@@ -211,13 +215,11 @@ func (u *upstream) roundTrip(ctx context.Context, op, method, path, rawQuery str
 	if err := ctx.Err(); err != nil {
 		return 0, &TransportError{Op: op, Err: err} // nothing sent
 	}
-	if u.direct != nil {
-		if _, ok := ctx.Deadline(); !ok {
-			// The direct path skips http.Client and its overall timeout.
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, defaultOverallTimeout)
-			defer cancel()
-		}
+	if _, ok := ctx.Deadline(); !ok {
+		// A call is bounded by its context only (see NewHTTPClient).
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, defaultOverallTimeout)
+		defer cancel()
 	}
 	req, sb, st := u.request(ctx, method, path, rawQuery, body)
 	var resp *http.Response
@@ -271,12 +273,20 @@ func (u *upstream) request(ctx context.Context, method, path, rawQuery string, b
 		// body: a body no transport has read proves nothing reached
 		// WeChat, whatever the RoundTripper. A read counts as sent even if
 		// the bytes then fail to reach the wire (conservative).
-		sb = &sendBody{body: body}
+		sb = &sendBody{body: body, h2c: u.h2c}
 		sb.r.Reset(body)
+		sb.trace.GotConn = sb.gotConn
+		sb.trace.WroteRequest = sb.wroteRequest
+		ctx = httptrace.WithClientTrace(ctx, &sb.trace)
 		base.Header = u.header(true)
 		base.Body = sb
 		base.ContentLength = int64(len(body))
-		base.GetBody = sb.rewind // lets net/http resend safely when nothing was written
+		// net/http resends through GetBody when it proved that nothing
+		// was written (HTTP/1.1), but HTTP/2 also resends after some
+		// stream errors that arrive once WeChat may have processed the
+		// request: rewind refuses to give the body again once it was read,
+		// unless the write itself failed on HTTP/1.1.
+		base.GetBody = sb.rewind
 	} else {
 		// A GET carries its secrets in the URL. net/http's Transport
 		// reports GetConn before it dials and WroteHeaders once the
@@ -347,11 +357,16 @@ func newHeader(post bool) http.Header {
 	return h
 }
 
-// sendBody is a request body that records whether it was ever read.
+// sendBody is a request body that records whether it was ever read, and
+// that net/http may read a second time only when that cannot send it twice.
 type sendBody struct {
-	read atomic.Bool
-	body []byte
-	r    bytes.Reader
+	read        atomic.Bool
+	writeFailed atomic.Bool // the last write of the request reported an error
+	h2          atomic.Bool // the request went out on an HTTP/2 connection
+	h2c         bool        // plain-http connections speak HTTP/2 (Config.H2C)
+	body        []byte
+	r           bytes.Reader
+	trace       httptrace.ClientTrace
 }
 
 func (b *sendBody) Read(p []byte) (int, error) {
@@ -361,10 +376,51 @@ func (b *sendBody) Read(p []byte) (int, error) {
 
 func (b *sendBody) Close() error { return nil }
 
+// errNoReplay refuses a resend of a body that may have reached WeChat.
+var errNoReplay = errors.New("request may have reached WeChat; not resent")
+
+// refusedBody is what rewind gives instead of the body: every read fails,
+// so a resend (or a redirect a caller's http.Client would follow) fails
+// before the code is written, while an http.Client that only prepares a
+// redirect it will not follow (CheckRedirect refuses it) still returns the
+// redirect response.
+type refusedBody struct{}
+
+func (refusedBody) Read([]byte) (int, error) { return 0, errNoReplay }
+func (refusedBody) Close() error             { return nil }
+
 // rewind is GetBody: a fresh reader over the same bytes that reports reads
-// to the same flag.
+// to the same flag, given only while no byte of the body can have reached
+// WeChat. That holds when the body was never read, or when HTTP/1.1's
+// transport, which resends a body only after a write that put no byte on
+// the wire (its nothingWrittenError), saw the write fail. HTTP/2 resends
+// after stream errors (RST_STREAM PROTOCOL_ERROR, GOAWAY) that may follow
+// the server's processing of the request: a read body is never given to it
+// again.
 func (b *sendBody) rewind() (io.ReadCloser, error) {
+	if b.read.Load() && (b.h2.Load() || !b.writeFailed.Load()) {
+		return refusedBody{}, nil
+	}
+	b.writeFailed.Store(false)
 	return &rewoundBody{b: b, r: bytes.NewReader(b.body)}, nil
+}
+
+// gotConn notes an HTTP/2 connection: TLS that negotiated h2, or a plain
+// connection of a transport configured for h2c.
+func (b *sendBody) gotConn(ci httptrace.GotConnInfo) {
+	if tc, ok := ci.Conn.(*tls.Conn); ok {
+		if tc.ConnectionState().NegotiatedProtocol == "h2" {
+			b.h2.Store(true)
+		}
+		return
+	}
+	if b.h2c {
+		b.h2.Store(true)
+	}
+}
+
+func (b *sendBody) wroteRequest(wi httptrace.WroteRequestInfo) {
+	b.writeFailed.Store(wi.Err != nil)
 }
 
 type rewoundBody struct {

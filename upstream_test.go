@@ -1,0 +1,335 @@
+package wxphone
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/wxphone/wxphone/wxmock"
+)
+
+// pipeNet is an in-memory network for synctest bubbles: Dial returns one end
+// of a net.Pipe and the listener's Accept the other, so an http.Server and
+// an http.Transport talk with no socket (a socket would keep the bubble from
+// ever being idle).
+type pipeNet struct {
+	conns  chan net.Conn
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newPipeNet() *pipeNet {
+	return &pipeNet{conns: make(chan net.Conn), closed: make(chan struct{})}
+}
+
+func (p *pipeNet) DialContext(ctx context.Context, _, _ string) (net.Conn, error) {
+	c, s := net.Pipe()
+	select {
+	case p.conns <- s:
+		return c, nil
+	case <-p.closed:
+		return nil, net.ErrClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (p *pipeNet) Accept() (net.Conn, error) {
+	select {
+	case c := <-p.conns:
+		return c, nil
+	case <-p.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (p *pipeNet) Close() error   { p.once.Do(func() { close(p.closed) }); return nil }
+func (p *pipeNet) Addr() net.Addr { return pipeAddr{} }
+
+type pipeAddr struct{}
+
+func (pipeAddr) Network() string { return "pipe" }
+func (pipeAddr) String() string  { return "127.0.0.1:80" }
+
+// readFirst reads a request's whole body before h sees it, as WeChat does:
+// a request it received is processed even if the client hangs up while it
+// works (see docs/emulator.md).
+func readFirst(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			return
+		}
+		r.Body = io.NopCloser(strings.NewReader(string(b)))
+		h.ServeHTTP(w, r)
+	})
+}
+
+// TestSlowAnswerWithinTheCallersDeadline: an answer slower than any fixed
+// transport timeout (WeChat answers after 12 s) still reaches a caller
+// whose own deadline (30 s) has not passed. Before the fix NewHTTPClient's
+// 10 s ResponseHeaderTimeout dropped it although WeChat had used the code.
+func TestSlowAnswerWithinTheCallersDeadline(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		latency time.Duration
+		direct  bool // Config.HTTPClient unset: wxphone's own transport
+	}{
+		{"12s, own client", 12 * time.Second, true},
+		{"12s, NewHTTPClient passed in", 12 * time.Second, false},
+		{"29s, own client", 29 * time.Second, true},
+		{"40s, no deadline of the caller's, own client", 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				emu := newEmulator(t)
+				pn := newPipeNet()
+				srv := &http.Server{Handler: readFirst(emu)}
+				go func() { _ = srv.Serve(pn) }()
+				defer func() { _ = srv.Close(); _ = pn.Close() }()
+
+				hc := NewHTTPClient()
+				tr := hc.Transport.(*http.Transport)
+				tr.DialContext = pn.DialContext
+				cfg := Config{AppID: testAppID, Secret: testSecret, BaseURL: "http://127.0.0.1:80"}
+				if !tc.direct {
+					cfg.HTTPClient = hc
+				}
+				c, err := New(cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if tc.direct {
+					c.up.direct.DialContext = pn.DialContext
+					c.owned.up.direct.DialContext = pn.DialContext
+				}
+				defer c.Close()
+				if err := c.Warm(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+				latency, ctx := tc.latency, context.Background()
+				if latency == 0 {
+					// No deadline of the caller's: the library's own
+					// overall bound (defaultOverallTimeout) applies, and an
+					// answer later than that is lost.
+					latency = defaultOverallTimeout + 10*time.Second
+				} else {
+					var cancel context.CancelFunc
+					ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
+					defer cancel()
+				}
+				addFault(t, emu, wxmock.Fault{Endpoint: wxmock.EndpointPhone, Kind: wxmock.FaultLatency, LatencyMS: int(latency / time.Millisecond)})
+				code := mintPhone(t, emu, testPhone)
+				start := time.Now()
+				info, err := c.PhoneNumber(ctx, code)
+				if tc.latency == 0 {
+					if !errors.Is(err, ErrOutcomeUnknown) || time.Since(start) != defaultOverallTimeout {
+						t.Fatalf("after %v: %v, want outcome unknown after %v", time.Since(start), err, defaultOverallTimeout)
+					}
+					return
+				}
+				if err != nil {
+					t.Fatalf("after %v: %v, want the number (WeChat answered after %v, the deadline is 30s)", time.Since(start), err, latency)
+				}
+				if info.PurePhoneNumber.Reveal() != testPhone {
+					t.Fatalf("number %v", info.PurePhoneNumber)
+				}
+			})
+		})
+	}
+}
+
+// TestNewHTTPClientHasNoTimeoutOfItsOwn pins the rule behind
+// TestSlowAnswerWithinTheCallersDeadline: every bound on a call that may
+// already have carried a code comes from the caller's context, so no
+// transport timeout can be shorter than an exchange's own timeout.
+func TestNewHTTPClientHasNoTimeoutOfItsOwn(t *testing.T) {
+	hc := NewHTTPClient()
+	tr := hc.Transport.(*http.Transport)
+	if hc.Timeout != 0 || tr.ResponseHeaderTimeout != 0 || tr.ExpectContinueTimeout != 0 {
+		t.Fatalf("Client.Timeout %v, ResponseHeaderTimeout %v, ExpectContinueTimeout %v: want none (the context bounds a call)",
+			hc.Timeout, tr.ResponseHeaderTimeout, tr.ExpectContinueTimeout)
+	}
+}
+
+// h2ResetServer is a minimal HTTP/2 (h2c, prior knowledge) server that reads
+// each request's body, records it, and answers with RST_STREAM
+// (PROTOCOL_ERROR): WeChat received the request, and may have used the
+// code, but the client gets a stream error. Go's HTTP/2 transport retries a
+// request after such a reset by calling GetBody.
+type h2ResetServer struct {
+	ln     net.Listener
+	mu     sync.Mutex
+	bodies []string
+	conns  []net.Conn
+	wg     sync.WaitGroup
+}
+
+func newH2ResetServer(t *testing.T, tlsConfig *tls.Config) *h2ResetServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tlsConfig != nil {
+		ln = tls.NewListener(ln, tlsConfig)
+	}
+	s := &h2ResetServer{ln: ln}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.mu.Lock()
+			s.conns = append(s.conns, c)
+			s.mu.Unlock()
+			s.wg.Add(1)
+			go func() { defer s.wg.Done(); s.serve(c) }()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		s.mu.Lock()
+		for _, c := range s.conns {
+			_ = c.Close()
+		}
+		s.mu.Unlock()
+		s.wg.Wait()
+	})
+	return s
+}
+
+func (s *h2ResetServer) Bodies() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.bodies...)
+}
+
+const (
+	h2Data, h2Headers, h2RST, h2Settings, h2Ping, h2GoAway, h2Window = 0, 1, 3, 4, 6, 7, 8
+	h2FlagAck, h2FlagEndStream                                       = 1, 1
+	h2ProtocolError                                                  = 1
+)
+
+func (s *h2ResetServer) serve(c net.Conn) {
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReader(c)
+	preface := make([]byte, len(http2Preface))
+	if _, err := io.ReadFull(r, preface); err != nil || string(preface) != http2Preface {
+		return
+	}
+	write := func(typ, flags byte, stream uint32, payload []byte) error {
+		var h [9]byte
+		h[0], h[1], h[2] = byte(len(payload)>>16), byte(len(payload)>>8), byte(len(payload))
+		h[3], h[4] = typ, flags
+		binary.BigEndian.PutUint32(h[5:], stream)
+		_, err := c.Write(append(h[:], payload...))
+		return err
+	}
+	if write(h2Settings, 0, 0, nil) != nil {
+		return
+	}
+	for {
+		var h [9]byte
+		if _, err := io.ReadFull(r, h[:]); err != nil {
+			return
+		}
+		n := int(h[0])<<16 | int(h[1])<<8 | int(h[2])
+		typ, flags, stream := h[3], h[4], binary.BigEndian.Uint32(h[5:])&0x7fffffff
+		payload := make([]byte, n)
+		if _, err := io.ReadFull(r, payload); err != nil {
+			return
+		}
+		switch typ {
+		case h2Settings:
+			if flags&h2FlagAck == 0 && write(h2Settings, h2FlagAck, 0, nil) != nil {
+				return
+			}
+		case h2Ping:
+			if flags&h2FlagAck == 0 && write(h2Ping, h2FlagAck, 0, payload) != nil {
+				return
+			}
+		case h2Data:
+			s.mu.Lock()
+			s.bodies = append(s.bodies, string(payload))
+			s.mu.Unlock()
+			if flags&h2FlagEndStream != 0 {
+				var code [4]byte
+				binary.BigEndian.PutUint32(code[:], h2ProtocolError)
+				if write(h2RST, 0, stream, code[:]) != nil {
+					return
+				}
+			}
+		}
+	}
+}
+
+const http2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+// TestHTTP2ResetAfterTheCodeWasSentIsNotResent: over HTTP/2, a stream reset
+// after the request was written makes Go's transport resend it through
+// GetBody. The code must reach WeChat once; the caller learns that the
+// outcome is unknown, never a definite answer from a second send.
+func TestHTTP2ResetAfterTheCodeWasSentIsNotResent(t *testing.T) {
+	// TLS that negotiates h2, with the caller's http.Client: a throwaway
+	// httptest server provides the certificate and a client trusting it.
+	ts := httptest.NewUnstartedServer(http.NotFoundHandler())
+	ts.EnableHTTP2 = true
+	ts.StartTLS()
+	tlsClient := ts.Client()
+	srvTLS := ts.TLS.Clone()
+	srvTLS.NextProtos = []string{"h2"}
+	ts.Close()
+
+	for _, tc := range []struct {
+		name string
+		tls  bool
+	}{{"h2c, own client", false}, {"TLS h2, caller's client", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := Config{AppID: testAppID, H2C: true,
+				TokenSource: StaticTokenSource(Token{Value: "static-token-0123456789", ExpiresAt: time.Now().Add(time.Hour)})}
+			var s *h2ResetServer
+			if tc.tls {
+				s = newH2ResetServer(t, srvTLS)
+				cfg.BaseURL, cfg.HTTPClient = "https://"+s.ln.Addr().String(), tlsClient
+			} else {
+				s = newH2ResetServer(t, nil)
+				cfg.BaseURL = "http://" + s.ln.Addr().String()
+			}
+			c, err := New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			const code = "0123456789abcdef-h2-reset"
+			_, err = c.PhoneNumber(ctx, code)
+			var sent int
+			for _, b := range s.Bodies() {
+				sent += strings.Count(b, code)
+			}
+			if sent != 1 {
+				t.Errorf("the code reached the server %d times, want 1", sent)
+			}
+			if !errors.Is(err, ErrOutcomeUnknown) {
+				t.Errorf("error %v, want one matching ErrOutcomeUnknown", err)
+			}
+		})
+	}
+}
