@@ -481,6 +481,10 @@ func TestChartRefusesUnsafeValues(t *testing.T) {
 		{"no app", []string{"--set", "apps=null"}, "at least one Mini Program"},
 		{"bad appid", []string{"--set", "apps[0].appid=wx 1", "--set", "apps[0].secretKey=s"}, "want 1..64 characters"},
 		{"app without secret key", []string{"--set", "apps[0].appid=wx1", "--set", "apps[0].secretKey="}, "needs appid and secretKey"},
+		{"misspelt value (values.schema.json)", []string{"--set", "redis.enable=true"}, "additional properties 'enable' not allowed"},
+		{"misspelt nested value", []string{"--set", "secret.keys.apikeys=k"}, "additional properties 'apikeys' not allowed"},
+		{"bad duration", []string{"--set", "config.requestTimeout=soon"}, "/config/requestTimeout"},
+		{"metrics on the API port", []string{"--set", "metrics.adminPort=8080"}, "/metrics/adminPort"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
