@@ -11,7 +11,9 @@
 # default) compiles it in golang:${GO_VERSION}; "prebuilt" copies rootfs/ from
 # the build context, laid out beforehand by deploy/image/rootfs.sh (the same
 # script the build stage runs). CI uses "prebuilt" (deploy/image/check.sh):
-# it reaches no registry, so it cannot pull the Go image.
+# it reaches no registry, so it cannot pull the Go image. Only the chosen
+# stage is built: this needs BuildKit (Docker 23 and later) or buildah/podman,
+# which skip unused stages.
 ARG GO_VERSION=1.26
 ARG BUILD_STAGE=build
 
