@@ -7,15 +7,13 @@
 # (podman and buildah write OCI images by default, which have no HEALTHCHECK:
 # --format docker keeps it.) Running it: README.md, "Container image".
 #
-# BUILD_STAGE picks where the root filesystem comes from: "build" (the
-# default) compiles it in golang:${GO_VERSION}; "prebuilt" copies rootfs/ from
-# the build context, laid out beforehand by deploy/image/rootfs.sh (the same
-# script the build stage runs). CI uses "prebuilt" (deploy/image/check.sh):
-# it reaches no registry, so it cannot pull the Go image. Only the chosen
-# stage is built: this needs BuildKit (Docker 23 and later) or buildah/podman,
-# which skip unused stages.
+# The last stage is the image: it compiles the root filesystem in
+# golang:${GO_VERSION} with deploy/image/rootfs.sh. The stage "ci" is the same
+# image from a root filesystem laid out beforehand by that script in the build
+# context's rootfs/: CI builds it with --target ci (deploy/image/check.sh), as
+# it reaches no registry to pull the Go image from. Both take their
+# configuration (user, port, labels, health check, entrypoint) from "config".
 ARG GO_VERSION=1.26
-ARG BUILD_STAGE=build
 
 FROM golang:${GO_VERSION}-bookworm AS build
 WORKDIR /src
@@ -25,15 +23,9 @@ COPY . .
 ARG VERSION=dev
 RUN sh deploy/image/rootfs.sh /rootfs "$VERSION"
 
-FROM scratch AS prebuilt
-COPY rootfs/ /rootfs/
-
-FROM ${BUILD_STAGE} AS rootfs
-
-FROM scratch
+FROM scratch AS config
 ARG VERSION=dev
 ARG REVISION=unknown
-COPY --from=rootfs /rootfs/ /
 # The numeric id lets Kubernetes check runAsNonRoot without a passwd lookup.
 USER 65532:65532
 EXPOSE 8080
@@ -46,3 +38,9 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
   CMD ["/usr/local/bin/wxphone", "healthcheck", "-q"]
 ENTRYPOINT ["/usr/local/bin/wxphone"]
 CMD ["serve"]
+
+FROM config AS ci
+COPY rootfs/ /
+
+FROM config
+COPY --from=build /rootfs/ /

@@ -3,8 +3,9 @@
 # checks it without a container runtime (CI runs it from .ci/run, as root):
 #   1. the root filesystem is laid out by deploy/image/rootfs.sh (what the
 #      Dockerfile's build stage runs) from the build context filtered by
-#      .dockerignore, and the image is built with BUILD_STAGE=prebuilt: no
-#      registry is reachable, so the Go image cannot be pulled;
+#      .dockerignore, and the image is built from it (--target ci: the
+#      image's stages less the compile in golang, as no registry is
+#      reachable to pull that image from);
 #   2. the image config: numeric non-root user, entrypoint and command,
 #      exposed port, version label, HEALTHCHECK;
 #   3. its size, against a bound;
@@ -45,8 +46,8 @@ printf 'FROM scratch\nCOPY . /src/\n' >"$work/Dockerfile.context"
 src=$("${B[@]}" from --quiet --pull=never localhost/wxphone-context:check)
 sh "$("${B[@]}" mount "$src")/src/deploy/image/rootfs.sh" "$work/ctx/rootfs" "$VERSION"
 "${B[@]}" umount "$src" >/dev/null && "${B[@]}" rm "$src" >/dev/null
-"${B[@]}" bud --quiet --isolation chroot --format docker --layers=false \
-  --build-arg BUILD_STAGE=prebuilt --build-arg VERSION="$VERSION" --build-arg REVISION="$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
+"${B[@]}" bud --quiet --isolation chroot --format docker --layers=false --target ci \
+  --build-arg VERSION="$VERSION" --build-arg REVISION="$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
   -f Dockerfile -t "$TAG" "$work/ctx" >/dev/null
 
 # 2. Config.
