@@ -53,12 +53,21 @@ type TokenOptions struct {
 	// instances. Default: a MemoryTokenStore (this process only). A store
 	// that also implements TokenLocker coordinates refreshes fleet-wide.
 	Store TokenStore
-	// Margin is the least life a token may have left when a request uses
-	// it; default and maximum for stable tokens 300 s (WeChat hands out a
-	// new stable token only in the last 300 s of the current one, so a
-	// larger margin could never be met). The background refresh runs at
-	// expiry minus Margin.
+	// Margin is the "refresh from" point: the background refresh starts
+	// when the held token has this much life left. Default and maximum for
+	// stable tokens 300 s: WeChat hands out the next stable token only in
+	// the last 300 s of the current one, so an earlier refresh would get
+	// the same token back. Classic mode allows up to 1 h.
 	Margin time.Duration
+	// ServeMargin is the "serve until" point: the least life a token may
+	// have left when a request uses it; default 60 s, at least 10 s and
+	// at most Margin. Between Margin and ServeMargin requests keep using
+	// the held token without waiting, while the background refresh runs
+	// and retries (capped, jittered backoff) until the token is replaced.
+	// Only when no token with more than ServeMargin left is held does a
+	// request wait for a fetch (a cold start, an invalidation, or a
+	// refresh that failed all the way to ServeMargin).
+	ServeMargin time.Duration
 	// RefreshLead makes classic-mode refreshes start this much before the
 	// margin is reached; default 60 s. Stable mode refreshes exactly at
 	// the margin, when WeChat first hands out the next token.
@@ -72,20 +81,27 @@ type TokenOptions struct {
 	// ForceDailyBudget is the number of force refreshes allowed per WeChat
 	// day (UTC+8); default 10, at most 19 (WeChat allows 20).
 	ForceDailyBudget int
-	// RefusedCooldown is how long fetching pauses after WeChat refuses a
-	// token fetch (wrong secret, IP not whitelisted, …); default 1 min.
+	// RefusedCooldown is how long calls to WeChat pause after WeChat
+	// refuses a token fetch (wrong secret, IP not whitelisted, …); default
+	// 1 min. Only calls to WeChat pause: the held token is still served
+	// and the store still read (a token another instance stored is
+	// adopted), and the background refresher fetches again after it.
 	RefusedCooldown time.Duration
-	// QuotaCooldown is how long fetching pauses after 45009 (daily quota);
-	// default 10 min.
+	// QuotaCooldown is the same pause after 45009 to a normal fetch
+	// (daily quota); default 10 min. A 45009 answered to a force refresh
+	// stops only force refreshes, until midnight UTC+8.
 	QuotaCooldown time.Duration
 	// LockWait bounds how long an instance waits for another instance's
-	// refresh (a TokenLocker store) before fetching itself; default 3 s.
+	// refresh (a TokenLocker store) before fetching itself (stable mode) or
+	// failing with ErrRefreshLockNotHeld (classic mode); default 3 s.
 	LockWait time.Duration
 }
 
 const (
-	stableMargin = 300 * time.Second
-	minForceGap  = 30 * time.Second
+	stableMargin   = 300 * time.Second
+	defaultServe   = 60 * time.Second
+	minServeMargin = 10 * time.Second
+	minForceGap    = 30 * time.Second
 )
 
 func (o TokenOptions) withDefaults() (TokenOptions, error) {
@@ -95,6 +111,7 @@ func (o TokenOptions) withDefaults() (TokenOptions, error) {
 		}
 	}
 	def(&o.Margin, stableMargin)
+	def(&o.ServeMargin, min(defaultServe, o.Margin))
 	def(&o.RefreshLead, time.Minute)
 	def(&o.RefreshTimeout, 15*time.Second)
 	def(&o.ForceInterval, minForceGap)
@@ -111,6 +128,8 @@ func (o TokenOptions) withDefaults() (TokenOptions, error) {
 		return o, errors.New("wxphone: Token.Margin cannot exceed 300s with stable tokens (WeChat rotates them only in their last 300s)")
 	case o.Classic && o.Margin > time.Hour:
 		return o, errors.New("wxphone: Token.Margin must be at most 1h")
+	case o.ServeMargin < minServeMargin || o.ServeMargin > o.Margin:
+		return o, errors.New("wxphone: Token.ServeMargin must be at least 10s and at most Token.Margin")
 	case o.ForceInterval < minForceGap:
 		return o, errors.New("wxphone: Token.ForceInterval must be at least 30s (WeChat's spacing)")
 	case o.ForceDailyBudget < 1 || o.ForceDailyBudget > 19:

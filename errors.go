@@ -16,6 +16,10 @@ const (
 	OpStableToken  = "stable_token"
 	OpToken        = "token"
 	OpCode2Session = "jscode2session"
+	// OpAPIDomainIP is GET /cgi-bin/get_api_domain_ip, the cheap call
+	// that needs a valid access token, used to check whether WeChat still
+	// accepts a token before a force refresh is spent on it.
+	OpAPIDomainIP = "get_api_domain_ip"
 )
 
 // Sentinel errors. Every error this package returns matches one or more of
@@ -65,6 +69,21 @@ var (
 	// ErrForceRefreshLimited: a force refresh was needed but the 30 s
 	// spacing or the daily budget does not allow one.
 	ErrForceRefreshLimited = errors.New("wxphone: force-refresh budget exhausted")
+	// ErrTokenStillValid: a token reported as rejected is still accepted
+	// by WeChat (checked with get_api_domain_ip), so it was neither
+	// dropped nor replaced and no force refresh was spent. See
+	// TokenManager.InvalidateReported.
+	ErrTokenStillValid = errors.New("wxphone: WeChat still accepts the token")
+	// ErrTokenCheckFailed: asking WeChat whether a reported token is
+	// rejected failed (timeout, -1, an unexpected answer), so no force
+	// refresh was attempted. It comes inside a *TokenUnavailableError.
+	ErrTokenCheckFailed = errors.New("wxphone: could not check the token with WeChat")
+	// ErrRefreshLockNotHeld: in classic mode with a shared store, the
+	// fleet's refresh lock could not be taken (another instance holds it
+	// and stored no token in time, or the store is unavailable). A classic
+	// fetch invalidates every other holder's token, so none is made
+	// without the lock. It comes inside a *TokenUnavailableError.
+	ErrRefreshLockNotHeld = errors.New("wxphone: classic mode: refresh lock not held; not fetching")
 	// ErrWatermarkMismatch: the phone data carries another appid's
 	// watermark; the result is refused (fail closed).
 	ErrWatermarkMismatch = errors.New("wxphone: watermark appid mismatch")

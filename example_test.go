@@ -147,6 +147,39 @@ func ExampleTokenManager() {
 	// prints without its value: Token(sha256:…
 }
 
+// A central token service hands out tokens; a consumer reports one WeChat
+// rejected. InvalidateReported checks with WeChat first, so a report about
+// a token WeChat still accepts spends nothing.
+func ExampleTokenManager_InvalidateReported() {
+	emu, srv := newEmulator()
+	defer srv.Close()
+
+	m, err := wxphone.NewTokenManager(wxphone.Config{AppID: "wx4f4bc4dec97d474b", Secret: "example-app-secret", BaseURL: srv.URL})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer m.Close()
+	ctx := context.Background()
+	tok, err := m.Token(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	_, err = m.InvalidateReported(ctx, tok.Value) // WeChat still accepts it
+	fmt.Println("still valid:", errors.Is(err, wxphone.ErrTokenStillValid))
+
+	if _, err := emu.RevokeTokens("wx4f4bc4dec97d474b"); err != nil { // now WeChat rejects it
+		log.Fatal(err)
+	}
+	fresh, err := m.InvalidateReported(ctx, tok.Value)
+	fmt.Println("replaced:", err == nil && fresh.Value != tok.Value)
+	fmt.Println("force refreshes spent:", emu.Stats().Endpoints.StableToken.Force)
+	// Output:
+	// still valid: true
+	// replaced: true
+	// force refreshes spent: 0
+}
+
 func ExampleMaskPhone() {
 	for _, p := range []string{"13800138000", "+86 13800138000", "+852 51234567", "12345", ""} {
 		fmt.Printf("%q\n", wxphone.MaskPhone(p))

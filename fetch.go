@@ -62,3 +62,25 @@ func (r *tokenResp) token(op string, sent time.Time) (Token, error) {
 	}
 	return Token{Value: r.AccessToken, ExpiresAt: sent.Add(time.Duration(r.ExpiresIn) * time.Second)}, nil
 }
+
+// domainIPResp is the answer of GET /cgi-bin/get_api_domain_ip.
+type domainIPResp struct {
+	envelope
+	IPList []string `json:"ip_list"`
+}
+
+// checkToken asks WeChat whether it accepts token, with GET
+// /cgi-bin/get_api_domain_ip, the cheapest call that needs a valid token
+// and changes nothing. nil means WeChat accepted it; an *APIError matching
+// ErrTokenInvalid means WeChat rejected it; anything else is inconclusive.
+func (u *upstream) checkToken(ctx context.Context, token Secret) error {
+	q := url.Values{"access_token": {token.Reveal()}}
+	var r domainIPResp
+	if err := u.call(ctx, OpAPIDomainIP, http.MethodGet, "/cgi-bin/get_api_domain_ip", q.Encode(), nil, &r, token.Reveal()); err != nil {
+		return err
+	}
+	if len(r.IPList) == 0 {
+		return &DecodeError{Op: OpAPIDomainIP, Reason: "errcode 0 without ip_list"}
+	}
+	return nil
+}

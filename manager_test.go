@@ -858,24 +858,24 @@ func TestMemoryTokenStoreForceReservations(t *testing.T) {
 	s := NewMemoryTokenStore()
 	now := time.Date(2024, 3, 1, 10, 0, 0, 0, time.UTC) // 18:00 UTC+8
 	for i := range 10 {
-		ok, after, err := s.ReserveForceRefresh(ctx, "a", now, 30*time.Second, 10)
+		ok, after, err := s.ReserveForceRefresh(ctx, "a", newReservationID(), now, 30*time.Second, 10)
 		if err != nil || !ok || after != 0 {
 			t.Fatalf("reservation %d refused: %v %v %v", i, ok, after, err)
 		}
-		if ok, after, _ := s.ReserveForceRefresh(ctx, "a", now.Add(29*time.Second), 30*time.Second, 10); ok || after != time.Second {
+		if ok, after, _ := s.ReserveForceRefresh(ctx, "a", newReservationID(), now.Add(29*time.Second), 30*time.Second, 10); ok || after != time.Second {
 			t.Fatalf("reservation 29 s later: %v, %v; want refused for 1s", ok, after)
 		}
-		if ok, _, _ := s.ReserveForceRefresh(ctx, "b", now, 30*time.Second, 10); !ok && i == 0 {
+		if ok, _, _ := s.ReserveForceRefresh(ctx, "b", newReservationID(), now, 30*time.Second, 10); !ok && i == 0 {
 			t.Fatal("app b shares app a's budget")
 		}
 		now = now.Add(30 * time.Second)
 	}
-	ok, after, _ := s.ReserveForceRefresh(ctx, "a", now, 30*time.Second, 10)
+	ok, after, _ := s.ReserveForceRefresh(ctx, "a", newReservationID(), now, 30*time.Second, 10)
 	midnight := time.Date(2024, 3, 1, 16, 0, 0, 0, time.UTC)
 	if ok || after != midnight.Sub(now) {
 		t.Fatalf("11th reservation: %v, %v; want refused until %v", ok, after, midnight)
 	}
-	if ok, _, _ := s.ReserveForceRefresh(ctx, "a", midnight, 30*time.Second, 10); !ok {
+	if ok, _, _ := s.ReserveForceRefresh(ctx, "a", newReservationID(), midnight, 30*time.Second, 10); !ok {
 		t.Error("refused after the UTC+8 midnight")
 	}
 }

@@ -85,7 +85,13 @@ type TokenStore interface {
 	// least minInterval ago and fewer than dailyLimit were made today
 	// (WeChat's day, UTC+8). When it refuses, retryAfter says when one may
 	// be allowed again.
-	ReserveForceRefresh(ctx context.Context, appID string, now time.Time, minInterval time.Duration, dailyLimit int) (ok bool, retryAfter time.Duration, err error)
+	//
+	// id identifies the reservation (a random value per attempt). It must
+	// be idempotent: a call repeated with the id of the last reservation
+	// made (a client-side retry of a call whose answer was lost, such as
+	// go-redis re-running a script after a read timeout) answers ok again
+	// and records nothing more.
+	ReserveForceRefresh(ctx context.Context, appID, id string, now time.Time, minInterval time.Duration, dailyLimit int) (ok bool, retryAfter time.Duration, err error)
 }
 
 // TokenLocker is implemented by stores shared between processes, so that one
@@ -139,6 +145,7 @@ type memApp struct {
 	lastForce  time.Time
 	forceDay   string
 	forceCount int
+	forceID    string // id of the last reservation
 }
 
 // NewMemoryTokenStore returns an empty in-memory store.
@@ -188,10 +195,13 @@ func (s *MemoryTokenStore) DeleteToken(_ context.Context, appID, value string) (
 }
 
 // ReserveForceRefresh implements TokenStore.
-func (s *MemoryTokenStore) ReserveForceRefresh(_ context.Context, appID string, now time.Time, minInterval time.Duration, dailyLimit int) (bool, time.Duration, error) {
+func (s *MemoryTokenStore) ReserveForceRefresh(_ context.Context, appID, id string, now time.Time, minInterval time.Duration, dailyLimit int) (bool, time.Duration, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	a := s.app(appID)
+	if id != "" && id == a.forceID {
+		return true, 0, nil // a repeated call: already reserved
+	}
 	ok, after := ForceBudget(now, a.lastForce, a.forceDay, a.forceCount, minInterval, dailyLimit)
 	if !ok {
 		return false, after, nil
@@ -202,5 +212,6 @@ func (s *MemoryTokenStore) ReserveForceRefresh(_ context.Context, appID string, 
 	}
 	a.forceCount++
 	a.lastForce = now
+	a.forceID = id
 	return true, 0, nil
 }

@@ -32,11 +32,17 @@ import (
 
 // Defaults.
 const (
-	DefaultAddr            = ":8080"
-	DefaultRateLimit       = 20.0
-	DefaultRequestTimeout  = 10 * time.Second
-	DefaultExchangeTimeout = 15 * time.Second
-	DefaultShutdownTimeout = 30 * time.Second
+	DefaultAddr = ":8080"
+	// DefaultRateLimit is 0: no per-key limit. A backend calls with one
+	// key for all its users, so any fixed default would answer a launch
+	// peak 429; WeChat's own limits (45011) are the ceiling that matters.
+	DefaultRateLimit = 0.0
+	// DefaultTokenServeMargin is the least life a token may have left
+	// when a request uses it (see wxphone.TokenOptions.ServeMargin).
+	DefaultTokenServeMargin = 60 * time.Second
+	DefaultRequestTimeout   = 10 * time.Second
+	DefaultExchangeTimeout  = 15 * time.Second
+	DefaultShutdownTimeout  = 30 * time.Second
 	// MinAPIKeyLen is the shortest API key accepted.
 	MinAPIKeyLen = 16
 	// MaxFileBytes bounds a secret, key or apps file.
@@ -77,10 +83,15 @@ type Config struct {
 	// RedisURL is REDIS_URL: set, it switches on fleet mode (see package replica); empty when unset.
 	RedisURL wxphone.Secret
 	// RateLimit is each API key's request rate per second
-	// (WXPHONE_RATE_LIMIT); 0 disables the limit.
+	// (WXPHONE_RATE_LIMIT); 0, the default, disables the limit.
 	RateLimit float64
 	// RateBurst is the bucket size (WXPHONE_RATE_BURST).
 	RateBurst int
+	// TokenServeMargin is the least life a token may have left when a
+	// request uses it (WXPHONE_TOKEN_SERVE_MARGIN): between the refresh
+	// point (300 s before expiry) and this margin, requests keep using the
+	// held token while the refresh retries in the background.
+	TokenServeMargin time.Duration
 	// RequestTimeout is the per-request deadline (WXPHONE_REQUEST_TIMEOUT).
 	RequestTimeout time.Duration
 	// ExchangeTimeout bounds one upstream exchange
@@ -148,8 +159,9 @@ func Settings() []Setting {
 		{Env: "WXPHONE_DATA_KEY", FileEnv: "WXPHONE_DATA_KEY_FILE", Flag: "data-key-file", Secret: true, Help: "comma-separated base64 32-byte data keys, first seals (default: a random per-process key)"},
 		{Env: "REDIS_URL", FileEnv: "REDIS_URL_FILE", Flag: "redis-url-file", Secret: true, Help: "Redis URL switching on fleet mode (redis://, rediss://, redis+sentinel://, redis+cluster://); needs WXPHONE_DATA_KEY"},
 		{Env: "WXPHONE_LOG_LEVEL", Flag: "log-level", Default: "info", Help: "log level: debug, info, warn or error"},
-		{Env: "WXPHONE_RATE_LIMIT", Flag: "rate-limit", Default: "20", Help: "requests per second per API key; 0 disables"},
+		{Env: "WXPHONE_RATE_LIMIT", Flag: "rate-limit", Default: "0", Help: "requests per second per API key (one bucket per key, fleet-wide with Redis); 0 disables"},
 		{Env: "WXPHONE_RATE_BURST", Flag: "rate-burst", Default: "2 × rate", Help: "burst per API key"},
+		{Env: "WXPHONE_TOKEN_SERVE_MARGIN", Flag: "token-serve-margin", Default: DefaultTokenServeMargin.String(), Help: "least life a token may have left when a request uses it (10s..300s); the refresh starts at 300s"},
 		{Env: "WXPHONE_REQUEST_TIMEOUT", Flag: "request-timeout", Default: DefaultRequestTimeout.String(), Help: "per-request deadline (Go duration, or seconds)"},
 		{Env: "WXPHONE_EXCHANGE_TIMEOUT", Flag: "exchange-timeout", Default: DefaultExchangeTimeout.String(), Help: "bound of one upstream exchange, detached from the request"},
 		{Env: "WXPHONE_SHUTDOWN_TIMEOUT", Flag: "shutdown-timeout", Default: DefaultShutdownTimeout.String(), Help: "bound of a graceful shutdown"},
@@ -321,6 +333,7 @@ func (l *loader) load() (*Config, error) {
 		def       time.Duration
 		dst       *time.Duration
 	}{
+		{"token-serve-margin", "WXPHONE_TOKEN_SERVE_MARGIN", DefaultTokenServeMargin, &c.TokenServeMargin},
 		{"request-timeout", "WXPHONE_REQUEST_TIMEOUT", DefaultRequestTimeout, &c.RequestTimeout},
 		{"exchange-timeout", "WXPHONE_EXCHANGE_TIMEOUT", DefaultExchangeTimeout, &c.ExchangeTimeout},
 		{"shutdown-timeout", "WXPHONE_SHUTDOWN_TIMEOUT", DefaultShutdownTimeout, &c.ShutdownTimeout},
@@ -346,6 +359,13 @@ func (l *loader) load() (*Config, error) {
 				return nil, fmt.Errorf("config: %s: want true or false", src)
 			}
 		}
+	}
+	if c.TokenServeMargin < 10*time.Second || c.TokenServeMargin > 300*time.Second {
+		src := "WXPHONE_TOKEN_SERVE_MARGIN"
+		if _, ok := l.flags["token-serve-margin"]; ok {
+			src = "--token-serve-margin"
+		}
+		return nil, fmt.Errorf("config: %s: want a duration between 10s and 300s (tokens are refreshed from 300s before expiry)", src)
 	}
 	if c.UpstreamH2C && !strings.HasPrefix(strings.ToLower(c.APIBase), "http://") {
 		return nil, errors.New("config: WXPHONE_UPSTREAM_H2C needs a plain http:// WX_API_BASE (a loopback emulator); over https HTTP/2 is negotiated by ALPN")

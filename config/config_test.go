@@ -80,7 +80,7 @@ func TestLoad(t *testing.T) {
 			if c.Addr != ":8080" || len(c.Apps) != 1 || c.Apps[0].AppID != "wx1111111111111111" || c.Apps[0].Secret.Reveal() != secret {
 				t.Errorf("%+v", c)
 			}
-			if c.APIBase != "https://api.weixin.qq.com" || c.LogLevel != slog.LevelInfo || c.RateLimit != 20 || c.RateBurst != 40 {
+			if c.APIBase != "https://api.weixin.qq.com" || c.LogLevel != slog.LevelInfo || c.RateLimit != 0 || c.TokenServeMargin != time.Minute {
 				t.Errorf("defaults: %+v", c)
 			}
 			if c.RequestTimeout != 10*time.Second || c.ExchangeTimeout != 15*time.Second || c.ShutdownTimeout != 30*time.Second {
@@ -156,6 +156,18 @@ func TestLoad(t *testing.T) {
 		{name: "unreadable secret file", env: with(base(), "WX_SECRET", "<unset>", "WX_SECRET_FILE", missing), wantErr: "WX_SECRET_FILE: cannot read file"},
 		{name: "empty secret file", args: []string{"--secret-file", emptyFile}, env: with(base(), "WX_SECRET", "<unset>"), wantErr: "--secret-file: file " + emptyFile + " is empty"},
 		{name: "no API key", env: with(base(), "WXPHONE_API_KEYS", "<unset>"), wantErr: "no API key"},
+		{name: "rate limit set", env: with(base(), "WXPHONE_RATE_LIMIT", "200"), check: func(t *testing.T, c *config.Config) {
+			if c.RateLimit != 200 || c.RateBurst != 400 {
+				t.Errorf("rate %v burst %d, want 200 and 400", c.RateLimit, c.RateBurst)
+			}
+		}},
+		{name: "token serve margin", args: []string{"--token-serve-margin", "90s"}, env: base(), check: func(t *testing.T, c *config.Config) {
+			if c.TokenServeMargin != 90*time.Second {
+				t.Errorf("serve margin %v, want 90s", c.TokenServeMargin)
+			}
+		}},
+		{name: "token serve margin too small", env: with(base(), "WXPHONE_TOKEN_SERVE_MARGIN", "5s"), wantErr: "WXPHONE_TOKEN_SERVE_MARGIN: want a duration between 10s and 300s"},
+		{name: "token serve margin too large", args: []string{"--token-serve-margin", "301"}, env: base(), wantErr: "--token-serve-margin: want a duration between 10s and 300s"},
 		{name: "short API key", env: with(base(), "WXPHONE_API_KEYS", key1+",short-key"), wantErr: "WXPHONE_API_KEYS: key 2 is shorter than 16"},
 		{name: "duplicate API key", env: with(base(), "WXPHONE_API_KEYS", key1+","+key1), wantErr: "key 2 repeats"},
 		{name: "API key with a space", env: with(base(), "WXPHONE_API_KEYS", "api key with spaces 0123"), wantErr: "key 1 must be printable"},

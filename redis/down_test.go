@@ -81,7 +81,7 @@ func TestRedisDown(t *testing.T) {
 					return err
 				})
 				prompt("ReserveForceRefresh", func() error {
-					ok, _, err := ts.ReserveForceRefresh(ctx, appA, time.Now(), 30*time.Second, 10)
+					ok, _, err := ts.ReserveForceRefresh(ctx, appA, randHex(8), time.Now(), 30*time.Second, 10)
 					if ok {
 						t.Error("force refresh reserved")
 					}
@@ -95,15 +95,20 @@ func TestRedisDown(t *testing.T) {
 					return err
 				})
 				prompt("Claim", func() error {
-					_, claimed, err := rs.Claim(ctx, "k", "o", time.Now().Add(time.Minute), time.Minute)
-					if claimed {
+					res, err := rs.Claim(ctx, replay.Claim{Key: "k", ID: "id", Owner: "o", Lease: time.Now().Add(time.Minute), TTL: time.Minute})
+					if res.Claimed {
 						t.Error("claim reported won")
 					}
 					return err
 				})
-				prompt("Complete", func() error { return rs.Complete(ctx, "k", "id", []byte("x")) })
+				prompt("Complete", func() error { return rs.Complete(ctx, "k", "id", []byte("x"), true) })
 				prompt("Release", func() error { return rs.Release(ctx, "k", "id", true) })
 				prompt("Get", func() error { _, err := rs.Get(ctx, "k"); return err })
+				prompt("Restore", func() error {
+					_, err := rs.Restore(ctx, "k", replay.Record{State: replay.Done, ClaimID: "id"}, time.Minute)
+					return err
+				})
+				prompt("Epoch", func() error { _, err := rs.Epoch(ctx); return err })
 				prompt("Allow", func() error {
 					ok, _, err := lim.Allow(ctx, "k")
 					if ok {

@@ -65,6 +65,14 @@ func newEnv(t *testing.T) *env {
 
 func (e *env) opts() StoreOptions { return StoreOptions{Prefix: e.prefix} }
 
+// url is the address of the test's Redis.
+func (e *env) url() string {
+	if e.mr != nil {
+		return "redis://" + e.mr.Addr()
+	}
+	return os.Getenv("REDIS_URL")
+}
+
 // advance lets d pass for Redis's key expiry: miniredis's clock is moved,
 // a real Redis is waited for.
 func (e *env) advance(d time.Duration) {

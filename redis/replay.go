@@ -3,9 +3,12 @@ package redis
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -14,17 +17,32 @@ import (
 )
 
 // ReplayStore is a replay.Store shared by every replica that uses the same
-// Redis and prefix. A record is a hash under <prefix>:replay:<key> with the
-// fields st (state 1, 2 or 3), cid (claim id), own (owner), lease (unix
-// ms), sealed and t (tainted, 0 or 1); it expires after the TTL given when
-// it was first claimed. The key given is expected to be a keyed hash
+// Redis and prefix.
+//
+// A record is a hash under <prefix>:replay:{g}:<key>, where g is the key's
+// first character (its group), with the fields st (state 1, 2 or 3),
+// cid (claim id), own (owner), lease (unix ms), sealed, t (tainted, 0 or 1)
+// and n (the outcome is a number, 0 or 1); it expires after the TTL given
+// when it was first claimed. The key given is expected to be a keyed hash
 // already; this store adds no hashing of its own.
+//
+// Each group has an epoch key, <prefix>:epoch:{g}, holding "<id>:<unix
+// ms>", written once per life of the data that holds it and never expiring.
+// A Redis that restarts without persistence loses it with the records:
+// the next claim or Epoch call writes a new one, which is how replicas learn
+// that records were lost (see replay.Epoch). The hash tag keeps a record
+// and its epoch key in one Redis Cluster slot, so a script sees both.
 type ReplayStore struct {
 	c      goredis.UniversalClient
 	prefix string
 }
 
 var _ replay.Store = (*ReplayStore)(nil)
+
+// replayGroups is the number of groups: one hex digit of a key. Records of
+// one group share a Redis Cluster slot, so 16 groups spread them over at
+// most 16 masters, and a heartbeat reads 16 epoch keys.
+const replayGroups = 16
 
 // NewReplayStore returns a ReplayStore over c.
 func NewReplayStore(c goredis.UniversalClient, o StoreOptions) (*ReplayStore, error) {
@@ -38,106 +56,179 @@ func NewReplayStore(c goredis.UniversalClient, o StoreOptions) (*ReplayStore, er
 	return &ReplayStore{c: c, prefix: o.Prefix}, nil
 }
 
-func (s *ReplayStore) key(k string) (string, error) {
-	if err := checkName("replay key", k, 256, false); err != nil {
-		return "", err
+// keys returns the record key and its group's epoch key.
+func (s *ReplayStore) keys(k string) (rec, epoch string, err error) {
+	if err := checkName("replay key", k, 256, true); err != nil {
+		return "", "", err
 	}
-	return s.prefix + ":replay:" + k, nil
+	g := strings.ToLower(k[:1])
+	return s.prefix + ":replay:{" + g + "}:" + k, s.epochKey(g), nil
 }
 
-// claimScript: KEYS[1] record; ARGV claim id, owner, lease ms, ttl ms.
-// A Pending or Done record is returned untouched; a Released one is taken
-// over keeping its TTL and t; anything else is replaced by a new Pending
-// record that expires after ttl. Returns {claimed, st, cid,
-// own, lease, sealed, t}.
-var claimScript = goredis.NewScript(`
-local r = redis.call('HMGET', KEYS[1], 'st', 'cid', 'own', 'lease', 'sealed', 't')
-if r[1] == '1' or r[1] == '2' then
-  return {0, r[1], r[2], r[3], r[4], r[5], r[6]}
+func (s *ReplayStore) epochKey(group string) string { return s.prefix + ":epoch:{" + group + "}" }
+
+// nowMS is the Lua prelude that reads Redis's clock in unix milliseconds.
+const nowMS = `
+local tm = redis.call('TIME')
+local nowms = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)
+`
+
+// claimScript: KEYS record, epoch; ARGV claim id, owner, lease ms, ttl ms,
+// tainted, settle ms, a new epoch id. A missing epoch key is written (a new
+// epoch, born now). While the epoch is younger than settle nothing is
+// claimed. A Pending record of the same claim id is the caller's own (a
+// retried call). A Pending or Done record is returned untouched; a Released
+// one is taken over keeping its TTL and taint; anything else is replaced by
+// a new Pending record that expires after ttl. Returns {claimed, settling,
+// epoch, st, cid, own, lease, sealed, t, n}.
+var claimScript = goredis.NewScript(nowMS + `
+local ep = redis.call('GET', KEYS[2])
+if not ep then
+  ep = ARGV[7] .. ':' .. nowms
+  redis.call('SET', KEYS[2], ep)
 end
+local born = tonumber(string.match(ep, ':(%d+)$')) or 0
+if nowms - born < tonumber(ARGV[6]) then
+  return {0, 1, ep, false, false, false, false, false, false, false}
+end
+local r = redis.call('HMGET', KEYS[1], 'st', 'cid', 'own', 'lease', 'sealed', 't', 'n')
+if r[1] == '1' and r[2] == ARGV[1] then
+  return {1, 0, ep, r[1], r[2], r[3], r[4], r[5], r[6], r[7]}
+end
+if r[1] == '1' or r[1] == '2' then
+  return {0, 0, ep, r[1], r[2], r[3], r[4], r[5], r[6], r[7]}
+end
+local t = ARGV[5]
 if r[1] == '3' then
-  redis.call('HSET', KEYS[1], 'st', '1', 'cid', ARGV[1], 'own', ARGV[2], 'lease', ARGV[3])
+  if r[6] == '1' then t = '1' end
+  redis.call('HSET', KEYS[1], 'st', '1', 'cid', ARGV[1], 'own', ARGV[2], 'lease', ARGV[3], 't', t, 'n', '0')
   redis.call('HDEL', KEYS[1], 'sealed')
   if redis.call('PTTL', KEYS[1]) < 0 then
     redis.call('PEXPIRE', KEYS[1], ARGV[4])
   end
-  return {1, '1', ARGV[1], ARGV[2], ARGV[3], false, r[6] or '0'}
+  return {1, 0, ep, '1', ARGV[1], ARGV[2], ARGV[3], false, t, '0'}
 end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'st', '1', 'cid', ARGV[1], 'own', ARGV[2], 'lease', ARGV[3], 't', '0')
+redis.call('HSET', KEYS[1], 'st', '1', 'cid', ARGV[1], 'own', ARGV[2], 'lease', ARGV[3], 't', t, 'n', '0')
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
-return {1, '1', ARGV[1], ARGV[2], ARGV[3], false, '0'}
+return {1, 0, ep, '1', ARGV[1], ARGV[2], ARGV[3], false, t, '0'}
 `)
 
-// completeScript: KEYS[1] record; ARGV claim id, sealed. Only the matching
-// Pending claim becomes Done; the TTL is kept. Returns 1 if it did.
-var completeScript = goredis.NewScript(`
-local r = redis.call('HMGET', KEYS[1], 'st', 'cid')
-if r[1] ~= '1' or r[2] ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'st', '2', 'sealed', ARGV[2])
-return 1
-`)
-
-// releaseScript: KEYS[1] record; ARGV claim id, tainted ('1' or '0'). Only
-// the matching Pending claim becomes Released; a taint is never cleared;
-// the TTL is kept. Returns 1 if it did.
-var releaseScript = goredis.NewScript(`
+// finishScript: KEYS record; ARGV claim id, target state ('2' or '3'),
+// sealed, number, tainted. Only the matching Pending claim changes: to Done
+// holding sealed, or to Released (a taint is never cleared); the TTL is
+// kept. A record of the same claim id already in the target state is a
+// retried call. Returns 1 on success.
+var finishScript = goredis.NewScript(`
 local r = redis.call('HMGET', KEYS[1], 'st', 'cid', 't')
-if r[1] ~= '1' or r[2] ~= ARGV[1] then return 0 end
-local t = '0'
-if ARGV[2] == '1' or r[3] == '1' then t = '1' end
-redis.call('HSET', KEYS[1], 'st', '3', 't', t)
+if r[2] ~= ARGV[1] then return 0 end
+if r[1] == ARGV[2] then return 1 end
+if r[1] ~= '1' then return 0 end
+if ARGV[2] == '2' then
+  redis.call('HSET', KEYS[1], 'st', '2', 'sealed', ARGV[3], 'n', ARGV[4])
+else
+  local t = '0'
+  if ARGV[5] == '1' or r[3] == '1' then t = '1' end
+  redis.call('HSET', KEYS[1], 'st', '3', 't', t)
+end
 return 1
 `)
+
+// restoreScript: KEYS record; ARGV st, cid, own, lease, sealed, t, n, ttl
+// ms. Writes the record where it adds knowledge (replay.Adds): no record
+// or a Released one; over a Pending record of the same claim id; a Done
+// number over anything but a Done number. An existing record's TTL and
+// taint are kept. Returns {written, st, cid, own, lease, sealed, t, n}.
+var restoreScript = goredis.NewScript(`
+local r = redis.call('HMGET', KEYS[1], 'st', 'cid', 'own', 'lease', 'sealed', 't', 'n')
+local add = false
+if r[1] == false or r[1] == '3' then
+  add = ARGV[1] == '1' or ARGV[1] == '2' or (ARGV[1] == '3' and ARGV[6] == '1' and r[6] ~= '1')
+elseif r[1] == '1' and r[2] == ARGV[2] then
+  add = ARGV[1] == '2'
+elseif ARGV[1] == '2' and ARGV[7] == '1' then
+  add = not (r[1] == '2' and r[7] == '1')
+end
+if not add then
+  return {0, r[1], r[2], r[3], r[4], r[5], r[6], r[7]}
+end
+local t = ARGV[6]
+if r[6] == '1' then t = '1' end
+local pttl = redis.call('PTTL', KEYS[1])
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'st', ARGV[1], 'cid', ARGV[2], 'own', ARGV[3], 'lease', ARGV[4], 't', t, 'n', ARGV[7])
+local sealed = false
+if ARGV[1] == '2' then
+  redis.call('HSET', KEYS[1], 'sealed', ARGV[5])
+  sealed = ARGV[5]
+end
+if pttl > 0 then
+  redis.call('PEXPIRE', KEYS[1], pttl)
+else
+  redis.call('PEXPIRE', KEYS[1], ARGV[8])
+end
+return {1, ARGV[1], ARGV[2], ARGV[3], ARGV[4], sealed, t, ARGV[7]}
+`)
+
+func flag(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
+}
 
 // Claim implements replay.Store atomically, with one script.
-func (s *ReplayStore) Claim(ctx context.Context, key, owner string, lease time.Time, ttl time.Duration) (replay.Record, bool, error) {
-	k, err := s.key(key)
+func (s *ReplayStore) Claim(ctx context.Context, c replay.Claim) (replay.ClaimResult, error) {
+	k, ek, err := s.keys(c.Key)
 	if err != nil {
-		return replay.Record{}, false, err
+		return replay.ClaimResult{}, err
 	}
-	if ttl < time.Millisecond {
-		return replay.Record{}, false, errors.New("redis: replay TTL must be at least 1ms")
+	if err := checkName("claim id", c.ID, 64, true); err != nil {
+		return replay.ClaimResult{}, err
 	}
-	var id [16]byte
-	if _, err := rand.Read(id[:]); err != nil {
-		return replay.Record{}, false, err
+	if c.TTL < time.Millisecond {
+		return replay.ClaimResult{}, errors.New("redis: replay TTL must be at least 1ms")
 	}
-	res, err := claimScript.Run(ctx, s.c, []string{k}, hex.EncodeToString(id[:]), owner, lease.UnixMilli(), durMS(ttl)).Slice()
+	res, err := claimScript.Run(ctx, s.c, []string{k, ek}, c.ID, c.Owner, c.Lease.UnixMilli(), durMS(c.TTL),
+		flag(c.Tainted), durMS(c.Settle), newEpochID()).Slice()
 	if err != nil {
-		return replay.Record{}, false, fmt.Errorf("redis: replay claim: %w", err)
+		return replay.ClaimResult{}, fmt.Errorf("redis: replay claim: %w", err)
 	}
-	if len(res) != 7 {
-		return replay.Record{}, false, errReply("claim")
+	if len(res) != 10 {
+		return replay.ClaimResult{}, errReply("claim")
 	}
-	rec, err := record(res[1], res[2], res[3], res[4], res[5], res[6])
-	if err != nil {
-		return replay.Record{}, false, err
+	var out replay.ClaimResult
+	if out.Epoch, err = parseEpoch(res[2]); err != nil {
+		return replay.ClaimResult{}, err
 	}
 	claimed, _ := toInt64(res[0])
-	return rec, claimed == 1, nil
+	settling, _ := toInt64(res[1])
+	out.Claimed, out.Settling = claimed == 1, settling == 1
+	if out.Settling {
+		return out, nil
+	}
+	if out.Record, err = record(res[3:]); err != nil {
+		return replay.ClaimResult{}, err
+	}
+	return out, nil
 }
 
 // Complete implements replay.Store.
-func (s *ReplayStore) Complete(ctx context.Context, key, claimID string, sealed []byte) error {
-	return s.finish(ctx, completeScript, "complete", key, claimID, sealed)
+func (s *ReplayStore) Complete(ctx context.Context, key, claimID string, sealed []byte, number bool) error {
+	return s.finish(ctx, "complete", key, claimID, "2", sealed, flag(number), "0")
 }
 
 // Release implements replay.Store. A record once tainted stays tainted.
 func (s *ReplayStore) Release(ctx context.Context, key, claimID string, tainted bool) error {
-	t := "0"
-	if tainted {
-		t = "1"
-	}
-	return s.finish(ctx, releaseScript, "release", key, claimID, t)
+	return s.finish(ctx, "release", key, claimID, "3", "", "0", flag(tainted))
 }
 
-func (s *ReplayStore) finish(ctx context.Context, script *goredis.Script, name, key, claimID string, arg any) error {
-	k, err := s.key(key)
+func (s *ReplayStore) finish(ctx context.Context, name, key, claimID string, args ...any) error {
+	k, _, err := s.keys(key)
 	if err != nil {
 		return err
 	}
-	n, err := script.Run(ctx, s.c, []string{k}, claimID, arg).Int()
+	n, err := finishScript.Run(ctx, s.c, []string{k}, append([]any{claimID}, args...)...).Int()
 	if err != nil {
 		return fmt.Errorf("redis: replay %s: %w", name, err)
 	}
@@ -149,39 +240,146 @@ func (s *ReplayStore) finish(ctx context.Context, script *goredis.Script, name, 
 
 // Get implements replay.Store.
 func (s *ReplayStore) Get(ctx context.Context, key string) (replay.Record, error) {
-	k, err := s.key(key)
+	k, _, err := s.keys(key)
 	if err != nil {
 		return replay.Record{}, err
 	}
-	v, err := s.c.HMGet(ctx, k, "st", "cid", "own", "lease", "sealed", "t").Result()
+	v, err := s.c.HMGet(ctx, k, "st", "cid", "own", "lease", "sealed", "t", "n").Result()
 	if err != nil {
 		return replay.Record{}, fmt.Errorf("redis: replay get: %w", err)
 	}
-	if len(v) != 6 {
+	if len(v) != 7 {
 		return replay.Record{}, errReply("HMGET")
 	}
 	if v[0] == nil {
 		return replay.Record{}, replay.ErrNotFound
 	}
-	return record(v[0], v[1], v[2], v[3], v[4], v[5])
+	return record(v)
 }
 
-// record decodes a record's fields.
-func record(st, cid, own, lease, sealed, tainted any) (replay.Record, error) {
-	n, ok := toInt64(st)
+// Restore implements replay.Store atomically, with one script.
+func (s *ReplayStore) Restore(ctx context.Context, key string, rec replay.Record, ttl time.Duration) (replay.Record, error) {
+	k, _, err := s.keys(key)
+	if err != nil {
+		return replay.Record{}, err
+	}
+	if ttl < time.Millisecond {
+		return replay.Record{}, errors.New("redis: replay TTL must be at least 1ms")
+	}
+	res, err := restoreScript.Run(ctx, s.c, []string{k}, strconv.Itoa(int(rec.State)), rec.ClaimID, rec.Owner,
+		rec.LeaseUntil.UnixMilli(), rec.Sealed, flag(rec.Tainted), flag(rec.Number), durMS(ttl)).Slice()
+	if err != nil {
+		return replay.Record{}, fmt.Errorf("redis: replay restore: %w", err)
+	}
+	if len(res) != 8 {
+		return replay.Record{}, errReply("restore")
+	}
+	if res[1] == nil {
+		return replay.Record{}, nil
+	}
+	return record(res[1:])
+}
+
+// Epoch implements replay.Store: it reads every group's epoch key, writes
+// the missing ones (a new epoch, born now) and combines them: the ID
+// changes when any group's data was lost, and Born is the youngest group's.
+func (s *ReplayStore) Epoch(ctx context.Context) (replay.Epoch, error) {
+	keys := make([]string, replayGroups)
+	for i := range keys {
+		keys[i] = s.epochKey(strconv.FormatInt(int64(i), 16))
+	}
+	get := func() ([]*goredis.StringCmd, error) {
+		cmds := make([]*goredis.StringCmd, len(keys))
+		_, err := s.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
+			for i, k := range keys {
+				cmds[i] = p.Get(ctx, k)
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, goredis.Nil) {
+			return nil, fmt.Errorf("redis: replay epoch: %w", err)
+		}
+		return cmds, nil
+	}
+	cmds, err := get()
+	if err != nil {
+		return replay.Epoch{}, err
+	}
+	var missing []string
+	for i, c := range cmds {
+		if errors.Is(c.Err(), goredis.Nil) {
+			missing = append(missing, keys[i])
+		}
+	}
+	if len(missing) > 0 {
+		now := strconv.FormatInt(time.Now().UnixMilli(), 10)
+		if _, err := s.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
+			for _, k := range missing {
+				p.SetNX(ctx, k, newEpochID()+":"+now, 0)
+			}
+			return nil
+		}); err != nil {
+			return replay.Epoch{}, fmt.Errorf("redis: replay epoch: %w", err)
+		}
+		if cmds, err = get(); err != nil {
+			return replay.Epoch{}, err
+		}
+	}
+	h := sha256.New()
+	var out replay.Epoch
+	for _, c := range cmds {
+		v, err := c.Result()
+		if err != nil {
+			return replay.Epoch{}, fmt.Errorf("redis: replay epoch: %w", err)
+		}
+		e, err := parseEpoch(v)
+		if err != nil {
+			return replay.Epoch{}, err
+		}
+		h.Write([]byte(v))
+		if e.Born.After(out.Born) {
+			out.Born = e.Born
+		}
+	}
+	out.ID = hex.EncodeToString(h.Sum(nil)[:12])
+	return out, nil
+}
+
+func newEpochID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// parseEpoch decodes "<id>:<unix ms>".
+func parseEpoch(v any) (replay.Epoch, error) {
+	s, _ := toString(v)
+	id, ms, ok := strings.Cut(s, ":")
+	n, err := strconv.ParseInt(ms, 10, 64)
+	if !ok || id == "" || err != nil {
+		return replay.Epoch{}, errors.New("redis: malformed replay epoch")
+	}
+	return replay.Epoch{ID: id, Born: time.UnixMilli(n)}, nil
+}
+
+// record decodes a record's fields: st, cid, own, lease, sealed, t, n.
+func record(f []any) (replay.Record, error) {
+	n, ok := toInt64(f[0])
 	if !ok || n < int64(replay.Pending) || n > int64(replay.Released) {
 		return replay.Record{}, errors.New("redis: malformed replay record")
 	}
 	r := replay.Record{State: replay.State(n)}
-	r.ClaimID, _ = toString(cid)
-	r.Owner, _ = toString(own)
-	if l, ok := toInt64(lease); ok {
+	r.ClaimID, _ = toString(f[1])
+	r.Owner, _ = toString(f[2])
+	if l, ok := toInt64(f[3]); ok {
 		r.LeaseUntil = time.UnixMilli(l)
 	}
-	if b, ok := toString(sealed); ok {
+	if b, ok := toString(f[4]); ok {
 		r.Sealed = []byte(b)
 	}
-	t, _ := toString(tainted)
+	t, _ := toString(f[5])
 	r.Tainted = t == "1"
+	num, _ := toString(f[6])
+	r.Number = num == "1"
 	return r, nil
 }

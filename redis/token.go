@@ -107,13 +107,20 @@ return 0
 `)
 
 // forceScript is wxphone.ForceBudget plus its bookkeeping, atomically.
-// KEYS[1] force hash (last ms, day, count); ARGV now ms, WeChatDay(now),
-// min interval ms, daily limit, ms until the next UTC+8 midnight, key TTL
-// ms. Returns {1, 0} when it reserved, else {0, retry-after ms}.
+// KEYS[1] force hash (last ms, day, count, rid); ARGV now ms,
+// WeChatDay(now), min interval ms, daily limit, ms until the next UTC+8
+// midnight, key TTL ms, reservation id. Returns {1, 0} when it reserved,
+// else {0, retry-after ms}. A call whose id is the last reservation's
+// answers {1, 0} and changes nothing: go-redis re-runs a script whose
+// reply timed out (MaxRetries), and that second run must not refuse the
+// reservation the first one made (or spend a second unit).
 var forceScript = goredis.NewScript(`
+local st = redis.call('HMGET', KEYS[1], 'last', 'day', 'count', 'rid')
+if ARGV[7] ~= '' and st[4] == ARGV[7] then
+  return {1, 0}
+end
 local now = tonumber(ARGV[1])
 local interval = tonumber(ARGV[3])
-local st = redis.call('HMGET', KEYS[1], 'last', 'day', 'count')
 local last = tonumber(st[1])
 local count = tonumber(st[3]) or 0
 if st[2] ~= ARGV[2] then
@@ -125,7 +132,7 @@ end
 if count >= tonumber(ARGV[4]) then
   return {0, tonumber(ARGV[5])}
 end
-redis.call('HSET', KEYS[1], 'last', ARGV[1], 'day', ARGV[2], 'count', count + 1)
+redis.call('HSET', KEYS[1], 'last', ARGV[1], 'day', ARGV[2], 'count', count + 1, 'rid', ARGV[7])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 return {1, 0}
 `)
@@ -262,17 +269,21 @@ func (s *TokenStore) DeleteToken(ctx context.Context, appID, value string) (bool
 const forceKeyTTL = 48 * time.Hour
 
 // ReserveForceRefresh implements wxphone.TokenStore with wxphone.ForceBudget's
-// rule, run atomically in Redis. now is taken in whole milliseconds.
-func (s *TokenStore) ReserveForceRefresh(ctx context.Context, appID string, now time.Time, minInterval time.Duration, dailyLimit int) (bool, time.Duration, error) {
+// rule, run atomically in Redis. now is taken in whole milliseconds. The
+// script is idempotent for a repeated id (see forceScript).
+func (s *TokenStore) ReserveForceRefresh(ctx context.Context, appID, id string, now time.Time, minInterval time.Duration, dailyLimit int) (bool, time.Duration, error) {
 	k, err := s.key(appID, "force")
 	if err != nil {
 		return false, 0, err
+	}
+	if len(id) > 64 {
+		return false, 0, errors.New("redis: reservation id longer than 64 bytes")
 	}
 	now = time.UnixMilli(now.UnixMilli())
 	midnight := wxphone.NextWeChatMidnight(now)
 	res, err := forceScript.Run(ctx, s.c, []string{k},
 		now.UnixMilli(), wxphone.WeChatDay(now), durMS(minInterval), dailyLimit,
-		midnight.Sub(now).Milliseconds(), durMS(max(forceKeyTTL, 2*minInterval)),
+		midnight.Sub(now).Milliseconds(), durMS(max(forceKeyTTL, 2*minInterval)), id,
 	).Int64Slice()
 	if err != nil {
 		return false, 0, fmt.Errorf("redis: reserve force refresh: %w", err)

@@ -340,7 +340,7 @@ func TestTokenSealedAtRest(t *testing.T) {
 	s := newTokenStore(t, e, kr)
 	value := "ACCESS_TOKEN_" + randHex(24)
 	_, _ = s.StoreToken(ctx, appA, tok(value, time.Now().Add(time.Hour)))
-	if ok, _, err := s.ReserveForceRefresh(ctx, appA, time.Now(), 30*time.Second, 10); !ok || err != nil {
+	if ok, _, err := s.ReserveForceRefresh(ctx, appA, randHex(8), time.Now(), 30*time.Second, 10); !ok || err != nil {
 		t.Fatal(ok, err)
 	}
 	unlock, err := s.LockRefresh(ctx, appA, time.Minute)
@@ -427,8 +427,8 @@ func TestForceBudgetMatchesMemory(t *testing.T) {
 		now = now.Add(steps[r.IntN(len(steps))])
 		interval := 30 * time.Second
 		limit := 3 + r.IntN(2)
-		ok1, after1, err1 := mem.ReserveForceRefresh(ctx, appA, now, interval, limit)
-		ok2, after2, err2 := s.ReserveForceRefresh(ctx, appA, now, interval, limit)
+		ok1, after1, err1 := mem.ReserveForceRefresh(ctx, appA, randHex(8), now, interval, limit)
+		ok2, after2, err2 := s.ReserveForceRefresh(ctx, appA, randHex(8), now, interval, limit)
 		if err1 != nil || err2 != nil {
 			t.Fatal(err1, err2)
 		}
@@ -448,7 +448,7 @@ func TestForceBudget(t *testing.T) {
 	t0 := time.Date(2026, 3, 1, 23, 58, 0, 0, zone)
 	reserve := func(s *TokenStore, at time.Time, limit int) (bool, time.Duration) {
 		t.Helper()
-		ok, after, err := s.ReserveForceRefresh(ctx, appA, at, 30*time.Second, limit)
+		ok, after, err := s.ReserveForceRefresh(ctx, appA, randHex(8), at, 30*time.Second, limit)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -478,7 +478,7 @@ func TestForceBudget(t *testing.T) {
 		t.Errorf("force key TTL %v", d)
 	}
 	// Separate apps have separate budgets.
-	if ok, _, _ := s1.ReserveForceRefresh(ctx, "wxother", t0.Add(2*time.Minute), 30*time.Second, 2); !ok {
+	if ok, _, _ := s1.ReserveForceRefresh(ctx, "wxother", randHex(8), t0.Add(2*time.Minute), 30*time.Second, 2); !ok {
 		t.Error("another app's budget is shared")
 	}
 }

@@ -2,15 +2,15 @@ package replay
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"sync"
 	"time"
 )
 
-// Memory is a Store for one process. It also implements Waiter. Expired
-// records are dropped lazily and by periodic sweeps on write, so memory is
-// bounded by the traffic of one TTL.
+// Memory is a Store for one process (and for tests standing in for a
+// shared store). It also implements Waiter. Expired records are dropped
+// lazily and by periodic sweeps on write, so memory is bounded by the
+// traffic of one TTL. It never loses its data while its users live, so its
+// epoch is the zero Epoch.
 type Memory struct {
 	mu        sync.Mutex
 	recs      map[string]*memRec
@@ -59,51 +59,68 @@ func (m *Memory) sweep(now time.Time, force bool) {
 }
 
 // Claim implements Store.
-func (m *Memory) Claim(_ context.Context, key, owner string, lease time.Time, ttl time.Duration) (Record, bool, error) {
+func (m *Memory) Claim(_ context.Context, c Claim) (ClaimResult, error) {
 	now := time.Now()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.sweep(now, false)
-	r := m.get(key, now)
+	var res ClaimResult
+	r := m.get(c.Key, now)
+	if r != nil && r.State == Pending && r.ClaimID == c.ID {
+		res.Record, res.Claimed = r.copy(), true // a repeated call
+		return res, nil
+	}
 	if r != nil && r.State != Released {
-		return r.copy(), false, nil
+		res.Record = r.copy()
+		return res, nil
 	}
-	nr := &memRec{Record: Record{State: Pending, ClaimID: newClaimID(), Owner: owner, LeaseUntil: lease}, expires: now.Add(ttl)}
+	nr := &memRec{Record: Record{State: Pending, ClaimID: c.ID, Owner: c.Owner, LeaseUntil: c.Lease, Tainted: c.Tainted}, expires: now.Add(c.TTL)}
 	if r != nil { // a released record: keep its expiry and taint
-		nr.expires, nr.Tainted = r.expires, r.Tainted
+		nr.expires, nr.Tainted = r.expires, r.Tainted || c.Tainted
 	}
-	m.recs[key] = nr
-	return nr.copy(), true, nil
+	m.recs[c.Key] = nr
+	res.Record, res.Claimed = nr.copy(), true
+	return res, nil
 }
 
 // Complete implements Store.
-func (m *Memory) Complete(_ context.Context, key, claimID string, sealed []byte) error {
-	return m.finish(key, claimID, func(r *memRec) {
-		r.State, r.Sealed = Done, append([]byte(nil), sealed...)
+func (m *Memory) Complete(_ context.Context, key, claimID string, sealed []byte, number bool) error {
+	return m.finish(key, claimID, Done, func(r *memRec) {
+		r.State, r.Sealed, r.Number = Done, append([]byte(nil), sealed...), number
 	})
 }
 
 // Release implements Store.
 func (m *Memory) Release(_ context.Context, key, claimID string, tainted bool) error {
-	return m.finish(key, claimID, func(r *memRec) {
+	return m.finish(key, claimID, Released, func(r *memRec) {
 		r.State = Released
 		r.Tainted = r.Tainted || tainted
 	})
 }
 
-func (m *Memory) finish(key, claimID string, f func(*memRec)) error {
+func (m *Memory) finish(key, claimID string, to State, f func(*memRec)) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	r := m.get(key, time.Now())
-	if r == nil || r.State != Pending || r.ClaimID != claimID {
+	if r == nil || r.ClaimID != claimID {
+		return ErrNotClaimed
+	}
+	if r.State == to {
+		return nil // a repeated call
+	}
+	if r.State != Pending {
 		return ErrNotClaimed
 	}
 	f(r)
+	m.wake(key)
+	return nil
+}
+
+func (m *Memory) wake(key string) {
 	if ch := m.waiters[key]; ch != nil {
 		close(ch)
 		delete(m.waiters, key)
 	}
-	return nil
 }
 
 // Get implements Store.
@@ -115,6 +132,43 @@ func (m *Memory) Get(_ context.Context, key string) (Record, error) {
 	}
 	return Record{}, ErrNotFound
 }
+
+// Restore implements Store.
+func (m *Memory) Restore(_ context.Context, key string, rec Record, ttl time.Duration) (Record, error) {
+	now := time.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r := m.get(key, now)
+	if !Adds(r.record(), rec) {
+		return r.copy(), nil
+	}
+	nr := &memRec{Record: rec, expires: now.Add(ttl)}
+	nr.Sealed = append([]byte(nil), rec.Sealed...)
+	if r != nil {
+		nr.expires = r.expires
+		nr.Tainted = nr.Tainted || r.Tainted
+	}
+	m.recs[key] = nr
+	m.wake(key)
+	return nr.copy(), nil
+}
+
+// Adds reports whether Restore writes rec over cur (nil: no record): see
+// Store.Restore. Stores share it so the rule is written once.
+func Adds(cur *Record, rec Record) bool {
+	switch {
+	case cur == nil || cur.State == Released:
+		return rec.State == Pending || rec.State == Done || rec.State == Released && rec.Tainted && (cur == nil || !cur.Tainted)
+	case cur.State == Pending && cur.ClaimID == rec.ClaimID:
+		return rec.State == Done
+	case rec.State == Done && rec.Number:
+		return !(cur.State == Done && cur.Number)
+	}
+	return false
+}
+
+// Epoch implements Store: the zero Epoch (no data loss to detect).
+func (m *Memory) Epoch(context.Context) (Epoch, error) { return Epoch{}, nil }
 
 // Wait implements Waiter: it returns when key's pending record is completed
 // or released, or when ctx ends.
@@ -139,14 +193,18 @@ func (m *Memory) Wait(ctx context.Context, key string) error {
 	}
 }
 
+func (r *memRec) record() *Record {
+	if r == nil {
+		return nil
+	}
+	return &r.Record
+}
+
 func (r *memRec) copy() Record {
+	if r == nil {
+		return Record{}
+	}
 	c := r.Record
 	c.Sealed = append([]byte(nil), r.Sealed...)
 	return c
-}
-
-func newClaimID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }

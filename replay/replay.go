@@ -1,11 +1,18 @@
-// Package replay keeps the outcome of each phone-code exchange for the
-// code's life, so that a retry with the same code gets the same answer with
-// no second upstream call, and so that concurrent duplicates share one
-// upstream call.
+// Package replay defines the shared store behind wxphone's exactly-once
+// exchanges: one record per code, for the code's life, shared by every
+// replica. The ledger package owns the rules (who may send a code, what a
+// retry receives); a Store only makes each step atomic.
 //
 // Records are stored under a keyed hash of (appid, code) (see seal.Keyring
 // Index), never the code; their payload is sealed by the caller. A record
 // lives at most as long as the TTL given when it was claimed.
+//
+// Every operation that changes a record names the caller's claim id, chosen
+// by the caller before the first attempt. Repeating an operation with the
+// same id (a client library that resends a command whose reply was slow)
+// has the effect of one call: a claim finds its own pending record and
+// reports it claimed, a completion or release finds its own result and
+// reports success.
 package replay
 
 import (
@@ -25,8 +32,8 @@ const (
 	Pending State = 1
 	// Done: the outcome is in Sealed.
 	Done State = 2
-	// Released: the claimant gave the code back (its failure left the code
-	// unused, as far as it could tell); anyone may claim it again.
+	// Released: the claimant gave the code back; anyone may claim it
+	// again. Tainted says whether the code may have been used.
 	Released State = 3
 )
 
@@ -40,7 +47,7 @@ func (s State) String() string {
 	case Released:
 		return "released"
 	}
-	return "unknown"
+	return "none"
 }
 
 // Record is what a Store holds for one code.
@@ -56,36 +63,102 @@ type Record struct {
 	LeaseUntil time.Time
 	// Sealed is the sealed outcome of a Done record.
 	Sealed []byte
-	// Tainted reports that an earlier attempt may have used the code (it
-	// ended with WeChat busy), so a later 40029 means "outcome unknown".
+	// Number reports that a Done record's outcome is a phone number, the
+	// one outcome no later attempt can improve on: when two outcomes meet
+	// (see Restore), a number wins over an error.
+	Number bool
+	// Tainted reports that an earlier attempt may have used the code, so
+	// a later 40029 means "outcome unknown", not "invalid code".
 	Tainted bool
+}
+
+// Epoch describes the life of a store's data. A store that can lose its
+// data (Redis restarted without persistence) starts a new epoch when it
+// notices; records written before it are gone.
+type Epoch struct {
+	// ID changes whenever the store's data was lost; "" for a store that
+	// cannot lose its data while its users live (Memory).
+	ID string
+	// Born is when the current epoch began.
+	Born time.Time
+}
+
+// Claim is one attempt to take a code.
+type Claim struct {
+	// Key is the record's key (a keyed hash).
+	Key string
+	// ID is the caller's claim id, the same for every attempt of one
+	// claim (see the package comment).
+	ID string
+	// Owner is the keyed hash of the claimant.
+	Owner string
+	// Lease is when the claim is considered dead unless completed or
+	// released.
+	Lease time.Time
+	// TTL is the record's life, counted from its creation.
+	TTL time.Duration
+	// Tainted marks a new record as possibly used (its claimant knows
+	// the code may have been sent before, e.g. during an outage).
+	Tainted bool
+	// Settle is how old the store's epoch must be before it takes a
+	// claim: after a data loss, replicas republish what they hold first
+	// (see Restore). Zero disables the wait.
+	Settle time.Duration
+}
+
+// ClaimResult is the answer to a Claim.
+type ClaimResult struct {
+	// Record is the record after the call: the caller's new Pending
+	// claim, or the existing Pending or Done record that prevented it.
+	Record Record
+	// Claimed reports that the caller holds the claim now.
+	Claimed bool
+	// Epoch is the store's epoch at the time of the call.
+	Epoch Epoch
+	// Settling reports that nothing was claimed because the store's epoch
+	// is younger than Claim.Settle; retry once it is old enough.
+	Settling bool
 }
 
 // ErrNotFound is returned by Get for a key with no record.
 var ErrNotFound = errors.New("replay: no record")
 
 // ErrNotClaimed is returned by Complete and Release when the record is no
-// longer the caller's pending claim (it expired, or was taken over).
+// longer the caller's claim (it expired, was lost, or was taken over).
 var ErrNotClaimed = errors.New("replay: not the current claim")
 
 // Store holds records. Implementations must be safe for concurrent use
-// (across processes, for shared stores) and make Claim atomic.
+// (across processes, for shared stores) and make each method atomic.
 type Store interface {
-	// Claim creates a Pending record for key with a new ClaimID, owner and
-	// lease, to expire after ttl, unless a Pending or Done record exists:
-	// then it returns that record and claimed=false. A Released record is
-	// taken over (claimed=true), keeping its expiry and its Tainted flag,
-	// which the returned record reports.
-	Claim(ctx context.Context, key, owner string, lease time.Time, ttl time.Duration) (rec Record, claimed bool, err error)
+	// Claim creates a Pending record for c.Key with c's id, owner and
+	// lease, to expire after c.TTL, unless a Pending or Done record
+	// exists: then it returns that record and Claimed=false, except that
+	// a Pending record with c.ID is the caller's own (a repeated call) and
+	// is returned Claimed. A Released record is taken over (Claimed),
+	// keeping its expiry and its taint.
+	Claim(ctx context.Context, c Claim) (ClaimResult, error)
 	// Complete turns the caller's Pending claim into a Done record holding
-	// sealed, keeping the claim's expiry. ErrNotClaimed if it is no longer
-	// the caller's pending claim.
-	Complete(ctx context.Context, key, claimID string, sealed []byte) error
+	// sealed (number: it is a phone number), keeping the claim's expiry.
+	// A Done record of the same claim id is success (a repeated call).
+	// ErrNotClaimed otherwise.
+	Complete(ctx context.Context, key, claimID string, sealed []byte, number bool) error
 	// Release turns the caller's Pending claim into a Released record,
-	// keeping its expiry; tainted marks that the code may have been used.
+	// keeping its expiry; tainted marks that the code may have been used
+	// (a taint is never cleared). A Released record of the same claim id
+	// is success. ErrNotClaimed otherwise.
 	Release(ctx context.Context, key, claimID string, tainted bool) error
 	// Get returns the record for key, or ErrNotFound.
 	Get(ctx context.Context, key string) (Record, error)
+	// Restore writes rec under key, to expire after ttl, where it adds
+	// knowledge: when no record exists (or a Released one), over a
+	// Pending record of the same claim id, and as a Done record holding a
+	// number over any record that does not hold one. It returns the
+	// record stored afterwards. Replicas use it to republish what they
+	// hold after an outage or a data loss.
+	Restore(ctx context.Context, key string, rec Record, ttl time.Duration) (Record, error)
+	// Epoch returns the store's current epoch, starting a new one if the
+	// store finds that it lost its data.
+	Epoch(ctx context.Context) (Epoch, error)
 }
 
 // Waiter is implemented by stores that can signal a change of a record, so
@@ -94,4 +167,21 @@ type Waiter interface {
 	// Wait returns when the record for key may have changed, or when ctx
 	// ends (then with ctx's error). Spurious wake-ups are allowed.
 	Wait(ctx context.Context, key string) error
+}
+
+// WaitFor waits until key's record may have changed: through the store's
+// Waiter when it has one, else by sleeping poll. It returns ctx's error when
+// ctx ends first.
+func WaitFor(ctx context.Context, s Store, key string, poll time.Duration) error {
+	if w, ok := s.(Waiter); ok {
+		return w.Wait(ctx, key)
+	}
+	t := time.NewTimer(poll)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }

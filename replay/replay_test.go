@@ -10,45 +10,77 @@ import (
 	"time"
 )
 
+func claim(key, id, owner string, ttl time.Duration) Claim {
+	return Claim{Key: key, ID: id, Owner: owner, Lease: time.Now().Add(time.Minute), TTL: ttl}
+}
+
 func TestMemoryClaimCompleteRelease(t *testing.T) {
 	ctx := context.Background()
 	m := NewMemory()
-	lease := time.Now().Add(time.Minute)
-	rec, ok, err := m.Claim(ctx, "k", "o1", lease, time.Minute)
-	if err != nil || !ok || rec.State != Pending || rec.ClaimID == "" || rec.Owner != "o1" {
-		t.Fatalf("claim = %+v %v %v", rec, ok, err)
+	res, err := m.Claim(ctx, claim("k", "c1", "o1", time.Minute))
+	rec := res.Record
+	if err != nil || !res.Claimed || rec.State != Pending || rec.ClaimID != "c1" || rec.Owner != "o1" {
+		t.Fatalf("claim = %+v %v", res, err)
 	}
-	if r2, ok, _ := m.Claim(ctx, "k", "o2", lease, time.Minute); ok || r2.Owner != "o1" || r2.State != Pending {
-		t.Fatalf("second claim = %+v %v, want the existing pending record", r2, ok)
+	if r2, _ := m.Claim(ctx, claim("k", "c2", "o2", time.Minute)); r2.Claimed || r2.Record.Owner != "o1" || r2.Record.State != Pending {
+		t.Fatalf("second claim = %+v, want the existing pending record", r2)
 	}
-	if err := m.Complete(ctx, "k", "wrong", []byte("x")); !errors.Is(err, ErrNotClaimed) {
+	if err := m.Complete(ctx, "k", "wrong", []byte("x"), true); !errors.Is(err, ErrNotClaimed) {
 		t.Fatalf("Complete with another claim id: %v", err)
 	}
-	if err := m.Release(ctx, "k", rec.ClaimID, true); err != nil {
+	if err := m.Release(ctx, "k", "c1", true); err != nil {
 		t.Fatal(err)
 	}
-	r3, ok, _ := m.Claim(ctx, "k", "o3", lease, time.Hour)
-	if !ok || !r3.Tainted || r3.Owner != "o3" || r3.ClaimID == rec.ClaimID {
-		t.Fatalf("claim after release = %+v %v, want a tainted new claim", r3, ok)
+	r3, _ := m.Claim(ctx, claim("k", "c3", "o3", time.Hour))
+	if !r3.Claimed || !r3.Record.Tainted || r3.Record.Owner != "o3" || r3.Record.ClaimID != "c3" {
+		t.Fatalf("claim after release = %+v, want a tainted new claim", r3)
 	}
-	if err := m.Release(ctx, "k", rec.ClaimID, false); !errors.Is(err, ErrNotClaimed) {
+	if err := m.Release(ctx, "k", "c1", false); !errors.Is(err, ErrNotClaimed) {
 		t.Fatalf("stale release: %v", err)
 	}
-	if err := m.Complete(ctx, "k", r3.ClaimID, []byte("sealed")); err != nil {
+	if err := m.Complete(ctx, "k", "c3", []byte("sealed"), true); err != nil {
 		t.Fatal(err)
 	}
 	got, err := m.Get(ctx, "k")
-	if err != nil || got.State != Done || string(got.Sealed) != "sealed" || !got.Tainted {
+	if err != nil || got.State != Done || string(got.Sealed) != "sealed" || !got.Tainted || !got.Number {
 		t.Fatalf("Get = %+v %v", got, err)
 	}
-	if _, ok, _ := m.Claim(ctx, "k", "o3", lease, time.Minute); ok {
+	if r, _ := m.Claim(ctx, claim("k", "c4", "o3", time.Minute)); r.Claimed {
 		t.Fatal("a done record was claimed again")
 	}
-	if err := m.Complete(ctx, "k", r3.ClaimID, []byte("again")); !errors.Is(err, ErrNotClaimed) {
-		t.Fatalf("double complete: %v", err)
+	if err := m.Release(ctx, "k", "c3", false); !errors.Is(err, ErrNotClaimed) {
+		t.Fatalf("release after complete: %v", err)
 	}
 	if _, err := m.Get(ctx, "nope"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("Get(missing) = %v", err)
+	}
+}
+
+// TestMemoryRepeatedCallsAreIdempotent: a call repeated with the same claim
+// id (a client that resent a command whose reply was slow) has the effect
+// of one call. Before claim ids were the caller's, a repeated claim found
+// its own pending record and took it for someone else's.
+func TestMemoryRepeatedCallsAreIdempotent(t *testing.T) {
+	ctx := context.Background()
+	m := NewMemory()
+	c := claim("k", "c1", "o", time.Minute)
+	for i := range 2 {
+		if res, err := m.Claim(ctx, c); err != nil || !res.Claimed || res.Record.ClaimID != "c1" {
+			t.Fatalf("claim #%d = %+v %v; want the caller's own claim", i+1, res, err)
+		}
+	}
+	for i := range 2 {
+		if err := m.Complete(ctx, "k", "c1", []byte("x"), true); err != nil {
+			t.Fatalf("complete #%d: %v", i+1, err)
+		}
+	}
+	if _, err := m.Claim(ctx, claim("r", "c2", "o", time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if err := m.Release(ctx, "r", "c2", false); err != nil {
+			t.Fatalf("release #%d: %v", i+1, err)
+		}
 	}
 }
 
@@ -56,11 +88,11 @@ func TestMemoryTTLKeptAcrossRelease(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx := context.Background()
 		m := NewMemory()
-		rec, _, _ := m.Claim(ctx, "k", "o", time.Now().Add(time.Minute), 5*time.Minute)
+		_, _ = m.Claim(ctx, claim("k", "c1", "o", 5*time.Minute))
 		time.Sleep(4 * time.Minute)
-		_ = m.Release(ctx, "k", rec.ClaimID, false)
+		_ = m.Release(ctx, "k", "c1", false)
 		// A new claim of a released record keeps the original expiry.
-		if _, ok, _ := m.Claim(ctx, "k", "o", time.Now().Add(time.Minute), 5*time.Minute); !ok {
+		if r, _ := m.Claim(ctx, claim("k", "c2", "o", 5*time.Minute)); !r.Claimed {
 			t.Fatal("released record not claimable")
 		}
 		time.Sleep(time.Minute)
@@ -77,9 +109,9 @@ func TestMemoryExactlyOneClaimWins(t *testing.T) {
 	m := NewMemory()
 	var wins atomic.Int32
 	var wg sync.WaitGroup
-	for range 50 {
+	for i := range 50 {
 		wg.Go(func() {
-			if _, ok, _ := m.Claim(context.Background(), "k", "o", time.Now().Add(time.Minute), time.Minute); ok {
+			if r, _ := m.Claim(context.Background(), claim("k", string(rune('a'+i)), "o", time.Minute)); r.Claimed {
 				wins.Add(1)
 			}
 		})
@@ -94,7 +126,7 @@ func TestMemoryWait(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx := context.Background()
 		m := NewMemory()
-		rec, _, _ := m.Claim(ctx, "k", "o", time.Now().Add(time.Minute), time.Minute)
+		_, _ = m.Claim(ctx, claim("k", "c1", "o", time.Minute))
 		woke := make(chan struct{})
 		go func() {
 			_ = m.Wait(ctx, "k")
@@ -106,13 +138,13 @@ func TestMemoryWait(t *testing.T) {
 			t.Fatal("Wait returned while the record was pending")
 		default:
 		}
-		_ = m.Complete(ctx, "k", rec.ClaimID, []byte("x"))
+		_ = m.Complete(ctx, "k", "c1", []byte("x"), false)
 		<-woke
 		// Waiting on a done or missing record returns at once.
 		if err := m.Wait(ctx, "k"); err != nil {
 			t.Fatal(err)
 		}
-		_, _, _ = m.Claim(ctx, "p", "o", time.Now().Add(time.Minute), time.Minute)
+		_, _ = m.Claim(ctx, claim("p", "c2", "o", time.Minute))
 		cctx, cancel := context.WithTimeout(ctx, time.Second)
 		defer cancel()
 		if err := m.Wait(cctx, "p"); !errors.Is(err, context.DeadlineExceeded) {
@@ -121,77 +153,48 @@ func TestMemoryWait(t *testing.T) {
 	})
 }
 
-// broken fails every call, as a Redis that is down.
-type broken struct{ calls atomic.Int32 }
-
-var errDown = errors.New("down")
-
-func (b *broken) Claim(context.Context, string, string, time.Time, time.Duration) (Record, bool, error) {
-	b.calls.Add(1)
-	return Record{}, false, errDown
-}
-func (b *broken) Complete(context.Context, string, string, []byte) error {
-	b.calls.Add(1)
-	return errDown
-}
-func (b *broken) Release(context.Context, string, string, bool) error {
-	b.calls.Add(1)
-	return errDown
-}
-func (b *broken) Get(context.Context, string) (Record, error) {
-	b.calls.Add(1)
-	return Record{}, errDown
-}
-
-func TestFallbackServesLocallyAndRecovers(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		ctx := context.Background()
-		bad := &broken{}
-		var fallbacks atomic.Int32
-		var states []bool
-		f := NewFallback(bad, NewMemory(), FallbackOptions{
-			CoolOff:    time.Second,
-			OnFallback: func(string, error) { fallbacks.Add(1) },
-			OnState:    func(d bool) { states = append(states, d) },
+// TestRestoreAddsKnowledgeOnly pins replay.Adds through Memory.Restore: what
+// a replica republishes after an outage or a data loss is written only
+// where it adds knowledge, and a number always wins over an error.
+func TestRestoreAddsKnowledgeOnly(t *testing.T) {
+	pending := func(id string) Record { return Record{State: Pending, ClaimID: id, Owner: "o"} }
+	doneErr := func(id string) Record { return Record{State: Done, ClaimID: id, Owner: "o", Sealed: []byte("err")} }
+	doneNum := func(id string) Record {
+		return Record{State: Done, ClaimID: id, Owner: "o", Sealed: []byte("num"), Number: true}
+	}
+	releasedTainted := func(id string) Record { return Record{State: Released, ClaimID: id, Tainted: true} }
+	for _, tc := range []struct {
+		name      string
+		cur       *Record
+		rec       Record
+		written   bool
+		wantState State
+	}{
+		{"pending over nothing", nil, pending("a"), true, Pending},
+		{"done over nothing", nil, doneErr("a"), true, Done},
+		{"tainted release over nothing", nil, releasedTainted("a"), true, Released},
+		{"done over its own pending", &[]Record{pending("a")}[0], doneErr("a"), true, Done},
+		{"pending over another's pending", &[]Record{pending("b")}[0], pending("a"), false, Pending},
+		{"error over another's pending", &[]Record{pending("b")}[0], doneErr("a"), false, Pending},
+		{"number over another's pending", &[]Record{pending("b")}[0], doneNum("a"), true, Done},
+		{"number over an error", &[]Record{doneErr("b")}[0], doneNum("a"), true, Done},
+		{"error over a number", &[]Record{doneNum("b")}[0], doneErr("a"), false, Done},
+		{"number over a number", &[]Record{doneNum("b")}[0], doneNum("a"), false, Done},
+		{"pending over a release", &[]Record{{State: Released, ClaimID: "b"}}[0], pending("a"), true, Pending},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			m := NewMemory()
+			if tc.cur != nil {
+				m.recs["k"] = &memRec{Record: *tc.cur, expires: time.Now().Add(time.Minute)}
+			}
+			got, err := m.Restore(ctx, "k", tc.rec, time.Minute)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (got.ClaimID == tc.rec.ClaimID) != tc.written || got.State != tc.wantState {
+				t.Fatalf("Restore(%+v over %+v) = %+v; want written=%v, state %v", tc.rec, tc.cur, got, tc.written, tc.wantState)
+			}
 		})
-		rec, ok, err := f.Claim(ctx, "k", "o", time.Now().Add(time.Minute), time.Minute)
-		if err != nil || !ok {
-			t.Fatalf("claim during outage = %v %v", ok, err)
-		}
-		if !rec.Tainted {
-			t.Fatal("a claim made during an outage is not tainted: a 40029 would read as invalid code")
-		}
-		if !f.Degraded() {
-			t.Fatal("not degraded after a primary failure")
-		}
-		if err := f.Complete(ctx, "k", rec.ClaimID, []byte("x")); err != nil {
-			t.Fatalf("complete of a local claim: %v", err)
-		}
-		got, err := f.Get(ctx, "k")
-		if err != nil || got.State != Done {
-			t.Fatalf("Get = %+v %v", got, err)
-		}
-		if n := bad.calls.Load(); n != 1 {
-			t.Fatalf("primary called %d times during cool-off, want 1", n)
-		}
-		// After the cool-off the primary is tried again; a healthy primary closes the breaker.
-		time.Sleep(2 * time.Second)
-		good := NewMemory()
-		f.primary = good
-		if _, ok, err := f.Claim(ctx, "k2", "o", time.Now().Add(time.Minute), time.Minute); err != nil || !ok {
-			t.Fatal(ok, err)
-		}
-		if f.Degraded() {
-			t.Fatal("still degraded after the primary recovered")
-		}
-		if _, err := good.Get(ctx, "k2"); err != nil {
-			t.Fatal("claim did not go to the recovered primary")
-		}
-		if len(states) != 2 || !states[0] || states[1] {
-			t.Fatalf("state transitions = %v, want [true false]", states)
-		}
-		if fallbacks.Load() != 2 { // the failed claim, and the get while open
-			t.Fatalf("fallbacks counted = %d", fallbacks.Load())
-		}
-	})
+	}
 }

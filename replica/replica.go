@@ -17,6 +17,7 @@ import (
 
 	"github.com/wxphone/wxphone"
 	"github.com/wxphone/wxphone/config"
+	"github.com/wxphone/wxphone/ledger"
 	"github.com/wxphone/wxphone/metrics"
 	"github.com/wxphone/wxphone/ratelimit"
 	"github.com/wxphone/wxphone/redis"
@@ -66,7 +67,12 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (*Replica, error)
 	r := &Replica{Metrics: m}
 
 	tokOpts := o.Token
+	if tokOpts.ServeMargin == 0 {
+		tokOpts.ServeMargin = cfg.TokenServeMargin
+	}
 	var replayStore replay.Store
+	var onFallback func(string, error)
+	var onState func(bool)
 	var limiter ratelimit.Limiter
 	limit := ratelimit.Limit{Rate: cfg.RateLimit, Burst: cfg.RateBurst}
 	var checks []server.Check
@@ -90,10 +96,9 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (*Replica, error)
 			_ = r.close()
 			return nil, err
 		}
-		replayStore = replay.NewFallback(rs, replay.NewMemory(), replay.FallbackOptions{
-			OnFallback: func(string, error) { m.Fallbacks.WithLabelValues("replay").Inc() },
-			OnState:    stateLogger(logger, m, "replay"),
-		})
+		replayStore = rs
+		onFallback = func(string, error) { m.Fallbacks.WithLabelValues("replay").Inc() }
+		onState = stateLogger(logger, m, "replay")
 		if limit.Rate > 0 {
 			rl, err := redis.NewLimiter(rc, limit, so)
 			if err != nil {
@@ -125,20 +130,40 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (*Replica, error)
 		}
 		clients = append(clients, c)
 	}
+	timeout := cfg.ExchangeTimeout
+	if timeout <= 0 {
+		timeout = service.DefaultExchangeTimeout
+	}
+	led := ledger.New(ledger.Options{
+		Shared: replayStore, Fallback: true, Lease: timeout + service.LeaseMargin,
+		Logger: logger, OnFallback: onFallback, OnState: onState,
+	})
+	if replayStore != nil {
+		// A new Redis (or one that lost its data) starts an epoch in
+		// which claims wait a moment (see ledger.Options.Settle): wait
+		// here, before serving. A Redis that is down does not delay
+		// the start.
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		if err := led.Settle(sctx); err != nil {
+			logger.Warn("Redis unavailable at start: replays are shared once it is back", "err", err)
+		}
+		cancel()
+	}
 	svc, err := service.New(service.Config{
-		Clients: clients, Keyring: cfg.Keyring(), Replay: replayStore,
-		ExchangeTimeout: cfg.ExchangeTimeout, Metrics: m, Logger: logger,
+		Clients: clients, Keyring: cfg.Keyring(), Ledger: led,
+		ExchangeTimeout: timeout, Metrics: m, Logger: logger,
 	})
 	if err != nil {
 		for _, c := range clients {
 			_ = c.Close()
 		}
+		led.Close(ctx)
 		_ = r.close()
 		return nil, err
 	}
 	srv, err := server.New(server.Config{
 		Service: svc, APIKeys: config.Reveal(cfg.APIKeys), TokenAPIKeys: config.Reveal(cfg.TokenAPIKeys),
-		Keyring: cfg.Keyring(), Limiter: limiter, RateLimit: limit,
+		Limiter: limiter, RateLimit: limit,
 		Metrics: m, Logger: logger, RequestTimeout: cfg.RequestTimeout, ShutdownTimeout: cfg.ShutdownTimeout,
 		Addr: cfg.Addr, ReadyChecks: checks, NoWarm: o.NoWarm, H2C: cfg.H2C,
 	})

@@ -45,6 +45,10 @@ const (
 	// another caller (API key, appid or openid); its outcome is not
 	// disclosed.
 	CodeCodeAlreadyUsed ErrorCode = "code_already_used"
+	// CodeTokenStillValid (409, POST /v1/access-token/invalidate): WeChat
+	// still accepts the reported token (checked with
+	// get_api_domain_ip); nothing was dropped, fetched or spent.
+	CodeTokenStillValid ErrorCode = "token_still_valid" // #nosec G101 -- an error code, not a credential
 	// CodeBodyTooLarge (413): the body exceeds MaxBodyBytes.
 	CodeBodyTooLarge ErrorCode = "body_too_large"
 	// CodeUnsupportedMediaType (415): the body is not application/json.
@@ -64,10 +68,11 @@ const (
 	// line.
 	CodeInternalError ErrorCode = "internal_error"
 	// CodeWeChatBusy (502): WeChat answered errcode -1 twice (one jittered
-	// retry was made); the code was not used.
+	// retry was made). WeChat may have used the code: retrying with it is
+	// safe, and a retry that finds it used answers outcome_unknown.
 	CodeWeChatBusy ErrorCode = "wechat_busy"
-	// CodeUpstreamError (502): WeChat failed in a way that did not use the
-	// code (a refused request, an unexpected errcode).
+	// CodeUpstreamError (502): WeChat refused the request (an unexpected
+	// HTTP status below 500 or errcode), or it could not be sent.
 	CodeUpstreamError ErrorCode = "upstream_error"
 	// CodeWatermarkMismatch (502): WeChat's answer carried another app's
 	// watermark and was refused.
@@ -88,9 +93,10 @@ const (
 	// CodeNotReady (503, /readyz only): an app has no usable token or a
 	// readiness check failed.
 	CodeNotReady ErrorCode = "not_ready"
-	// CodeUpstreamTimeout (504): the deadline passed while the code was
-	// not used (nothing was sent, or an earlier request with the same code
-	// is still running); retrying with the same code is safe.
+	// CodeUpstreamTimeout (504): the deadline passed before this request
+	// sent the code, or while an earlier request with the same code is
+	// still running; retrying with the same code is safe and receives
+	// that exchange's outcome.
 	CodeUpstreamTimeout ErrorCode = "upstream_timeout"
 )
 
@@ -115,6 +121,7 @@ func ErrorCodes() []ErrorInfo {
 		{CodeNotFound, []int{404}},
 		{CodeMethodNotAllowed, []int{405}},
 		{CodeCodeAlreadyUsed, []int{409}},
+		{CodeTokenStillValid, []int{409}},
 		{CodeBodyTooLarge, []int{413}},
 		{CodeUnsupportedMediaType, []int{415}},
 		{CodeInvalidCode, []int{422}},
@@ -154,8 +161,11 @@ func newError(status int, code ErrorCode, msg string) *apiError {
 // Messages. None may contain request data: they are fixed texts.
 const (
 	msgOutcomeUnknown = "WeChat may have used the code but its answer was lost. Do not send this code again: ask the user to tap the button again."
-	msgInFlight       = "The deadline passed while the same code is still being exchanged by an earlier request. The code was not wasted: retrying with the same code is safe and returns that exchange's outcome."
-	msgTimeout        = "The deadline passed before the code was sent to WeChat. Retrying with the same code is safe."
+	msgInFlight       = "The deadline passed while an earlier request with the same code is still being exchanged. Retry with the same code to receive that exchange's outcome."
+	msgTimeout        = "The deadline passed before this request sent the code to WeChat. Retrying with the same code is safe."
+	// msgMayBeUsed ends the message of an error after an attempt that
+	// WeChat answered -1 (wxphone.ErrCodeMayBeUsed).
+	msgMayBeUsed = " An earlier attempt may have used the code (WeChat answered -1): retrying with the same code is safe, and answers outcome_unknown if WeChat did use it."
 )
 
 // classify maps an error from the service to its answer. The order
@@ -163,6 +173,14 @@ const (
 // be reported as such; token failures may wrap rate-limit or busy errcodes
 // of the token endpoint.
 func classify(err error) *apiError {
+	e := classifyCause(err)
+	if e.code != CodeOutcomeUnknown && errors.Is(err, wxphone.ErrCodeMayBeUsed) {
+		e.msg += msgMayBeUsed
+	}
+	return e
+}
+
+func classifyCause(err error) *apiError {
 	var ae *wxphone.APIError
 	hasAPI := errors.As(err, &ae)
 	withWeChat := func(e *apiError) *apiError {
@@ -183,10 +201,13 @@ func classify(err error) *apiError {
 	case errors.Is(err, service.ErrForeignReplay):
 		return withWeChat(newError(http.StatusConflict, CodeCodeAlreadyUsed,
 			"This code was already exchanged by another caller (API key, appid or openid). Ask the user to tap the button again."))
+	case errors.Is(err, wxphone.ErrTokenStillValid):
+		return withWeChat(newError(http.StatusConflict, CodeTokenStillValid,
+			"WeChat still accepts this access token, so it was not replaced. Keep using it; report it again only after WeChat rejects it (40001, 40014, 42001)."))
 	case errors.Is(err, service.ErrInFlight):
 		return withWeChat(newError(http.StatusGatewayTimeout, CodeUpstreamTimeout, msgInFlight))
 	case errors.Is(err, wxphone.ErrClosed):
-		return withWeChat(newError(http.StatusServiceUnavailable, CodeShuttingDown, "This instance is shutting down; retry (the code was not sent)."))
+		return withWeChat(newError(http.StatusServiceUnavailable, CodeShuttingDown, "This instance is shutting down; this request did not send the code. Retry on another instance with the same code."))
 	case errors.As(err, &ie):
 		e := newError(http.StatusBadRequest, CodeInvalidRequest, "invalid "+ie.Field+": "+ie.Reason)
 		if ie.Field == "code" {
@@ -202,7 +223,7 @@ func classify(err error) *apiError {
 	case errors.Is(err, service.ErrStore):
 		return withWeChat(newError(http.StatusServiceUnavailable, CodeStoreUnavailable, "The replay store is unavailable; the code was not sent to WeChat. Retrying with the same code is safe."))
 	case isTokenFailure(err):
-		e := withWeChat(newError(http.StatusServiceUnavailable, CodeTokenUnavailable, "No usable WeChat access token right now; the code was not used. Retry later."))
+		e := withWeChat(newError(http.StatusServiceUnavailable, CodeTokenUnavailable, "No usable WeChat access token right now; this request did not send the code. Retry later with the same code."))
 		if d, ok := wxphone.RetryAfter(err); ok {
 			e.retryAfter = d
 		}
@@ -212,20 +233,20 @@ func classify(err error) *apiError {
 	case errors.Is(err, wxphone.ErrAppIDMismatch):
 		return withWeChat(newError(http.StatusUnprocessableEntity, CodeAppIDMismatch, "The code was issued to another Mini Program than the one named."))
 	case errors.Is(err, wxphone.ErrRateLimited):
-		e := withWeChat(newError(http.StatusTooManyRequests, CodeWeChatRateLimited, "WeChat's per-minute limit was reached; the code was not used. Retry after the delay in Retry-After."))
+		e := withWeChat(newError(http.StatusTooManyRequests, CodeWeChatRateLimited, "WeChat's per-minute limit (errcode 45011) was reached. Retry with the same code after the delay in Retry-After."))
 		e.retryAfter = time.Minute
 		if d, ok := wxphone.RetryAfter(err); ok {
 			e.retryAfter = d
 		}
 		return e
 	case errors.Is(err, wxphone.ErrSystemBusy):
-		return withWeChat(newError(http.StatusBadGateway, CodeWeChatBusy, "WeChat is busy (errcode -1) after one retry; the code was not used. Retry shortly with the same code."))
+		return withWeChat(newError(http.StatusBadGateway, CodeWeChatBusy, "WeChat is busy (errcode -1) after one retry. Retry shortly with the same code."))
 	case errors.Is(err, wxphone.ErrWatermarkMismatch):
 		return withWeChat(newError(http.StatusBadGateway, CodeWatermarkMismatch, "WeChat's answer belongs to another Mini Program and was refused."))
 	case wxphone.IsTimeout(err), errors.Is(err, context.Canceled):
 		return withWeChat(newError(http.StatusGatewayTimeout, CodeUpstreamTimeout, msgTimeout))
 	case errors.Is(err, wxphone.ErrUpstream), errors.Is(err, wxphone.ErrMalformedResponse), hasAPI:
-		return withWeChat(newError(http.StatusBadGateway, CodeUpstreamError, "WeChat failed without using the code. Retry later."))
+		return withWeChat(newError(http.StatusBadGateway, CodeUpstreamError, "WeChat refused the request (an unexpected status or errcode), or it could not be sent. Retry later with the same code."))
 	}
 	return withWeChat(newError(http.StatusInternalServerError, CodeInternalError, "Internal error."))
 }

@@ -312,7 +312,7 @@ func FuzzTokenEndpoints(f *testing.F) {
 			return e.serve(http.MethodGet, server.PathAccessToken, query, h, nil)
 		}
 		a := build(auth, query, b)
-		checkShape(t, a, 200, 400, 401, 403, 413, 415, 429, 503, 504)
+		checkShape(t, a, 200, 400, 401, 403, 409, 413, 415, 429, 503, 504)
 		values := map[string]string{}
 		if _, key, ok := strings.Cut(auth, " "); ok {
 			values["API key"] = strings.TrimSpace(key)

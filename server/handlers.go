@@ -129,10 +129,12 @@ type tokenResponse struct {
 }
 
 // TokenHandoverMargin is subtracted from a token's remaining life in the
-// central token endpoint's expires_in: wxphone hands out the next token
-// when the current one has this much left (WeChat's stable-token handover),
-// so a client caching for expires_in asks again just when a new token is
-// available, and never uses a token in its last five minutes.
+// central token endpoint's expires_in: wxphone fetches the next token when
+// the current one has this much left (WeChat's stable-token handover), so
+// a client caching for expires_in asks again just when a new token is
+// available. While that refresh is slow or failing, wxphone keeps handing
+// out the current token (until its serve margin) with expires_in 1, so the
+// client asks again every second and gets the new token once it is there.
 const TokenHandoverMargin = 300 * time.Second
 
 func (s *Server) writeToken(w http.ResponseWriter, tok wxphone.Token) {

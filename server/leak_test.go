@@ -40,10 +40,17 @@ func TestTokenEndpointFailuresLeakNothing(t *testing.T) {
 			{"query with a token", request{method: "GET", path: server.PathAccessToken + "?appid=" + appA + "&access_token=" + junk, key: keyToken}, 400},
 			{"key in the query", request{method: "GET", path: server.PathAccessToken + "?key=" + keyToken}, 401},
 			{"phone key", request{path: server.PathTokenInvalidate, key: keyPhone, body: body(appA, stale)}, 403},
-			{"current token", request{path: server.PathTokenInvalidate, key: keyToken, body: body(appA, cur)}, 200},
+			{"current token, still valid", request{path: server.PathTokenInvalidate, key: keyToken, body: body(appA, cur)}, 409},
+			{"{REJECT}current token, rejected", request{path: server.PathTokenInvalidate, key: keyToken, body: body(appA, cur)}, 200},
 			// Within 30 s of the last force refresh: the budget refuses.
 			{"current token again", request{path: server.PathTokenInvalidate, key: keyToken, body: body(appA, "{NEW}")}, 503},
 		} {
+			if name, ok := strings.CutPrefix(tc.name, "{REJECT}"); ok {
+				// From here on WeChat rejects every token on
+				// get_api_domain_ip, confirming the reports.
+				tc.name = name
+				e.fault(wxmock.Fault{Endpoint: wxmock.EndpointAPIDomainIP, Kind: wxmock.FaultErrcode, Errcode: 40001})
+			}
 			if tc.r.body != "" && strings.Contains(tc.r.body, "{NEW}") {
 				e.collectTokens()
 				toks := e.emu.ValidTokens(appA)

@@ -23,7 +23,9 @@ package server
 
 import (
 	"context"
+	"crypto/pbkdf2"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -38,7 +40,6 @@ import (
 
 	"github.com/wxphone/wxphone/metrics"
 	"github.com/wxphone/wxphone/ratelimit"
-	"github.com/wxphone/wxphone/seal"
 	"github.com/wxphone/wxphone/service"
 )
 
@@ -82,10 +83,6 @@ type Config struct {
 	// TokenAPIKeys may call the central token endpoints. A key may be in
 	// both lists.
 	TokenAPIKeys []string
-	// Keyring derives the caller id of each key (a keyed hash, used for
-	// rate limiting, replay ownership and logs); default a random keyring.
-	// Replicas sharing a replay store must share it.
-	Keyring *seal.Keyring
 	// Limiter limits requests per API key. Default: an in-memory token
 	// bucket of RateLimit, or no limit when RateLimit.Rate is 0.
 	Limiter ratelimit.Limiter
@@ -144,9 +141,37 @@ type Server struct {
 
 type keyEntry struct {
 	digest [sha256.Size]byte
-	caller string // keyed hash of the key
+	caller string // CallerID of the key
 	phone  bool
 	token  bool
+}
+
+// Caller ids: see CallerID.
+const (
+	callerIDSalt       = "wxphone/caller-id/v1"
+	callerIDIterations = 4096
+)
+
+// CallerID returns the caller id of an API key: the id under which the
+// key's requests own their replays, share their rate-limit bucket and
+// appear in logs (as key_id, its first 12 characters). It is
+// PBKDF2-HMAC-SHA256 of the key itself (the key is the HMAC key) with a
+// fixed wxphone salt, 4096 iterations, 16 bytes in hex.
+//
+// It depends on the API key alone, not on the data keyring, so that every
+// replica computes the same id for a key whatever its keyring, before,
+// during and after a data-key rotation (an id keyed by the first data key
+// would differ between replicas mid-rotation, splitting the key's
+// rate-limit bucket and answering a cross-replica retry 409
+// code_already_used). A one-way function of a random key reveals nothing
+// about it; the iterations make guessing a weak, human-chosen key
+// expensive. Generate keys at random (openssl rand -hex 32).
+func CallerID(apiKey string) (string, error) {
+	b, err := pbkdf2.Key(sha256.New, apiKey, []byte(callerIDSalt), callerIDIterations, 16)
+	if err != nil {
+		return "", fmt.Errorf("caller id: %w", err)
+	}
+	return hex.EncodeToString(b), nil
 }
 
 // New validates cfg and returns a Server.
@@ -161,10 +186,6 @@ func New(cfg Config) (*Server, error) {
 		svc: cfg.Service, limiter: cfg.Limiter, metrics: cfg.Metrics, log: cfg.Logger,
 		timeout: cfg.RequestTimeout, shutdown: cfg.ShutdownTimeout, checks: cfg.ReadyChecks,
 		fallback: cfg.Fallback, addr: cfg.Addr, noWarm: cfg.NoWarm, h2c: cfg.H2C,
-	}
-	kr := cfg.Keyring
-	if kr == nil {
-		kr = seal.NewRandomKeyring()
 	}
 	add := func(list []string, which string, phone bool) error {
 		for i, k := range list {
@@ -184,7 +205,11 @@ func New(cfg Config) (*Server, error) {
 				}
 			}
 			if !found {
-				s.keys = append(s.keys, keyEntry{digest: d, caller: kr.Index("apikey", k), phone: phone, token: !phone})
+				caller, err := CallerID(k)
+				if err != nil {
+					return fmt.Errorf("server: %s key %d: %w", which, i+1, err)
+				}
+				s.keys = append(s.keys, keyEntry{digest: d, caller: caller, phone: phone, token: !phone})
 			}
 		}
 		return nil

@@ -115,7 +115,7 @@ func TestDeadlineThenRetry(t *testing.T) {
 		t.Fatalf("status %d: %s", s, b)
 	}
 	eb := decodeErr(t, b)
-	if eb.Error.Code != "upstream_timeout" || !strings.Contains(eb.Error.Message, "same code is safe") {
+	if eb.Error.Code != "upstream_timeout" || !strings.Contains(eb.Error.Message, "Retry with the same code") {
 		t.Errorf("error %+v", eb.Error)
 	}
 	<-arrived
@@ -195,8 +195,11 @@ func TestTokenEndpoint(t *testing.T) {
 	if s != 200 || !strings.Contains(string(b), tok.AccessToken) {
 		t.Fatalf("invalidate stale: %d %s", s, b)
 	}
-	// The current one is replaced (WeChat keeps handing it out in normal
-	// mode, so the manager forces a refresh).
+	// The current one, which WeChat still accepts, is left alone (see
+	// TestInvalidateWithALiveToken). Once WeChat rejects it, it is replaced
+	// (WeChat keeps handing it out in normal mode, so the manager forces a
+	// refresh).
+	e.fault(wxmock.Fault{Endpoint: wxmock.EndpointAPIDomainIP, Kind: wxmock.FaultErrcode, Errcode: 40001, Count: 1})
 	s, _, b = e.do(request{path: server.PathTokenInvalidate, key: keyToken, body: `{"appid":"` + appA + `","access_token":"` + tok.AccessToken + `"}`})
 	if s != 200 {
 		t.Fatalf("invalidate: %d %s", s, b)

@@ -3,41 +3,16 @@ package server_test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/wxphone/wxphone/internal/replaytest"
 	"github.com/wxphone/wxphone/ratelimit"
-	"github.com/wxphone/wxphone/replay"
 	"github.com/wxphone/wxphone/server"
 	"github.com/wxphone/wxphone/wxmock"
 )
-
-// failingStore is a replay store whose every call fails.
-type failingStore struct{}
-
-var errStoreDown = errors.New("store down")
-
-func (failingStore) Claim(context.Context, string, string, time.Time, time.Duration) (replay.Record, bool, error) {
-	return replay.Record{}, false, errStoreDown
-}
-func (failingStore) Complete(context.Context, string, string, []byte) error { return errStoreDown }
-func (failingStore) Release(context.Context, string, string, bool) error    { return errStoreDown }
-func (failingStore) Get(context.Context, string) (replay.Record, error) {
-	return replay.Record{}, errStoreDown
-}
-
-// stalledStore is a replay store whose claims never answer: each call
-// blocks until its caller's context ends (a slow Redis, seen from a
-// request whose deadline passes first).
-type stalledStore struct{ failingStore }
-
-func (stalledStore) Claim(ctx context.Context, _, _ string, _ time.Time, _ time.Duration) (replay.Record, bool, error) {
-	<-ctx.Done()
-	return replay.Record{}, false, ctx.Err()
-}
 
 // rewriteWatermark wraps the emulator so that phone answers carry another
 // appid in their watermark.
@@ -305,10 +280,10 @@ func TestStatuses(t *testing.T) {
 			e.fault(wxmock.Fault{Endpoint: wxmock.EndpointPhone, Kind: wxmock.FaultErrcode, Errcode: 40001})
 			return phoneReq(e, e.mint(appA, "13911112248"))
 		}, status: 503, code: "token_unavailable", errcode: 40001, check: phoneCalls(2)},
-		{name: "replay store down", opts: envOpts{replay: failingStore{}}, run: func(t *testing.T, e *env) result {
+		{name: "replay store down", opts: envOpts{replay: replaytest.Down{}}, run: func(t *testing.T, e *env) result {
 			return phoneReq(e, e.mint(appA, "13911112249"))
 		}, status: 503, code: "store_unavailable", check: phoneCalls(0)},
-		{name: "replay store slower than the request's deadline", opts: envOpts{replay: stalledStore{}, requestTimeout: 300 * time.Millisecond}, run: func(t *testing.T, e *env) result {
+		{name: "replay store slower than the request's deadline", opts: envOpts{replay: replaytest.Stalled{}, requestTimeout: 300 * time.Millisecond}, run: func(t *testing.T, e *env) result {
 			return phoneReq(e, e.mint(appA, "13911112259"))
 		}, status: 504, code: "upstream_timeout", check: phoneCalls(0)},
 		{name: "service closed", run: func(t *testing.T, e *env) result {

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/wxphone/wxphone/internal/logtest"
-	"github.com/wxphone/wxphone/replay"
+	"github.com/wxphone/wxphone/internal/replaytest"
 	"github.com/wxphone/wxphone/wxmock"
 )
 
@@ -44,19 +44,6 @@ func renderAll(v any) []string {
 	return out
 }
 
-// storeDown is a replay store whose every call fails with an error that
-// quotes its key (as a real client's error might).
-type storeDown struct{}
-
-func (storeDown) Claim(_ context.Context, key, _ string, _ time.Time, _ time.Duration) (replay.Record, bool, error) {
-	return replay.Record{}, false, errors.New("store down while claiming " + key)
-}
-func (storeDown) Complete(context.Context, string, string, []byte) error { return errors.New("down") }
-func (storeDown) Release(context.Context, string, string, bool) error    { return errors.New("down") }
-func (storeDown) Get(context.Context, string) (replay.Record, error) {
-	return replay.Record{}, errors.New("down")
-}
-
 // TestServiceTypesAndErrorsLeakNothing drives the service's failure paths
 // with a DEBUG logger and renders every request, result, status and error
 // every way: no code, full phone number, access token or AppSecret shows.
@@ -64,7 +51,7 @@ func TestServiceTypesAndErrorsLeakNothing(t *testing.T) {
 	var logs logtest.Buffer
 	logger := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	f := newFixture(t, []string{appA}, Config{Logger: logger, ExchangeTimeout: 300 * time.Millisecond})
-	down := newFixture(t, []string{appA}, Config{Logger: logger, Replay: storeDown{}})
+	down := newFixture(t, []string{appA}, Config{Logger: logger, Replay: replaytest.Down{QuoteKey: true}})
 	ctx := context.Background()
 	hidden := []string{secretA}
 	var values []any

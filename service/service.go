@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/wxphone/wxphone"
+	"github.com/wxphone/wxphone/ledger"
 	"github.com/wxphone/wxphone/metrics"
 	"github.com/wxphone/wxphone/replay"
 	"github.com/wxphone/wxphone/seal"
@@ -40,7 +41,7 @@ var (
 	ErrForeignReplay = errors.New("service: code already used by another caller")
 	// ErrInFlight: the same code is being exchanged by an earlier request
 	// that has not finished within this request's deadline; retrying with
-	// the same code is safe and will receive its outcome.
+	// the same code receives that exchange's outcome.
 	ErrInFlight = errors.New("service: the same code is still being exchanged; retry with the same code")
 	// ErrStore: the replay store failed, so the code was not sent.
 	ErrStore = errors.New("service: replay store unavailable")
@@ -53,6 +54,14 @@ const MaxOpenIDLen = 128
 // MaxReplayTTL is the longest a replay record lives: a code's own life.
 const MaxReplayTTL = 5 * time.Minute
 
+// DefaultExchangeTimeout bounds one upstream exchange unless
+// Config.ExchangeTimeout says otherwise.
+const DefaultExchangeTimeout = 15 * time.Second
+
+// LeaseMargin is how much longer than the exchange timeout a claim lives
+// before other replicas consider its claimant dead.
+const LeaseMargin = 5 * time.Second
+
 // Config configures a Service.
 type Config struct {
 	// Clients are the Mini Programs served, one per appid. The Service
@@ -61,10 +70,16 @@ type Config struct {
 	// Keyring seals stored outcomes and derives store keys; default a
 	// random per-process key (replays then work within this process only).
 	Keyring *seal.Keyring
-	// Replay stores outcomes; default replay.NewMemory().
+	// Ledger owns the exactly-once state (see package ledger); the
+	// Service closes it in Close. Default: a ledger over Replay (nil:
+	// this process only) that refuses codes while Replay fails. Its lease
+	// must exceed ExchangeTimeout.
+	Ledger *ledger.Ledger
+	// Replay is the shared store of the default Ledger; ignored when
+	// Ledger is set.
 	Replay replay.Store
 	// ExchangeTimeout bounds one upstream exchange, detached from the
-	// caller; default 15 s.
+	// caller; default DefaultExchangeTimeout.
 	ExchangeTimeout time.Duration
 	// ReplayTTL is how long outcomes are kept; default and maximum 5 min.
 	ReplayTTL time.Duration
@@ -80,24 +95,17 @@ type Service struct {
 	apps     map[string]*wxphone.Client
 	appIDs   []string
 	keyring  *seal.Keyring
-	store    replay.Store
+	ledger   *ledger.Ledger
 	timeout  time.Duration
-	ttl      time.Duration
 	metrics  *metrics.Metrics
 	log      *slog.Logger
 	inflight sync.WaitGroup
-
-	// kept holds outcomes this process obtained but could not record in
-	// the shared store, so that a retry reaching this replica still gets
-	// them.
-	kept *replay.Memory
 
 	owners  sync.Map     // ownerKey → owner index (no openid), see owner
 	ownersN atomic.Int64 // entries stored in owners, bounded by maxOwnerCache
 
 	mu      sync.Mutex
 	closing bool
-	local   map[string]chan struct{} // codes exchanged by this process now, closed when done
 }
 
 // New validates cfg and returns a Service.
@@ -106,9 +114,8 @@ func New(cfg Config) (*Service, error) {
 		return nil, errors.New("service: at least one app is required")
 	}
 	s := &Service{
-		apps: make(map[string]*wxphone.Client), keyring: cfg.Keyring, store: cfg.Replay,
-		timeout: cfg.ExchangeTimeout, ttl: cfg.ReplayTTL, metrics: cfg.Metrics, log: cfg.Logger,
-		local: make(map[string]chan struct{}), kept: replay.NewMemory(),
+		apps: make(map[string]*wxphone.Client), keyring: cfg.Keyring, ledger: cfg.Ledger,
+		timeout: cfg.ExchangeTimeout, metrics: cfg.Metrics, log: cfg.Logger,
 	}
 	for _, c := range cfg.Clients {
 		if c == nil {
@@ -124,19 +131,17 @@ func New(cfg Config) (*Service, error) {
 	if s.keyring == nil {
 		s.keyring = seal.NewRandomKeyring()
 	}
-	if s.store == nil {
-		s.store = replay.NewMemory()
-	}
 	if s.timeout == 0 {
-		s.timeout = 15 * time.Second
+		s.timeout = DefaultExchangeTimeout
 	}
 	if s.timeout < 0 {
 		return nil, errors.New("service: ExchangeTimeout must be positive")
 	}
+	ttl := cfg.ReplayTTL
 	switch {
-	case s.ttl == 0:
-		s.ttl = MaxReplayTTL
-	case s.ttl < 0 || s.ttl > MaxReplayTTL:
+	case ttl == 0:
+		ttl = MaxReplayTTL
+	case ttl < 0 || ttl > MaxReplayTTL:
 		return nil, errors.New("service: ReplayTTL must be between 0 and 5m")
 	}
 	if s.metrics == nil {
@@ -144,6 +149,11 @@ func New(cfg Config) (*Service, error) {
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if s.ledger == nil {
+		s.ledger = ledger.New(ledger.Options{Shared: cfg.Replay, TTL: ttl, Lease: s.timeout + LeaseMargin, Logger: s.log})
+	} else if s.ledger.Lease() <= s.timeout {
+		return nil, errors.New("service: the ledger's lease must exceed ExchangeTimeout")
 	}
 	return s, nil
 }
@@ -193,95 +203,50 @@ type Result struct {
 }
 
 // Exchange exchanges req.Code, or replays the outcome of an earlier exchange
-// of the same code by the same caller. Errors are the wxphone package's
-// typed errors (replayed outcomes included) or this package's.
+// of the same code by the same caller: validate, Begin, exchange, Finish.
+// Errors are the wxphone package's typed errors (replayed outcomes
+// included) or this package's.
 func (s *Service) Exchange(ctx context.Context, req Request) (*Result, error) {
-	// Everything up to the upstream call happens in claim, whose frame is
-	// gone by the time the call waits for WeChat: an exchange in flight
-	// then holds a shallower stack (see run).
-	c, key, rec, res, err := s.claim(ctx, &req)
-	if c == nil {
-		return res, err
-	}
-	return s.run(ctx, c, key, rec, req)
-}
-
-// claim validates req and claims its code in the replay store. It returns
-// the app's client, the code's key and the claimed record when this caller
-// is to perform the exchange; otherwise a nil client and the answer
-// (a replay, or an error).
-func (s *Service) claim(ctx context.Context, req *Request) (*wxphone.Client, string, replay.Record, *Result, error) {
 	c, err := s.Client(req.AppID)
 	if err != nil {
-		return nil, "", replay.Record{}, nil, err
+		return nil, err
 	}
-	if err := validate(req); err != nil {
-		return nil, "", replay.Record{}, nil, err
+	if err := validate(&req); err != nil {
+		return nil, err
 	}
 	appID := c.AppID()
-	key, owner := s.keys(ctx, appID, req)
-	for {
-		if err := ctx.Err(); err != nil {
-			return nil, "", replay.Record{}, nil, err
-		}
-		if rec, err := s.kept.Get(ctx, key); err == nil && rec.State == replay.Done {
-			if rec.Owner != owner {
-				s.count(appID, "foreign_replay")
-				return nil, "", replay.Record{}, nil, ErrForeignReplay
-			}
-			res, err := s.replayed(appID, key, rec)
-			return nil, "", replay.Record{}, res, err
-		}
-		// This process is exchanging the code right now: wait for that
-		// exchange rather than claim, even when the shared store cannot
-		// show its claim (Redis down: the claim would be made locally and
-		// the code sent a second time).
-		s.mu.Lock()
-		running := s.local[key]
-		s.mu.Unlock()
-		if running != nil {
-			select {
-			case <-running:
-				continue
-			case <-ctx.Done():
-				s.count(appID, "in_flight")
-				return nil, "", replay.Record{}, nil, ErrInFlight
-			}
-		}
-		lease := time.Now().Add(s.timeout + 5*time.Second)
-		rec, claimed, err := s.store.Claim(ctx, key, owner, lease, s.ttl)
-		if err != nil && ctx.Err() != nil {
-			// The caller's deadline, not a store failure; nothing was sent.
-			return nil, "", replay.Record{}, nil, ctx.Err()
-		}
-		if err != nil {
-			s.log.Warn("replay store: claim failed", "err", err)
-			return nil, "", replay.Record{}, nil, fmt.Errorf("%w: %w", ErrStore, err)
-		}
-		if claimed {
-			return c, key, rec, nil, nil
-		}
-		if rec.Owner != owner {
-			s.count(appID, "foreign_replay")
-			return nil, "", replay.Record{}, nil, ErrForeignReplay
-		}
-		switch rec.State {
-		case replay.Done:
-			res, err := s.replayed(appID, key, rec)
-			return nil, "", replay.Record{}, res, err
-		case replay.Pending:
-			if time.Now().After(rec.LeaseUntil) {
-				// The claimant died or stalled after it may have sent the code.
-				s.count(appID, "outcome_unknown")
-				s.metrics.OutcomeUnknown.WithLabelValues(appID).Inc()
-				return nil, "", replay.Record{}, nil, &wxphone.OutcomeUnknownError{Op: wxphone.OpPhoneNumber, Err: errors.New("an earlier exchange of this code was abandoned")}
-			}
-			if err := s.wait(ctx, key, rec.LeaseUntil); err != nil {
-				s.count(appID, "in_flight")
-				return nil, "", replay.Record{}, nil, ErrInFlight
-			}
-		}
+	key, owner := s.keys(ctx, appID, &req)
+	b, err := s.ledger.Begin(ctx, key, owner)
+	if err != nil {
+		return nil, s.beginError(appID, err)
 	}
+	if b.Claim == nil {
+		return s.replayed(appID, key, b.Sealed)
+	}
+	return s.run(ctx, c, key, b.Claim, req)
+}
+
+// beginError maps a ledger refusal to this package's errors.
+func (s *Service) beginError(appID string, err error) error {
+	switch {
+	case errors.Is(err, ledger.ErrForeign):
+		s.count(appID, "foreign_replay")
+		return ErrForeignReplay
+	case errors.Is(err, ledger.ErrInFlight):
+		s.count(appID, "in_flight")
+		return ErrInFlight
+	case errors.Is(err, ledger.ErrAbandoned):
+		// The claimant died or stalled after it may have sent the code.
+		s.count(appID, "outcome_unknown")
+		s.metrics.OutcomeUnknown.WithLabelValues(appID).Inc()
+		return &wxphone.OutcomeUnknownError{Op: wxphone.OpPhoneNumber, Err: errors.New("an earlier exchange of this code was abandoned")}
+	case errors.Is(err, ledger.ErrStore):
+		s.log.Warn("replay store unavailable: refusing the code without sending it")
+		return fmt.Errorf("%w: %w", ErrStore, err)
+	case errors.Is(err, ledger.ErrClosed):
+		return wxphone.ErrClosed
+	}
+	return err // the caller's deadline: nothing was sent
 }
 
 // validate checks a request's code and openid.
@@ -311,7 +276,7 @@ func (s *Service) keys(ctx context.Context, appID string, req *Request) (key, ow
 	owners := s.keyring.Indexes("owner", req.Caller, appID, req.OpenID)
 	key, owner = keys[0], owners[0]
 	for i := 1; i < len(keys); i++ {
-		if rec, err := s.store.Get(ctx, keys[i]); err == nil && rec.State != replay.Released {
+		if s.ledger.Has(ctx, keys[i]) {
 			return keys[i], owners[i]
 		}
 	}
@@ -342,29 +307,6 @@ func (s *Service) owner(caller, appID, openID string) string {
 
 type ownerKey struct{ caller, appID string }
 
-// wait blocks until key's record may have changed, ctx ends (error) or the
-// lease passes.
-func (s *Service) wait(ctx context.Context, key string, lease time.Time) error {
-	s.mu.Lock()
-	ch := s.local[key]
-	s.mu.Unlock()
-	if ch != nil {
-		select {
-		case <-ch:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	wctx, cancel := context.WithDeadline(ctx, lease.Add(time.Millisecond))
-	defer cancel()
-	err := replay.WaitFor(wctx, s.store, key, 20*time.Millisecond)
-	if err != nil && ctx.Err() == nil {
-		return nil // the lease passed: re-read the record
-	}
-	return err
-}
-
 // run performs the upstream exchange for a claimed code, detached from the
 // caller's cancellation, and records its outcome. When the caller's
 // deadline is far enough away that the exchange's own timeout ends first
@@ -372,37 +314,30 @@ func (s *Service) wait(ctx context.Context, key string, lease time.Time) error {
 // goroutine of its own, and the caller waits for it or for its own
 // context, whichever ends first. Either way a caller that gives up or
 // disconnects does not cancel the upstream call.
-func (s *Service) run(ctx context.Context, c *wxphone.Client, key string, rec replay.Record, req Request) (*Result, error) {
+func (s *Service) run(ctx context.Context, c *wxphone.Client, key string, claim *ledger.Claim, req Request) (*Result, error) {
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
-		s.release(key, rec.ClaimID, false)
+		claim.Release(context.WithoutCancel(ctx), false)
 		return nil, wxphone.ErrClosed
 	}
-	done := make(chan struct{})
-	s.local[key] = done
 	s.inflight.Add(1)
 	s.mu.Unlock()
-	finish := func() {
-		s.mu.Lock()
-		delete(s.local, key)
-		s.mu.Unlock()
-		close(done)
-		s.inflight.Done()
-	}
 
 	if s.inline(ctx) {
 		// Nothing is gained by a second goroutine: the caller would wait
 		// for the whole exchange anyway. This saves a goroutine, its
 		// stack and its closure per exchange in flight.
-		defer finish()
-		return s.exchange(context.WithoutCancel(ctx), c, key, rec, req)
+		defer s.inflight.Done()
+		return s.exchange(context.WithoutCancel(ctx), c, key, claim, req)
 	}
 	var res *Result
 	var rerr error
+	done := make(chan struct{})
 	go func() {
-		defer finish()
-		res, rerr = s.exchange(context.WithoutCancel(ctx), c, key, rec, req)
+		defer s.inflight.Done()
+		defer close(done)
+		res, rerr = s.exchange(context.WithoutCancel(ctx), c, key, claim, req)
 	}()
 	select {
 	case <-done:
@@ -423,26 +358,26 @@ func (s *Service) inline(ctx context.Context) bool {
 	return ok && time.Until(dl) >= s.timeout
 }
 
-func (s *Service) exchange(parent context.Context, c *wxphone.Client, key string, rec replay.Record, req Request) (res *Result, err error) {
+func (s *Service) exchange(parent context.Context, c *wxphone.Client, key string, claim *ledger.Claim, req Request) (res *Result, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			s.log.Error("exchange panicked", "panic", fmt.Sprint(p))
-			s.release(key, rec.ClaimID, true)
+			claim.Release(parent, true)
 			res, err = nil, &wxphone.OutcomeUnknownError{Op: wxphone.OpPhoneNumber, Err: errors.New("internal error")}
 		}
 	}()
 	ctx, cancel := context.WithTimeout(parent, s.timeout)
 	defer cancel()
 	info, err := c.PhoneNumber(ctx, req.Code)
-	return s.record(parent, c.AppID(), key, &rec, info, err)
+	return s.record(parent, c.AppID(), key, claim, info, err)
 }
 
-// record counts an exchange's outcome, keeps a final one in the replay
-// store (or this process) and releases the claim otherwise. It is a
-// function of its own so that its frame is not on the stack while the
-// upstream call waits.
-func (s *Service) record(parent context.Context, appID, key string, rec *replay.Record, info *wxphone.PhoneInfo, err error) (*Result, error) {
-	if rec.Tainted && errors.Is(err, wxphone.ErrInvalidCode) {
+// record counts an exchange's outcome and gives it to the ledger: a final
+// one is kept for the code's life, anything else releases the claim.
+func (s *Service) record(parent context.Context, appID, key string, claim *ledger.Claim, info *wxphone.PhoneInfo, err error) (*Result, error) {
+	if claim.Tainted() && errors.Is(err, wxphone.ErrInvalidCode) {
+		// The code may have been used before this claim: a 40029 says
+		// nothing about this caller's exchange.
 		err = &wxphone.OutcomeUnknownError{Op: wxphone.OpPhoneNumber, Err: err}
 	}
 	out, final := toOutcome(info, err)
@@ -450,18 +385,17 @@ func (s *Service) record(parent context.Context, appID, key string, rec *replay.
 	if errors.Is(err, wxphone.ErrOutcomeUnknown) {
 		s.metrics.OutcomeUnknown.WithLabelValues(appID).Inc()
 	}
-	if final {
+	switch {
+	case final:
 		b, merr := json.Marshal(out)
 		if merr != nil {
 			s.log.Error("cannot encode an outcome", "err", merr)
-		} else if sealed := s.keyring.Seal(b, []byte(key)); s.store.Complete(parent, key, rec.ClaimID, sealed) != nil {
-			s.log.Warn("replay store: cannot record the outcome; keeping it in this process only")
-			if kr, ok, _ := s.kept.Claim(parent, key, rec.Owner, time.Now(), s.ttl); ok {
-				_ = s.kept.Complete(parent, key, kr.ClaimID, sealed)
-			}
+			claim.Release(parent, true)
+		} else {
+			claim.Finish(parent, s.keyring.Seal(b, []byte(key)), err == nil)
 		}
-	} else {
-		s.release(key, rec.ClaimID, errors.Is(err, wxphone.ErrSystemBusy))
+	default:
+		claim.Release(parent, mayHaveUsed(err))
 	}
 	if err != nil {
 		return nil, err
@@ -469,17 +403,22 @@ func (s *Service) record(parent context.Context, appID, key string, rec *replay.
 	return &Result{AppID: appID, Phone: *info}, nil
 }
 
-func (s *Service) release(key, claimID string, tainted bool) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if err := s.store.Release(ctx, key, claimID, tainted); err != nil && !errors.Is(err, replay.ErrNotClaimed) {
-		s.log.Warn("replay store: cannot release a claim; the code stays blocked until the claim's lease ends", "err", err)
+// mayHaveUsed reports whether a non-final exchange error leaves the code
+// possibly used, so that a later 40029 for it reads as outcome unknown:
+// an attempt answered -1, and any errcode of the exchange that WeChat does
+// not document as a refusal before processing (token errors, 45011).
+func mayHaveUsed(err error) bool {
+	if errors.Is(err, wxphone.ErrCodeMayBeUsed) || errors.Is(err, wxphone.ErrSystemBusy) {
+		return true
 	}
+	var ae *wxphone.APIError
+	return errors.As(err, &ae) && ae.Op == wxphone.OpPhoneNumber &&
+		!errors.Is(err, wxphone.ErrTokenInvalid) && !errors.Is(err, wxphone.ErrRateLimited)
 }
 
-// replayed opens a Done record.
-func (s *Service) replayed(appID, key string, rec replay.Record) (*Result, error) {
-	b, err := s.keyring.Open(rec.Sealed, []byte(key))
+// replayed opens a stored outcome.
+func (s *Service) replayed(appID, key string, sealed []byte) (*Result, error) {
+	b, err := s.keyring.Open(sealed, []byte(key))
 	var out outcome
 	if err == nil {
 		err = json.Unmarshal(b, &out)
@@ -511,13 +450,22 @@ func (s *Service) AccessToken(ctx context.Context, appID string) (wxphone.Token,
 	return c.TokenSource().Token(ctx)
 }
 
-// InvalidateToken reports that WeChat rejected token for appid: it is
-// dropped if still current and a replacement returned, within the token
-// manager's force-refresh budget.
+// InvalidateToken handles a caller's report that WeChat rejected token for
+// appid (the central token endpoint). A source that can check reports
+// (wxphone.TokenManager.InvalidateReported) first asks WeChat whether the
+// token really is rejected: wxphone.ErrTokenStillValid when WeChat still
+// accepts it, and never a force refresh on an unconfirmed report.
+// Otherwise the token is dropped if still current and a replacement
+// returned, within the token manager's force-refresh budget.
 func (s *Service) InvalidateToken(ctx context.Context, appID, rejected string) (wxphone.Token, error) {
 	c, err := s.Client(appID)
 	if err != nil {
 		return wxphone.Token{}, err
+	}
+	if rep, ok := c.TokenSource().(interface {
+		InvalidateReported(context.Context, string) (wxphone.Token, error)
+	}); ok {
+		return rep.InvalidateReported(ctx, rejected)
 	}
 	inv, ok := c.TokenSource().(wxphone.TokenInvalidator)
 	if !ok {
@@ -580,5 +528,8 @@ func (s *Service) Close(ctx context.Context) error {
 	for _, id := range s.appIDs {
 		_ = s.apps[id].Close()
 	}
+	lctx, lcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	s.ledger.Close(lctx)
+	lcancel()
 	return err
 }

@@ -266,8 +266,8 @@ func TestAbandonedClaimIsOutcomeUnknown(t *testing.T) {
 	code := f.mint(t, appA, "13800138000")
 	owner := kr.Index("owner", "k1", appA, "")
 	// A replica claimed the code and died: its lease has passed.
-	if _, ok, err := f.store.Claim(context.Background(), kr.Index("phone", appA, code), owner, time.Now().Add(-time.Second), time.Minute); err != nil || !ok {
-		t.Fatal(ok, err)
+	if res, err := f.store.Claim(context.Background(), replay.Claim{Key: kr.Index("phone", appA, code), ID: "dead", Owner: owner, Lease: time.Now().Add(-time.Second), TTL: time.Minute}); err != nil || !res.Claimed {
+		t.Fatal(res, err)
 	}
 	_, err := f.svc.Exchange(context.Background(), Request{Code: code, Caller: "k1"})
 	if !errors.Is(err, wxphone.ErrOutcomeUnknown) {
@@ -334,7 +334,7 @@ func TestStoredOutcomesAreSealed(t *testing.T) {
 // mid-exchange would.
 type failingComplete struct{ replay.Store }
 
-func (failingComplete) Complete(context.Context, string, string, []byte) error {
+func (failingComplete) Complete(context.Context, string, string, []byte, bool) error {
 	return errors.New("store down")
 }
 

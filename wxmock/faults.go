@@ -23,11 +23,12 @@ type Fault struct {
 	// ID is assigned by [Server.AddFault] ("f1", "f2", …); ignored on input.
 	ID string `json:"id,omitempty"`
 	// Endpoint is one of [EndpointPhone], [EndpointToken],
-	// [EndpointStableToken], [EndpointJSCode2Session] or [EndpointAll].
+	// [EndpointStableToken], [EndpointJSCode2Session],
+	// [EndpointAPIDomainIP] or [EndpointAll].
 	Endpoint string `json:"endpoint"`
 	// AppID, when set, restricts the fault to requests for that app: the
 	// appid parameter for token, stable_token and jscode2session, the
-	// access token's app for phone.
+	// access token's app for phone and get_api_domain_ip.
 	AppID string `json:"appid,omitempty"`
 	// Kind is one of the Fault* constants.
 	Kind string `json:"kind"`
@@ -55,9 +56,9 @@ type Fault struct {
 // validate checks f and returns a description of the first problem.
 func (f *Fault) validate() error {
 	switch f.Endpoint {
-	case EndpointPhone, EndpointToken, EndpointStableToken, EndpointJSCode2Session, EndpointAll:
+	case EndpointPhone, EndpointToken, EndpointStableToken, EndpointJSCode2Session, EndpointAPIDomainIP, EndpointAll:
 	default:
-		return errors.New(`endpoint must be one of "phone", "token", "stable_token", "jscode2session", "*"`)
+		return errors.New(`endpoint must be one of "phone", "token", "stable_token", "jscode2session", "get_api_domain_ip", "*"`)
 	}
 	if f.AppID != "" && !validIdent(f.AppID, 64) {
 		return errors.New("appid must be 1..64 characters of [A-Za-z0-9_-]")

@@ -22,6 +22,7 @@ const (
 //	POST /cgi-bin/stable_token
 //	POST /wxa/business/getuserphonenumber
 //	GET  /sns/jscode2session
+//	GET  /cgi-bin/get_api_domain_ip
 //	     /admin/…
 //
 // Every other path answers 404.
@@ -39,6 +40,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveWeChat(w, r, epPhone)
 	case "/sns/jscode2session":
 		s.serveWeChat(w, r, epSession)
+	case "/cgi-bin/get_api_domain_ip":
+		s.serveWeChat(w, r, epDomainIP)
 	default:
 		if strings.HasPrefix(p, "/admin/") {
 			s.serveAdmin(w, r)
@@ -144,7 +147,7 @@ func (s *Server) faultAppID(q *wxRequest) string {
 	case epStable:
 		q.parse()
 		return q.stable.AppID
-	case epPhone:
+	case epPhone, epDomainIP:
 		return s.tokenApp(q.params().Get("access_token"))
 	default:
 		return q.params().Get("appid")
@@ -285,6 +288,18 @@ func (s *Server) process(q *wxRequest, now time.Time) wxResult {
 		}
 		body, ec, known := s.redeemPhone(appid, q.code, now)
 		return wxResult{errcode: ec, body: body, known: known}
+	case epDomainIP:
+		if m != http.MethodGet {
+			return wxResult{errcode: 43001}
+		}
+		tok := q.params().Get("access_token")
+		if tok == "" {
+			return wxResult{errcode: 41001}
+		}
+		if _, ec := s.checkToken(tok, now); ec != 0 {
+			return wxResult{errcode: ec}
+		}
+		return wxResult{body: domainIPBody}
 	default: // epSession
 		if m != http.MethodGet && m != http.MethodPost {
 			return wxResult{errcode: 43001}
@@ -307,6 +322,10 @@ func (s *Server) process(q *wxRequest, now time.Time) wxResult {
 		return wxResult{errcode: ec, body: body, known: known}
 	}
 }
+
+// domainIPBody is the answer of get_api_domain_ip: WeChat's API server
+// addresses (documentation addresses, RFC 5737).
+var domainIPBody = []byte(`{"ip_list":["192.0.2.10","192.0.2.11","198.51.100.20"]}`)
 
 // tokenBody renders a token fetch: {"access_token":"…","expires_in":N}
 // without an errcode field.

@@ -17,7 +17,7 @@ type Stats struct {
 	Apps map[string]AppStats `json:"apps"`
 }
 
-// EndpointsStats groups the counters of the four WeChat endpoints.
+// EndpointsStats groups the counters of the WeChat endpoints.
 type EndpointsStats struct {
 	// Token is GET /cgi-bin/token.
 	Token EndpointStats `json:"token"`
@@ -27,6 +27,8 @@ type EndpointsStats struct {
 	Phone EndpointStats `json:"phone"`
 	// JSCode2Session is GET /sns/jscode2session.
 	JSCode2Session EndpointStats `json:"jscode2session"`
+	// APIDomainIP is GET /cgi-bin/get_api_domain_ip.
+	APIDomainIP EndpointStats `json:"get_api_domain_ip"`
 }
 
 // EndpointStats counts the requests of one endpoint.
@@ -90,6 +92,7 @@ const (
 	epStable
 	epPhone
 	epSession
+	epDomainIP
 	numEndpoints
 )
 
@@ -101,6 +104,8 @@ func (e endpointIdx) name() string {
 		return EndpointStableToken
 	case epPhone:
 		return EndpointPhone
+	case epDomainIP:
+		return EndpointAPIDomainIP
 	default:
 		return EndpointJSCode2Session
 	}
@@ -223,6 +228,7 @@ func (s *Server) Stats() Stats {
 	}
 	out.Endpoints.Phone = snap(&st.eps[epPhone])
 	out.Endpoints.JSCode2Session = snap(&st.eps[epSession])
+	out.Endpoints.APIDomainIP = snap(&st.eps[epDomainIP])
 	for k, v := range st.codes {
 		out.Codes[k] = CodeStats{Calls: int64(v.calls), Answered: int64(v.answered)}
 	}

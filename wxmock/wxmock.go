@@ -42,6 +42,9 @@ const (
 	EndpointPhone = "phone"
 	// EndpointJSCode2Session is GET /sns/jscode2session.
 	EndpointJSCode2Session = "jscode2session"
+	// EndpointAPIDomainIP is GET /cgi-bin/get_api_domain_ip, which needs
+	// a valid access token and answers WeChat's API server addresses.
+	EndpointAPIDomainIP = "get_api_domain_ip"
 	// EndpointAll matches every WeChat endpoint in a [Fault].
 	EndpointAll = "*"
 )

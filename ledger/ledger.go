@@ -1,0 +1,804 @@
+// Package ledger is the one owner of wxphone's exactly-once state: for each
+// phone code a replica sees, who may send it to WeChat, what a retry
+// receives, and what this replica must remember. It holds the in-process
+// map of codes being exchanged, the outcomes this replica produced (for the
+// code's life), the claims it made on its own while the shared store was
+// unreachable, and the shared store itself (Redis) behind a circuit
+// breaker. The service reads: validate, Begin, exchange, Finish (or
+// Release).
+//
+// The invariants it keeps (docs/reliability.md states them for the whole
+// service):
+//
+//   - One sender per code. Begin registers a code in this process before
+//     it asks the shared store, so a second request for the same code in
+//     this process waits for the first instead of claiming it again, even
+//     while the shared store is slow. Across replicas the shared store's
+//     claim decides; its operations name the caller's claim id, so a
+//     command the Redis client resent is not mistaken for someone else's
+//     claim.
+//   - A replica replays what it exchanged itself without the shared store:
+//     every outcome it produced stays in its memory for the code's life
+//     (bounded by Options.MaxEntries). A number is served from there
+//     directly. An error outcome produced here never hides the shared
+//     one: the shared record is read first, and a number there wins.
+//   - Degraded mode. While the shared store is unreachable a replica claims
+//     codes on its own. Such a claim is tainted: the code may have been
+//     sent by another replica, so a 40029 for it means "outcome unknown",
+//     never "invalid code". When the store is back, the replica publishes
+//     what it did meanwhile (Restore), and a number wins over an error.
+//   - Data loss. When the shared store's epoch changes (Redis restarted
+//     empty), every replica republishes what it holds; claims wait until
+//     the new epoch is Options.Settle old so that the republished records
+//     are seen, and claims in an epoch younger than a code's life are
+//     tainted.
+package ledger
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/wxphone/wxphone/internal/breaker"
+	"github.com/wxphone/wxphone/replay"
+)
+
+// Errors returned by Begin, besides the caller's context error (its
+// deadline passed before the code was sent).
+var (
+	// ErrForeign: the code was claimed by another owner; its outcome is
+	// not disclosed.
+	ErrForeign = errors.New("ledger: code claimed by another caller")
+	// ErrInFlight: the code is being exchanged (here or on another
+	// replica) and the caller's context ended while waiting for it.
+	ErrInFlight = errors.New("ledger: the code is still being exchanged")
+	// ErrAbandoned: the claimant of the code stopped answering after it
+	// may have sent the code (its lease passed); the outcome is unknown.
+	ErrAbandoned = errors.New("ledger: an earlier exchange of this code was abandoned")
+	// ErrStore: the shared store failed and Options.Fallback is off; the
+	// code was not sent.
+	ErrStore = errors.New("ledger: shared store unavailable")
+	// ErrClosed: the ledger was closed.
+	ErrClosed = errors.New("ledger: closed")
+)
+
+// Options configure a Ledger. Zero values take the defaults.
+type Options struct {
+	// Shared is the store every replica shares (Redis); nil keeps the
+	// state in this process only.
+	Shared replay.Store
+	// Fallback lets this replica claim codes on its own while Shared is
+	// unreachable (degraded mode) instead of refusing them with ErrStore.
+	Fallback bool
+	// TTL is a code's life, how long records and outcomes are kept;
+	// default 5 min.
+	TTL time.Duration
+	// Lease is how long a claim lives without an outcome before others
+	// consider its claimant dead; default 20 s. It must exceed the
+	// exchange timeout.
+	Lease time.Duration
+	// Settle is how old a new epoch of the shared store must be before
+	// claims are taken in it (see the package comment); default 1 s, and
+	// at least 2 × Heartbeat.
+	Settle time.Duration
+	// Heartbeat is how often the ledger reads the shared store's epoch
+	// and publishes what it could not record; default 500 ms.
+	Heartbeat time.Duration
+	// CoolOff is how long the shared store is skipped after a failure;
+	// default 1 s.
+	CoolOff time.Duration
+	// MaxEntries bounds the codes remembered in this process; default
+	// 100,000. The oldest finished ones are forgotten first.
+	MaxEntries int
+	// Logger receives warnings (never a code); default discards.
+	Logger *slog.Logger
+	// OnFallback is called for each operation done without the shared
+	// store because it failed (err is nil while the breaker is open).
+	OnFallback func(op string, err error)
+	// OnState is called when the shared store goes down (true) or
+	// recovers.
+	OnState func(degraded bool)
+}
+
+func (o *Options) defaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&o.TTL, 5*time.Minute)
+	def(&o.Lease, 20*time.Second)
+	def(&o.Heartbeat, 500*time.Millisecond)
+	def(&o.Settle, time.Second)
+	def(&o.CoolOff, time.Second)
+	o.Settle = max(o.Settle, 2*o.Heartbeat)
+	if o.MaxEntries <= 0 {
+		o.MaxEntries = 100_000
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if o.OnFallback == nil {
+		o.OnFallback = func(string, error) {}
+	}
+}
+
+// Ledger is safe for concurrent use. Create it with New and Close it.
+type Ledger struct {
+	o      Options
+	shared replay.Store
+	br     *breaker.Breaker
+	log    *slog.Logger
+
+	mu        sync.Mutex
+	entries   map[string]*entry
+	order     []orderItem // insertion order, for expiry and eviction
+	head      int
+	closed    bool
+	knownBorn time.Time // the youngest epoch seen; zero before the first
+	fullSync  bool      // publish every entry, not only the unsynced ones
+
+	wake   chan struct{} // asks the background loop to sync now
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+type state uint8
+
+const (
+	starting state = iota // this process is claiming the code in Shared
+	running               // this process is exchanging the code
+	done                  // the outcome is known here
+	released              // given back; kept while tainted or not yet released in Shared
+)
+
+// entry is what this process knows of one code.
+type entry struct {
+	state   state
+	owner   string
+	claimID string
+	done    chan struct{} // closed when starting or running ends
+	sealed  []byte
+	number  bool
+	tainted bool      // the code may have been used before or by this claim
+	lease   time.Time // of the claim
+	shared  bool      // the claim was made in (or published to) Shared
+	synced  bool      // Shared holds this entry's current state
+	expires time.Time
+}
+
+type orderItem struct {
+	key     string
+	expires time.Time
+}
+
+// New returns a Ledger and starts its background loop (with a shared
+// store): heartbeats, and publishing what could not be recorded.
+func New(o Options) *Ledger {
+	o.defaults()
+	l := &Ledger{o: o, shared: o.Shared, log: o.Logger, entries: make(map[string]*entry), wake: make(chan struct{}, 1)}
+	l.br = breaker.New(o.CoolOff, func(down bool) {
+		if !down {
+			l.requestSync()
+		}
+		if o.OnState != nil {
+			o.OnState(down)
+		}
+	})
+	if l.shared != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		l.cancel = cancel
+		l.wg.Add(1)
+		go func() { defer l.wg.Done(); l.loop(ctx) }()
+	}
+	return l
+}
+
+// Lease returns how long a claim lives without an outcome.
+func (l *Ledger) Lease() time.Duration { return l.o.Lease }
+
+// Degraded reports whether the shared store is considered down.
+func (l *Ledger) Degraded() bool { return l.shared != nil && l.br.Open() }
+
+// Len returns the number of codes remembered in this process.
+func (l *Ledger) Len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.entries)
+}
+
+// Close stops the background loop after one last attempt to publish what
+// this replica could not record, bounded by ctx.
+func (l *Ledger) Close(ctx context.Context) {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return
+	}
+	l.closed = true
+	l.mu.Unlock()
+	if l.cancel != nil {
+		l.cancel()
+		l.wg.Wait()
+		l.sync(ctx)
+	}
+}
+
+// Begun is the answer of Begin: an outcome to replay, or a claim.
+type Begun struct {
+	// Sealed is the outcome of an earlier exchange of the code; nil when
+	// Claim is set.
+	Sealed []byte
+	// Claim is set when the caller must exchange the code now and then
+	// Finish or Release the claim.
+	Claim *Claim
+}
+
+// Claim is the right to send one code to WeChat once.
+type Claim struct {
+	l       *Ledger
+	key     string
+	e       *entry
+	tainted bool
+}
+
+// Tainted reports that the code may already have been used (an earlier
+// attempt may have sent it, on this or another replica): a 40029 for it
+// then means "outcome unknown", never "invalid code".
+func (c *Claim) Tainted() bool { return c.tainted }
+
+// Begin decides what happens to key for owner: a replay of a known outcome,
+// a claim to exchange it, or an error (see the Err* variables; the caller's
+// context error means its deadline passed before anything was sent).
+func (l *Ledger) Begin(ctx context.Context, key, owner string) (Begun, error) {
+	waited := false // for an exchange of the code on another replica
+	for {
+		if err := ctx.Err(); err != nil {
+			if waited {
+				return Begun{}, ErrInFlight
+			}
+			return Begun{}, err
+		}
+		now := time.Now()
+		l.mu.Lock()
+		if l.closed {
+			l.mu.Unlock()
+			return Begun{}, ErrClosed
+		}
+		l.sweep(now)
+		e := l.entries[key]
+		if e != nil && e.state != released && e.owner != owner {
+			l.mu.Unlock()
+			return Begun{}, ErrForeign
+		}
+		var prior *entry // a released entry this claim replaces
+		switch {
+		case e == nil:
+			e = &entry{expires: now.Add(l.o.TTL)}
+			l.entries[key] = e
+			l.order = append(l.order, orderItem{key, e.expires})
+			l.evict()
+		case e.state == starting || e.state == running:
+			ch := e.done
+			l.mu.Unlock()
+			select {
+			case <-ch:
+				continue
+			case <-ctx.Done():
+				return Begun{}, ErrInFlight
+			}
+		case e.state == done:
+			sealed, number := e.sealed, e.number
+			l.mu.Unlock()
+			if number || l.shared == nil {
+				return Begun{Sealed: sealed}, nil
+			}
+			return Begun{Sealed: l.betterShared(ctx, key, owner, e, sealed)}, nil
+		default: // released: claim it again, keeping what is known
+			cp := *e
+			prior = &cp
+		}
+		claimID := newID()
+		e.state, e.owner, e.claimID, e.done = starting, owner, claimID, make(chan struct{})
+		e.lease, e.shared, e.synced = now.Add(l.o.Lease), false, false
+		taint := e.tainted
+		l.mu.Unlock()
+
+		b, retry, err := l.claim(ctx, key, owner, e, prior, taint)
+		if retry {
+			// nil: the code was being exchanged elsewhere; errSettled:
+			// the store's new epoch settled.
+			waited = waited || err == nil
+			continue
+		}
+		return b, err
+	}
+}
+
+// claim takes key in the shared store for the starting entry e (this
+// process's placeholder, which makes duplicates here wait). retry asks
+// Begin to look again (the record changed, or the store was settling).
+func (l *Ledger) claim(ctx context.Context, key, owner string, e, prior *entry, taint bool) (b Begun, retry bool, err error) {
+	if l.shared == nil {
+		return Begun{Claim: l.run(key, e, false, taint)}, false, nil
+	}
+	if !l.br.Allow() {
+		l.o.OnFallback("claim", nil)
+		return l.local(key, e, prior)
+	}
+	res, err := l.shared.Claim(ctx, replay.Claim{Key: key, ID: e.claimID, Owner: owner, Lease: e.lease, TTL: l.o.TTL, Tainted: taint, Settle: l.o.Settle})
+	switch {
+	case err != nil && ctx.Err() != nil:
+		// The caller's deadline, not a store failure: nothing was sent,
+		// and a local claim could send a code another replica holds.
+		l.br.Abandon()
+		l.abort(key, e, prior)
+		return Begun{}, false, ctx.Err()
+	case err != nil:
+		l.br.Failure()
+		l.o.OnFallback("claim", err)
+		l.log.Warn("shared replay store: claim failed", "err", err)
+		return l.local(key, e, prior)
+	}
+	l.br.Success()
+	l.observe(res.Epoch)
+	switch {
+	case res.Settling:
+		l.abort(key, e, prior)
+		wait := min(time.Until(res.Epoch.Born.Add(l.o.Settle)), l.o.Settle) + 10*time.Millisecond
+		if err := sleep(ctx, wait); err != nil {
+			return Begun{}, false, err
+		}
+		return Begun{}, true, errSettled
+	case res.Claimed:
+		young := res.Epoch.ID != "" && time.Since(res.Epoch.Born) < l.o.TTL
+		return Begun{Claim: l.run(key, e, true, taint || res.Record.Tainted || young)}, false, nil
+	}
+	l.abort(key, e, prior)
+	rec := res.Record
+	if rec.Owner != owner {
+		return Begun{}, false, ErrForeign
+	}
+	switch rec.State {
+	case replay.Done:
+		return Begun{Sealed: rec.Sealed}, false, nil
+	case replay.Pending:
+		if time.Now().After(rec.LeaseUntil) {
+			return Begun{}, false, ErrAbandoned
+		}
+		if err := l.waitShared(ctx, key, rec.LeaseUntil); err != nil {
+			return Begun{}, false, ErrInFlight
+		}
+	}
+	return Begun{}, true, nil
+}
+
+// local claims key in this process only (the shared store is down).
+func (l *Ledger) local(key string, e, prior *entry) (Begun, bool, error) {
+	if !l.o.Fallback {
+		l.abort(key, e, prior)
+		return Begun{}, false, ErrStore
+	}
+	// Another replica, or this one before the outage, may have sent the
+	// code already.
+	return Begun{Claim: l.run(key, e, false, true)}, false, nil
+}
+
+// run turns the starting entry e into this process's running exchange.
+func (l *Ledger) run(key string, e *entry, inShared, tainted bool) *Claim {
+	l.mu.Lock()
+	e.state, e.shared, e.synced, e.tainted = running, inShared, inShared, e.tainted || tainted
+	l.mu.Unlock()
+	return &Claim{l: l, key: key, e: e, tainted: tainted}
+}
+
+// abort undoes the placeholder e: back to the released entry it replaced,
+// or gone; either way its waiters look again.
+func (l *Ledger) abort(key string, e, prior *entry) {
+	l.mu.Lock()
+	ch := e.done
+	if prior != nil {
+		*e = *prior
+	} else if l.entries[key] == e {
+		delete(l.entries, key)
+	}
+	l.mu.Unlock()
+	close(ch)
+}
+
+// betterShared returns the outcome to replay for a code this process holds
+// an error outcome for: the shared store's number if it has one (which
+// then replaces the local outcome), else the local outcome, which is
+// published if the shared store has not seen it.
+func (l *Ledger) betterShared(ctx context.Context, key, owner string, e *entry, local []byte) []byte {
+	var rec replay.Record
+	err := l.sharedOp(ctx, "get", func(ctx context.Context) (err error) { rec, err = l.shared.Get(ctx, key); return err })
+	if err != nil || rec.State != replay.Done || !rec.Number || rec.Owner != owner {
+		if err == nil || errors.Is(err, replay.ErrNotFound) {
+			l.mu.Lock()
+			unsynced := !e.synced
+			l.mu.Unlock()
+			if unsynced {
+				l.requestSync()
+			}
+		}
+		return local
+	}
+	l.adopt(e, rec)
+	return rec.Sealed
+}
+
+// adopt replaces e's outcome with the shared record rec, a number.
+func (l *Ledger) adopt(e *entry, rec replay.Record) {
+	l.mu.Lock()
+	if e.state == done && !e.number {
+		e.sealed, e.number, e.shared, e.synced = rec.Sealed, true, true, true
+	}
+	l.mu.Unlock()
+}
+
+// Finish records the claim's final outcome: sealed, which is a phone number
+// when number is set. The outcome is kept in this process for the code's
+// life whatever happens to the shared store, and published there now or,
+// if the store is unreachable, when it is back.
+func (c *Claim) Finish(ctx context.Context, sealed []byte, number bool) {
+	l, e := c.l, c.e
+	l.mu.Lock()
+	e.state, e.sealed, e.number, e.synced = done, sealed, number, false
+	inShared, id, ch := e.shared, e.claimID, e.done
+	l.mu.Unlock()
+	close(ch)
+	if l.shared == nil {
+		return
+	}
+	if !inShared {
+		l.requestSync()
+		return
+	}
+	err := l.sharedOp(ctx, "complete", func(ctx context.Context) error { return l.shared.Complete(ctx, c.key, id, sealed, number) })
+	switch {
+	case err == nil:
+		l.markSynced(c.key, e, id)
+	case errors.Is(err, replay.ErrNotClaimed):
+		// The shared record is not this claim's any more: its lease
+		// passed, or the store lost its data. Publish the outcome where
+		// it adds knowledge, and take a number found there.
+		l.restore(ctx, c.key, e)
+	default:
+		l.log.Warn("shared replay store: cannot record an outcome; keeping it in this process and publishing it when the store is back", "err", err)
+		l.requestSync()
+	}
+}
+
+// Release gives the code back: its exchange ended without a final outcome.
+// tainted says the code may have been used (WeChat answered -1 or the
+// attempt may otherwise have reached it): a later 40029 then means "outcome
+// unknown". An untainted release lets any caller claim the code again.
+func (c *Claim) Release(ctx context.Context, tainted bool) {
+	l, e := c.l, c.e
+	l.mu.Lock()
+	e.state, e.tainted, e.synced = released, e.tainted || tainted, false
+	inShared, id, ch := e.shared, e.claimID, e.done
+	if !e.tainted && !inShared && l.entries[c.key] == e {
+		delete(l.entries, c.key) // nobody needs to know
+	}
+	l.mu.Unlock()
+	close(ch)
+	if l.shared == nil {
+		return
+	}
+	if !inShared {
+		if e.tainted {
+			l.requestSync() // publish the taint
+		}
+		return
+	}
+	err := l.sharedOp(ctx, "release", func(ctx context.Context) error { return l.shared.Release(ctx, c.key, id, tainted) })
+	if err != nil && !errors.Is(err, replay.ErrNotClaimed) {
+		// Other replicas see the claim until it is released (the
+		// background loop retries) or its lease passes.
+		l.log.Warn("shared replay store: cannot release a claim; retrying in the background", "err", err)
+		l.requestSync()
+		return
+	}
+	l.markSynced(c.key, e, id)
+}
+
+// markSynced notes that Shared holds e's current state (claim id): a
+// released entry nobody needs any more is forgotten.
+func (l *Ledger) markSynced(key string, e *entry, id string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if e.claimID != id || e.state == starting {
+		return
+	}
+	e.shared, e.synced = true, true
+	if e.state == released && !e.tainted && l.entries[key] == e {
+		delete(l.entries, key)
+	}
+}
+
+// Has reports whether a live record exists for key, here or in the shared
+// store (a code exchanged under an older data key during a rotation).
+func (l *Ledger) Has(ctx context.Context, key string) bool {
+	l.mu.Lock()
+	e := l.entries[key]
+	here := e != nil && e.state != released && time.Now().Before(e.expires)
+	l.mu.Unlock()
+	if here || l.shared == nil {
+		return here
+	}
+	var rec replay.Record
+	err := l.sharedOp(ctx, "get", func(ctx context.Context) (err error) { rec, err = l.shared.Get(ctx, key); return err })
+	return err == nil && rec.State != replay.Released
+}
+
+// sharedOp runs op on the shared store through the breaker, with a bounded
+// context detached from the caller's cancellation.
+func (l *Ledger) sharedOp(ctx context.Context, name string, op func(context.Context) error) error {
+	if !l.br.Allow() {
+		l.o.OnFallback(name, nil)
+		return errBreakerOpen
+	}
+	octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	err := op(octx)
+	switch {
+	case err == nil, errors.Is(err, replay.ErrNotFound), errors.Is(err, replay.ErrNotClaimed):
+		l.br.Success()
+	default:
+		l.br.Failure()
+		l.o.OnFallback(name, err)
+	}
+	return err
+}
+
+var errBreakerOpen = errors.New("ledger: shared store skipped (unavailable)")
+
+// errSettled asks Begin to claim again once a new epoch settled.
+var errSettled = errors.New("ledger: epoch settled")
+
+// waitShared waits until key's shared record may have changed, the lease
+// passes (nil) or ctx ends (its error).
+func (l *Ledger) waitShared(ctx context.Context, key string, lease time.Time) error {
+	wctx, cancel := context.WithDeadline(ctx, lease.Add(time.Millisecond))
+	defer cancel()
+	err := replay.WaitFor(wctx, l.shared, key, 25*time.Millisecond)
+	if err != nil && ctx.Err() == nil {
+		return nil // the lease passed: look again
+	}
+	return err
+}
+
+// observe notes the shared store's epoch: a younger one than any seen
+// means its data may have been lost, so everything is published again.
+func (l *Ledger) observe(ep replay.Epoch) {
+	if ep.ID == "" {
+		return
+	}
+	l.mu.Lock()
+	newer := ep.Born.After(l.knownBorn)
+	if newer {
+		if !l.knownBorn.IsZero() {
+			l.log.Warn("shared replay store lost its data (a new epoch); republishing what this replica holds")
+		}
+		l.knownBorn, l.fullSync = ep.Born, true
+	}
+	l.mu.Unlock()
+	if newer {
+		l.requestSync()
+	}
+}
+
+func (l *Ledger) requestSync() {
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+// loop heartbeats the shared store and publishes what could not be
+// recorded, until ctx ends.
+func (l *Ledger) loop(ctx context.Context) {
+	t := time.NewTicker(l.o.Heartbeat)
+	defer t.Stop()
+	first := make(chan struct{}, 1)
+	first <- struct{}{} // a heartbeat at once: a fresh store's epoch starts settling now
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-first:
+			_, _ = l.heartbeat(ctx)
+		case <-t.C:
+			_, _ = l.heartbeat(ctx)
+		case <-l.wake:
+		}
+		l.sync(ctx)
+	}
+}
+
+// heartbeat reads the shared store's epoch. It is also the breaker's
+// probe, at every beat even during the cool-off: a store that is back is
+// used again within a beat, and one still down keeps the breaker open.
+func (l *Ledger) heartbeat(ctx context.Context) (replay.Epoch, error) {
+	hctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	ep, err := l.shared.Epoch(hctx)
+	switch {
+	case err == nil:
+		l.br.Success()
+		l.observe(ep)
+	case ctx.Err() == nil:
+		l.br.Failure()
+		l.o.OnFallback("epoch", err)
+	}
+	return ep, err
+}
+
+// Settle waits, within ctx, until the shared store's epoch is old enough
+// for claims (Options.Settle): a replica that starts on a store that just
+// began an epoch (a new Redis, or one that lost its data) calls it before
+// serving, so that its first requests do not wait. It returns at once
+// when there is no shared store, and with the store's error when it
+// cannot be read.
+func (l *Ledger) Settle(ctx context.Context) error {
+	if l.shared == nil {
+		return nil
+	}
+	ep, err := l.heartbeat(ctx)
+	if err != nil || ep.ID == "" {
+		return err
+	}
+	return sleep(ctx, min(time.Until(ep.Born.Add(l.o.Settle)), l.o.Settle))
+}
+
+// sync publishes to the shared store what it lacks: the entries not yet
+// recorded there (all of them after a data loss), and pending releases. It
+// stops at the first failure of the store.
+func (l *Ledger) sync(ctx context.Context) {
+	if l.shared == nil {
+		return
+	}
+	type item struct {
+		key string
+		e   *entry
+	}
+	l.mu.Lock()
+	full := l.fullSync
+	l.fullSync = false
+	var todo []item
+	now := time.Now()
+	for k, e := range l.entries {
+		if now.Before(e.expires) && e.state != starting && (full || !e.synced) {
+			todo = append(todo, item{k, e})
+		}
+	}
+	l.mu.Unlock()
+	for _, it := range todo {
+		if ctx.Err() != nil || !l.restore(ctx, it.key, it.e) {
+			l.mu.Lock()
+			l.fullSync = l.fullSync || full
+			l.mu.Unlock()
+			return
+		}
+	}
+}
+
+// restore publishes e to the shared store and takes a number found there;
+// it reports false when the store failed.
+func (l *Ledger) restore(ctx context.Context, key string, e *entry) bool {
+	l.mu.Lock()
+	rec := replay.Record{ClaimID: e.claimID, Owner: e.owner, LeaseUntil: e.lease, Sealed: e.sealed, Number: e.number, Tainted: e.tainted}
+	st, id, inShared, ttl := e.state, e.claimID, e.shared, time.Until(e.expires)
+	l.mu.Unlock()
+	if ttl <= 0 {
+		return true
+	}
+	switch st {
+	case running:
+		rec.State = replay.Pending
+	case done:
+		rec.State = replay.Done
+	case released:
+		if inShared {
+			err := l.sharedOp(ctx, "release", func(ctx context.Context) error { return l.shared.Release(ctx, key, id, rec.Tainted) })
+			if err == nil || !rec.Tainted {
+				if err != nil && !errors.Is(err, replay.ErrNotClaimed) {
+					return false
+				}
+				l.markSynced(key, e, id)
+				return true
+			}
+			if !errors.Is(err, replay.ErrNotClaimed) {
+				return false
+			}
+			// The claim is gone from the store (lost with its data):
+			// publish the taint as a released record.
+		}
+		rec.State = replay.Released
+	default:
+		return true
+	}
+	var got replay.Record
+	err := l.sharedOp(ctx, "restore", func(ctx context.Context) (err error) { got, err = l.shared.Restore(ctx, key, rec, ttl); return err })
+	if err != nil {
+		return false
+	}
+	if got.State == replay.Done && got.Number && !rec.Number && got.Owner == rec.Owner {
+		l.adopt(e, got)
+		return true
+	}
+	// Either the store now holds this entry, or it keeps another record
+	// that this one does not improve on (another replica's claim or
+	// outcome): nothing more to publish.
+	l.markSynced(key, e, id)
+	return true
+}
+
+// sweep forgets expired entries, oldest first.
+func (l *Ledger) sweep(now time.Time) {
+	for l.head < len(l.order) && !now.Before(l.order[l.head].expires) {
+		it := l.order[l.head]
+		l.order[l.head] = orderItem{}
+		l.head++
+		if e := l.entries[it.key]; e != nil && !now.Before(e.expires) && (e.state == done || e.state == released) {
+			delete(l.entries, it.key)
+		}
+	}
+	l.compact()
+}
+
+// evict forgets the oldest finished entries beyond MaxEntries.
+func (l *Ledger) evict() {
+	for scanned := 0; len(l.entries) > l.o.MaxEntries && l.head < len(l.order) && scanned < 8; scanned++ {
+		it := l.order[l.head]
+		l.order[l.head] = orderItem{}
+		l.head++
+		e := l.entries[it.key]
+		switch {
+		case e == nil:
+		case e.state == done || e.state == released:
+			if !e.synced {
+				l.log.Warn("ledger full: forgetting an outcome the shared store has not recorded", "max_entries", l.o.MaxEntries)
+			}
+			delete(l.entries, it.key)
+		default: // still being exchanged: keep it, look again later
+			l.order = append(l.order, it)
+		}
+	}
+	l.compact()
+}
+
+func (l *Ledger) compact() {
+	if l.head > 1024 && l.head*2 > len(l.order) {
+		l.order = append(l.order[:0], l.order[l.head:]...)
+		l.head = 0
+	}
+}
+
+func newID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// sleep waits d unless ctx ends first (its error).
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

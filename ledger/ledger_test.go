@@ -1,0 +1,355 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/wxphone/wxphone/internal/replaytest"
+	"github.com/wxphone/wxphone/replay"
+)
+
+func newLedger(t *testing.T, o Options) *Ledger {
+	t.Helper()
+	l := New(o)
+	t.Cleanup(func() { l.Close(context.Background()) })
+	return l
+}
+
+func begin(t *testing.T, l *Ledger, key, owner string) Begun {
+	t.Helper()
+	b, err := l.Begin(context.Background(), key, owner)
+	if err != nil {
+		t.Fatalf("Begin(%s): %v", key, err)
+	}
+	return b
+}
+
+// TestBeginThenFinishThenReplay is the plain path, with and without a shared
+// store: one claim, then every retry gets the outcome.
+func TestBeginThenFinishThenReplay(t *testing.T) {
+	for _, shared := range []bool{false, true} {
+		synctest.Test(t, func(t *testing.T) {
+			o := Options{}
+			if shared {
+				o.Shared = replaytest.NewSwitch()
+			}
+			l := newLedger(t, o)
+			b := begin(t, l, "k", "o")
+			if b.Claim == nil || b.Claim.Tainted() {
+				t.Fatalf("first Begin = %+v, want an untainted claim", b)
+			}
+			b.Claim.Finish(context.Background(), []byte("number"), true)
+			for range 2 {
+				if r := begin(t, l, "k", "o"); r.Claim != nil || string(r.Sealed) != "number" {
+					t.Fatalf("retry = %+v, want the replay", r)
+				}
+			}
+			if _, err := l.Begin(context.Background(), "k", "someone else"); !errors.Is(err, ErrForeign) {
+				t.Fatalf("another owner: %v, want ErrForeign", err)
+			}
+		})
+	}
+}
+
+// TestOneSenderPerProcessWhileTheStoreIsSlow (issue 10, violation 4): the
+// in-process entry exists before the shared claim is made, so a duplicate
+// in this process waits for the first request, even when the shared store
+// is slow and then fails, instead of claiming the code itself.
+func TestOneSenderPerProcessWhileTheStoreIsSlow(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sw := replaytest.NewSwitch()
+		l := newLedger(t, Options{Shared: sw, Fallback: true})
+		release := sw.Hold()
+		sw.SetDown(true)
+		var claims atomic.Int32
+		var wg sync.WaitGroup
+		replays := make(chan string, 4)
+		for range 4 {
+			wg.Go(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				defer cancel()
+				b, err := l.Begin(ctx, "k", "o")
+				switch {
+				case err != nil:
+					t.Errorf("Begin: %v", err)
+				case b.Claim != nil:
+					claims.Add(1)
+					time.Sleep(100 * time.Millisecond) // the exchange
+					b.Claim.Finish(ctx, []byte("number"), true)
+				default:
+					replays <- string(b.Sealed)
+				}
+			})
+		}
+		time.Sleep(500 * time.Millisecond) // the store answers nothing for a while
+		release()
+		wg.Wait()
+		close(replays)
+		if n := claims.Load(); n != 1 {
+			t.Fatalf("%d claims for one code in one process, want 1", n)
+		}
+		for r := range replays {
+			if r != "number" {
+				t.Fatalf("a duplicate got %q", r)
+			}
+		}
+		if n := sw.Calls("claim"); n != 1 {
+			t.Errorf("the shared store was asked %d times, want once (duplicates wait in-process)", n)
+		}
+	})
+}
+
+// TestOwnOutcomesReplayWithoutTheStore (issue 10, violation 6): a replica
+// replays what it exchanged itself while the shared store is paused or
+// down, instead of claiming the code on its own and sending it again.
+func TestOwnOutcomesReplayWithoutTheStore(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sw := replaytest.NewSwitch()
+		l := newLedger(t, Options{Shared: sw, Fallback: true})
+		b := begin(t, l, "k", "o")
+		b.Claim.Finish(context.Background(), []byte("number"), true)
+		release := sw.Hold() // paused: SIGSTOP
+		defer release()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		r, err := l.Begin(ctx, "k", "o")
+		if err != nil || r.Claim != nil || string(r.Sealed) != "number" {
+			t.Fatalf("retry while the store is paused = %+v, %v; want the replay", r, err)
+		}
+		release()
+		sw.SetDown(true)
+		if r := begin(t, l, "k", "o"); r.Claim != nil || string(r.Sealed) != "number" {
+			t.Fatalf("retry while the store is down = %+v; want the replay", r)
+		}
+	})
+}
+
+// TestLocalErrorNeverHidesTheSharedNumber (issue 10, violation 6): an error
+// outcome this replica recorded on its own during an outage does not hide a
+// number another replica recorded in the shared store.
+func TestLocalErrorNeverHidesTheSharedNumber(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sw := replaytest.NewSwitch()
+		a := newLedger(t, Options{Shared: sw, Fallback: true})
+		b := newLedger(t, Options{Shared: sw, Fallback: true})
+		// Replica a exchanges the code and records the number.
+		ca := begin(t, a, "k", "o")
+		ca.Claim.Finish(context.Background(), []byte("number"), true)
+		// The store goes down; replica b claims on its own (tainted),
+		// sends the code again and records outcome_unknown.
+		sw.SetDown(true)
+		cb := begin(t, b, "k", "o")
+		if cb.Claim == nil || !cb.Claim.Tainted() {
+			t.Fatalf("claim during the outage = %+v, want a tainted claim", cb)
+		}
+		cb.Claim.Finish(context.Background(), []byte("outcome unknown"), false)
+		if r := begin(t, b, "k", "o"); string(r.Sealed) != "outcome unknown" {
+			t.Fatalf("retry on b during the outage = %q", r.Sealed)
+		}
+		// The store is back: b's retry gets the number, and keeps it.
+		sw.SetDown(false)
+		time.Sleep(2 * time.Second) // past the breaker's cool-off
+		if r := begin(t, b, "k", "o"); string(r.Sealed) != "number" {
+			t.Fatalf("retry on b after the outage = %q, want the number", r.Sealed)
+		}
+		sw.SetDown(true)
+		time.Sleep(2 * time.Second)
+		if r := begin(t, b, "k", "o"); string(r.Sealed) != "number" {
+			t.Fatalf("retry on b in the next outage = %q, want the number it adopted", r.Sealed)
+		}
+	})
+}
+
+// TestOutageClaimsArePublished: what a replica did on its own during an
+// outage reaches the shared store once it is back, without traffic: a
+// running claim (so others wait for it), an outcome (so others replay it),
+// and a taint.
+func TestOutageClaimsArePublished(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sw := replaytest.NewSwitch()
+		l := newLedger(t, Options{Shared: sw, Fallback: true})
+		sw.SetDown(true)
+		done := begin(t, l, "done", "o")
+		done.Claim.Finish(context.Background(), []byte("number"), true)
+		busy := begin(t, l, "busy", "o")
+		busy.Claim.Release(context.Background(), true)
+		running := begin(t, l, "running", "o")
+		sw.SetDown(false)
+		time.Sleep(3 * time.Second) // cool-off, then heartbeats
+		m := sw.Memory()
+		ctx := context.Background()
+		if r, err := m.Get(ctx, "done"); err != nil || r.State != replay.Done || string(r.Sealed) != "number" || !r.Number {
+			t.Errorf("published outcome = %+v, %v", r, err)
+		}
+		if r, err := m.Get(ctx, "busy"); err != nil || r.State != replay.Released || !r.Tainted {
+			t.Errorf("published taint = %+v, %v", r, err)
+		}
+		if r, err := m.Get(ctx, "running"); err != nil || r.State != replay.Pending {
+			t.Errorf("published running claim = %+v, %v", r, err)
+		}
+		// Another replica now waits for the running exchange and gets its
+		// outcome.
+		other := newLedger(t, Options{Shared: sw, Fallback: true})
+		got := make(chan Begun, 1)
+		go func() { got <- begin(t, other, "running", "o") }()
+		time.Sleep(100 * time.Millisecond)
+		running.Claim.Finish(ctx, []byte("late number"), true)
+		if r := <-got; r.Claim != nil || string(r.Sealed) != "late number" {
+			t.Fatalf("the other replica got %+v, want the replay", r)
+		}
+	})
+}
+
+// TestDataLossIsDetectedAndRepaired (issue 10, violation 7): a shared store
+// that restarts empty starts a new epoch. Replicas republish what they
+// hold before anyone may claim in it, so a retry on another replica gets
+// the number instead of sending the code again; a claim in a young epoch
+// is tainted, so a 40029 is never read as "invalid code".
+func TestDataLossIsDetectedAndRepaired(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sw := replaytest.NewSwitch()
+		a := newLedger(t, Options{Shared: sw, Fallback: true})
+		b := newLedger(t, Options{Shared: sw, Fallback: true})
+		ca := begin(t, a, "k", "o")
+		ca.Claim.Finish(context.Background(), []byte("number"), true)
+		running := begin(t, a, "r", "o")
+		sw.Wipe()
+		// b's retry of the answered code: it waits for the new epoch to
+		// settle, by which time a has republished.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		r, err := b.Begin(ctx, "k", "o")
+		if err != nil || r.Claim != nil || string(r.Sealed) != "number" {
+			t.Fatalf("retry on another replica after the data loss = %+v, %v; want the number", r, err)
+		}
+		// The code a is still exchanging is republished as pending: b waits.
+		got := make(chan Begun, 1)
+		go func() { got <- begin(t, b, "r", "o") }()
+		time.Sleep(100 * time.Millisecond)
+		running.Claim.Finish(context.Background(), []byte("second number"), true)
+		if r := <-got; r.Claim != nil || string(r.Sealed) != "second number" {
+			t.Fatalf("b got %+v for a code a was exchanging, want the replay", r)
+		}
+		// A code nobody held is claimed, tainted while the epoch is young.
+		if c := begin(t, b, "new", "o"); c.Claim == nil || !c.Claim.Tainted() {
+			t.Fatalf("claim in a young epoch = %+v, want tainted", c)
+		}
+		time.Sleep(6 * time.Minute)
+		if c := begin(t, b, "newer", "o"); c.Claim == nil || c.Claim.Tainted() {
+			t.Fatalf("claim in an old epoch = %+v, want untainted", c)
+		}
+	})
+}
+
+// TestFinishAfterTheClaimWasLost: an exchange that ends after its shared
+// claim vanished (a data loss) publishes its outcome anyway.
+func TestFinishAfterTheClaimWasLost(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sw := replaytest.NewSwitch()
+		l := newLedger(t, Options{Shared: sw, Fallback: true})
+		c := begin(t, l, "k", "o")
+		sw.Wipe()
+		c.Claim.Finish(context.Background(), []byte("number"), true)
+		if r, err := sw.Memory().Get(context.Background(), "k"); err != nil || r.State != replay.Done || string(r.Sealed) != "number" {
+			t.Fatalf("after Finish: %+v, %v", r, err)
+		}
+	})
+}
+
+// TestReleaseAndTaint: an untainted release lets the code be claimed again
+// clean; a tainted one taints the next claim, here and on other replicas,
+// also when the shared store is down.
+func TestReleaseAndTaint(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sw := replaytest.NewSwitch()
+		a := newLedger(t, Options{Shared: sw, Fallback: true})
+		b := newLedger(t, Options{Shared: sw, Fallback: true})
+		c := begin(t, a, "k", "o")
+		c.Claim.Release(context.Background(), false)
+		c = begin(t, b, "k", "o")
+		if c.Claim == nil || c.Claim.Tainted() {
+			t.Fatalf("after a clean release: %+v", c)
+		}
+		c.Claim.Release(context.Background(), true)
+		if c := begin(t, a, "k", "o"); c.Claim == nil || !c.Claim.Tainted() {
+			t.Fatalf("after a tainted release on another replica: %+v", c)
+		} else {
+			c.Claim.Release(context.Background(), false) // a taint is never cleared
+		}
+		sw.SetDown(true)
+		if c := begin(t, a, "k", "o"); c.Claim == nil || !c.Claim.Tainted() {
+			t.Fatalf("during an outage: %+v", c)
+		}
+	})
+}
+
+// TestAbandonedAndInFlight: a claim whose lease passed without an outcome
+// is abandoned; a caller whose context ends while the code is exchanged
+// elsewhere gets ErrInFlight, and one whose deadline passes during the
+// shared claim gets its context's error, without a local claim.
+func TestAbandonedAndInFlight(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sw := replaytest.NewSwitch()
+		a := newLedger(t, Options{Shared: sw, Fallback: true, Lease: 5 * time.Second})
+		b := newLedger(t, Options{Shared: sw, Fallback: true, Lease: 5 * time.Second})
+		_ = begin(t, a, "k", "o") // a's exchange never ends
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		if _, err := b.Begin(ctx, "k", "o"); !errors.Is(err, ErrInFlight) {
+			t.Fatalf("while a exchanges: %v, want ErrInFlight", err)
+		}
+		cancel()
+		if _, err := b.Begin(context.Background(), "k", "o"); !errors.Is(err, ErrAbandoned) {
+			t.Fatalf("after a's lease: %v, want ErrAbandoned", err)
+		}
+		release := sw.Hold()
+		ctx, cancel = context.WithTimeout(context.Background(), time.Second)
+		_, err := b.Begin(ctx, "other", "o")
+		cancel()
+		release()
+		if !errors.Is(err, context.DeadlineExceeded) || b.Degraded() {
+			t.Fatalf("deadline during the claim: %v (degraded %v), want the deadline and no fallback", err, b.Degraded())
+		}
+		if c := begin(t, b, "other", "o"); c.Claim == nil || c.Claim.Tainted() {
+			t.Fatalf("after the deadline: %+v, want a clean claim", c)
+		}
+	})
+}
+
+// TestNoFallbackRefuses: without Fallback a failing shared store refuses
+// the code (ErrStore); nothing is claimed.
+func TestNoFallbackRefuses(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l := newLedger(t, Options{Shared: replaytest.Down{}})
+		if _, err := l.Begin(context.Background(), "k", "o"); !errors.Is(err, ErrStore) {
+			t.Fatalf("Begin = %v, want ErrStore", err)
+		}
+		if l.Len() != 0 {
+			t.Fatal("a refused code is remembered")
+		}
+	})
+}
+
+// TestMemoryIsBounded: entries expire with the TTL and never exceed
+// MaxEntries.
+func TestMemoryIsBounded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		l := newLedger(t, Options{MaxEntries: 10})
+		for i := range 50 {
+			b := begin(t, l, string(rune('a'+i)), "o")
+			b.Claim.Finish(context.Background(), []byte("x"), true)
+		}
+		if n := l.Len(); n > 10 {
+			t.Fatalf("%d entries, want at most 10", n)
+		}
+		time.Sleep(6 * time.Minute)
+		_ = begin(t, l, "fresh", "o")
+		if n := l.Len(); n != 1 {
+			t.Fatalf("%d entries after the TTL, want 1", n)
+		}
+	})
+}
