@@ -8,9 +8,11 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/wxphone/wxphone/apisec"
 	"github.com/wxphone/wxphone/wxmock"
 )
 
@@ -44,6 +46,8 @@ func BenchmarkPhoneNumber(b *testing.B) {
 	ctx := context.Background()
 	var buf [32]byte
 	var n int64
+	cpu := startCPU()
+	defer cpu.report(b)
 	b.ReportAllocs()
 	for b.Loop() {
 		n++
@@ -57,6 +61,8 @@ func BenchmarkPhoneNumberParallel(b *testing.B) {
 	c := benchClient(b)
 	ctx := context.Background()
 	var n atomic.Int64
+	cpu := startCPU()
+	defer cpu.report(b)
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		var buf [32]byte
@@ -126,13 +132,20 @@ func BenchmarkDecodePhoneResponse(b *testing.B) {
 
 // cannedTransport answers every request with the same 200 body, without a
 // network or a server: what remains is the client's own cost.
-type cannedTransport struct{ body []byte }
+type cannedTransport struct {
+	body   []byte
+	header http.Header // nil: none
+}
 
 func (c cannedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.Body != nil {
 		_ = req.Body.Close()
 	}
-	return &http.Response{StatusCode: http.StatusOK, Header: http.Header{}, Body: io.NopCloser(bytes.NewReader(c.body)), Request: req}, nil
+	h := c.header
+	if h == nil {
+		h = http.Header{}
+	}
+	return &http.Response{StatusCode: http.StatusOK, Header: h, Body: io.NopCloser(bytes.NewReader(c.body)), Request: req}, nil
 }
 
 // BenchmarkPhoneNumberClientOnly isolates the client side of an exchange
@@ -142,10 +155,121 @@ func BenchmarkPhoneNumberClientOnly(b *testing.B) {
 	c := newTestClient(b, Config{AppID: testAppID, BaseURL: "http://127.0.0.1", HTTPClient: hc,
 		TokenSource: StaticTokenSource(Token{Value: "STATIC-TOKEN-0123456789", ExpiresAt: time.Now().Add(time.Hour)})})
 	ctx := context.Background()
+	cpu := startCPU()
+	defer cpu.report(b)
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := c.PhoneNumber(ctx, "e31968a7f94cc5ee25fafc2aef2773f0bb8c3937b22520eb8ee345274d00c144"); err != nil {
 			b.Fatal(err)
 		}
 	}
+}
+
+// benchSecureClient is benchClient in WeChat's API security mode: every
+// exchange is sealed (AES-256-GCM, RSA-PSS signature) and every answer
+// verified and decrypted; the emulator does the platform's half (verify,
+// decrypt, encrypt, sign) on the same machine.
+func benchSecureClient(b *testing.B) *Client {
+	b.Helper()
+	emu := newEmulator(b, func(o *wxmock.Options) { o.LoadPrefix = "load-" })
+	keys := secSetup(b, emu, 0)
+	srv := httptest.NewServer(emu)
+	b.Cleanup(srv.Close)
+	hc := NewHTTPClient()
+	b.Cleanup(hc.CloseIdleConnections)
+	c := newTestClient(b, Config{AppID: testAppID, Secret: testSecret, BaseURL: srv.URL, HTTPClient: hc, APISecurity: keys})
+	if err := c.Warm(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	return c
+}
+
+// BenchmarkPhoneNumberSealed is BenchmarkPhoneNumber in the API security
+// mode (client and emulator CPU both count).
+func BenchmarkPhoneNumberSealed(b *testing.B) {
+	c := benchSecureClient(b)
+	ctx := context.Background()
+	var buf [32]byte
+	var n int64
+	cpu := startCPU()
+	defer cpu.report(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		n++
+		if _, err := c.PhoneNumber(ctx, loadCode(buf[:], n)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkPhoneNumberSealedParallel(b *testing.B) {
+	c := benchSecureClient(b)
+	ctx := context.Background()
+	var n atomic.Int64
+	cpu := startCPU()
+	defer cpu.report(b)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		var buf [32]byte
+		for pb.Next() {
+			if _, err := c.PhoneNumber(ctx, loadCode(buf[:], n.Add(1))); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkPhoneNumberClientOnlySealed is BenchmarkPhoneNumberClientOnly
+// in the API security mode: the client's own cost of sealing a request
+// (encrypt, sign) and opening the answer (verify, decrypt). The canned
+// answer is sealed once by a platform key, with a timestamp that stays
+// within the 5-minute window for the benchmark's run.
+func BenchmarkPhoneNumberClientOnlySealed(b *testing.B) {
+	emu := newEmulator(b)
+	keys := secSetup(b, emu, 0)
+	pk, err := apisec.GeneratePlatformKey("bench-platform", testAppID, time.Now())
+	if err != nil {
+		b.Fatal(err)
+	}
+	cert, _ := pk.Certificate(apisec.RSAwithSHA256)
+	keys.Platform = []*apisec.PlatformCert{cert}
+	p := &apisec.Platform{AppID: testAppID, Sym: keys.Sym, Key: pk}
+	body, h, err := p.SealResponse("http://127.0.0.1/wxa/business/getuserphonenumber", []byte(phoneStubBody), time.Now())
+	if err != nil {
+		b.Fatal(err)
+	}
+	hc := &http.Client{Transport: cannedTransport{body: body, header: h}}
+	c := newTestClient(b, Config{AppID: testAppID, BaseURL: "http://127.0.0.1", HTTPClient: hc, APISecurity: keys,
+		TokenSource: StaticTokenSource(Token{Value: "STATIC-TOKEN-0123456789", ExpiresAt: time.Now().Add(time.Hour)})})
+	ctx := context.Background()
+	cpu := startCPU()
+	defer cpu.report(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := c.PhoneNumber(ctx, "e31968a7f94cc5ee25fafc2aef2773f0bb8c3937b22520eb8ee345274d00c144"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// cpuMeter reports the process's CPU time (user + system, all goroutines:
+// the client, the in-process emulator, the GC) per operation, which the
+// shared machine's load disturbs far less than wall time.
+type cpuMeter struct{ start time.Duration }
+
+func startCPU() cpuMeter { return cpuMeter{start: processCPU()} }
+
+func (m cpuMeter) report(b *testing.B) {
+	if b.N > 0 {
+		b.ReportMetric(float64((processCPU()-m.start).Microseconds())/float64(b.N), "cpu-µs/op")
+	}
+}
+
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -5,8 +5,8 @@ import (
 	"errors"
 	"log/slog"
 	"math/rand/v2"
-	"net/http"
 	"net/url"
+	"strconv"
 	"sync/atomic"
 	"time"
 )
@@ -20,6 +20,8 @@ type Client struct {
 	tokens TokenSource
 	owned  *TokenManager // closed by Close; nil when the caller supplied TokenSource
 	log    *slog.Logger
+
+	noOpenID bool // Config.NoOpenIDBinding
 
 	lastQuery atomic.Pointer[tokenQuery] // the query string of the last token used
 }
@@ -46,7 +48,7 @@ func New(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{appID: cfg.AppID, secret: cfg.Secret, up: up, tokens: cfg.TokenSource, log: log}
+	c := &Client{appID: cfg.AppID, secret: cfg.Secret, up: up, tokens: cfg.TokenSource, log: log, noOpenID: cfg.NoOpenIDBinding}
 	if c.tokens == nil {
 		m, err := NewTokenManager(cfg)
 		if err != nil {
@@ -94,11 +96,43 @@ func (c *Client) Close() error {
 // refused with a *WatermarkError. A nil result always comes with a non-nil
 // error.
 func (c *Client) PhoneNumber(ctx context.Context, code string) (*PhoneInfo, error) {
+	return c.Exchange(ctx, PhoneRequest{Code: code})
+}
+
+// PhoneRequest is an exchange with its options; see Client.Exchange.
+type PhoneRequest struct {
+	// Code is the getPhoneNumber (or getRealtimePhoneNumber) code.
+	Code string
+	// OpenID, when set, is the user the caller expects the code to belong
+	// to. It is sent to WeChat (getuserphonenumber's optional openid),
+	// which then checks that the code was issued to that user and answers
+	// an error if not, unless Config.NoOpenIDBinding is set. WeChat does
+	// not document the errcode of a mismatch: it arrives as an *APIError
+	// with its errcode and rid.
+	OpenID string
+}
+
+// MaxOpenIDLen bounds PhoneRequest.OpenID (WeChat's openids are 28
+// characters).
+const MaxOpenIDLen = 128
+
+// Exchange is PhoneNumber with options (see PhoneRequest). Codes from
+// getRealtimePhoneNumber (手机号实时验证) are exchanged the same way: WeChat
+// answers them at the same endpoint with the same data.
+func (c *Client) Exchange(ctx context.Context, r PhoneRequest) (*PhoneInfo, error) {
+	code := r.Code
 	if err := ValidateCode(code); err != nil {
 		return nil, err
 	}
+	if err := validateOpenID(r.OpenID); err != nil {
+		return nil, err
+	}
+	openid := r.OpenID
+	if c.noOpenID {
+		openid = ""
+	}
 	var st attempts
-	info, err := c.phoneNumber(ctx, code, &st)
+	info, err := c.phoneNumber(ctx, code, openid, &st)
 	if err != nil && st.busyAnswered && !errors.Is(err, ErrCodeMayBeUsed) {
 		// An attempt was answered -1, which WeChat may send after using
 		// the code: whatever ended the exchange, say so.
@@ -109,15 +143,16 @@ func (c *Client) PhoneNumber(ctx context.Context, code string) (*PhoneInfo, erro
 
 // phoneNumber runs the attempts of PhoneNumber, recording in st what they
 // did with the code.
-func (c *Client) phoneNumber(ctx context.Context, code string, st *attempts) (*PhoneInfo, error) {
-	body := phoneBody(code)
+func (c *Client) phoneNumber(ctx context.Context, code, openid string, st *attempts) (*PhoneInfo, error) {
+	body := phoneBody(code, openid)
 	tok, err := c.tokens.Token(ctx)
 	if err != nil {
 		return nil, err
 	}
 	for {
 		var r phoneResp
-		err := c.up.call(ctx, OpPhoneNumber, http.MethodPost, "/wxa/business/getuserphonenumber",
+		// getuserphonenumber supports the API security mode ("支持加密请求").
+		err := c.up.callSealed(ctx, OpPhoneNumber, "/wxa/business/getuserphonenumber",
 			c.tokenQuery(tok.Value), body, &r, code, tok.Value)
 		if err == nil {
 			return c.checkPhone(r.PhoneInfo.info())
@@ -158,17 +193,45 @@ type phoneResp struct {
 	PhoneInfo *wirePhoneInfo `json:"phone_info"`
 }
 
-// phoneBody builds {"code":"…"} for a validated (printable ASCII) code.
-func phoneBody(code string) []byte {
-	b := make([]byte, 0, len(code)+12)
+// phoneBody builds {"code":"…"} or {"code":"…","openid":"…"} for a
+// validated code and openid (printable ASCII).
+func phoneBody(code, openid string) []byte {
+	b := make([]byte, 0, len(code)+len(openid)+24)
 	b = append(b, `{"code":"`...)
-	for i := 0; i < len(code); i++ {
-		if c := code[i]; c == '"' || c == '\\' {
-			b = append(b, '\\')
-		}
-		b = append(b, code[i])
+	b = appendASCIIJSON(b, code)
+	if openid != "" {
+		b = append(b, `","openid":"`...)
+		b = appendASCIIJSON(b, openid)
 	}
 	return append(b, `"}`...)
+}
+
+// appendASCIIJSON appends printable ASCII escaped for a JSON string.
+func appendASCIIJSON(b []byte, v string) []byte {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c == '"' || c == '\\' {
+			b = append(b, '\\')
+		}
+		b = append(b, v[i])
+	}
+	return b
+}
+
+// validateOpenID accepts "" or up to MaxOpenIDLen printable ASCII bytes
+// without spaces. The error never contains the openid.
+func validateOpenID(id string) error {
+	if id == "" {
+		return nil
+	}
+	if len(id) > MaxOpenIDLen {
+		return &InputError{Field: "openid", Reason: "longer than " + strconv.Itoa(MaxOpenIDLen) + " bytes"}
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; c <= ' ' || c > '~' {
+			return &InputError{Field: "openid", Reason: "must be printable ASCII without spaces"}
+		}
+	}
+	return nil
 }
 
 // attempts tracks what an exchange has already done with its code.

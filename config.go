@@ -7,6 +7,10 @@ import (
 	"log/slog"
 	"net/http"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/wxphone/wxphone/apisec"
 )
 
 // Config configures a Client or a TokenManager for one Mini Program.
@@ -33,11 +37,29 @@ type Config struct {
 	Logger *slog.Logger
 	// Hooks receive metrics events.
 	Hooks Hooks
+	// TracerProvider, when set, makes every call to WeChat (exchanges,
+	// token fetches, management calls) an OpenTelemetry client span named
+	// "WeChat <op>", a child of the span in the caller's context, with
+	// the op, appid, HTTP status, errcode and rid as attributes (never a
+	// code, token, secret, query or body), and sends the span's W3C
+	// traceparent (and tracestate) header to WeChat. Nil: no tracing, no
+	// cost.
+	TracerProvider trace.TracerProvider
 	// TokenSource supplies access tokens. Default: a TokenManager built
 	// from this Config, owned and closed by the Client.
 	TokenSource TokenSource
 	// Token tunes the default TokenManager.
 	Token TokenOptions
+	// APISecurity, when set, sends every call that WeChat marks as
+	// supporting it (getuserphonenumber) through WeChat's API security
+	// mode: the request is encrypted and signed, and the answer must be
+	// signed by one of the configured platform certificates and decrypt
+	// (see package apisec). Load it with apisec.Load.
+	APISecurity *apisec.Keys
+	// NoOpenIDBinding stops PhoneRequest.OpenID from being sent to
+	// WeChat (it is sent by default, so that WeChat checks that the code
+	// belongs to that user).
+	NoOpenIDBinding bool
 }
 
 // TokenOptions tune a TokenManager. Zero values take the defaults.
@@ -189,5 +211,18 @@ func (c Config) newUpstream() (*upstream, *slog.Logger, error) {
 	if direct != nil {
 		u.postHeader, u.getHeader = newHeader(true), newHeader(false)
 	}
-	return u, log.With("appid", c.AppID), nil
+	if c.TracerProvider != nil {
+		u.tracer = c.TracerProvider.Tracer(tracerName)
+	}
+	log = log.With("appid", c.AppID)
+	u.log = log
+	if c.APISecurity != nil {
+		if c.APISecurity.AppID != c.AppID {
+			return nil, nil, errors.New("wxphone: APISecurity.AppID must be the Config's AppID")
+		}
+		if u.sec, err = apisec.NewClient(*c.APISecurity, nil); err != nil {
+			return nil, nil, err
+		}
+	}
+	return u, log, nil
 }

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/wxphone/wxphone/apisec"
 )
 
 // Operation names, as carried by the typed errors and the Hooks events.
@@ -96,7 +98,46 @@ var (
 	ErrDecrypt = errors.New("wxphone: cannot decrypt payload")
 	// ErrClosed: the Client or TokenManager was closed.
 	ErrClosed = errors.New("wxphone: closed")
+	// ErrAnswerUnverified: in the API security mode, WeChat's answer was
+	// not signed by a configured platform certificate, did not decrypt, or
+	// named another appid or time; it is not trusted. Since WeChat may
+	// have used the code, the exchange's error matches ErrOutcomeUnknown
+	// too. See *VerificationError.
+	ErrAnswerUnverified = errors.New("wxphone: WeChat's answer failed verification")
+	// ErrAPISecurity: WeChat refused a request of the API security mode
+	// (errcodes 40230–40240). The code was not used.
+	ErrAPISecurity = errors.New("wxphone: refused by WeChat's API security mode")
+	// ErrAPISecurityConfig: the API security mode is misconfigured on this
+	// side or in the MP console (40234 invalid signature, 40235 cannot
+	// decrypt, 40236 invalid Wechatmp-Appid, 40237 appid does not match
+	// the token, 40238 no symmetric key, 40239 no public key). Retrying
+	// will not help; APISecuritySettings names what to check.
+	ErrAPISecurityConfig = errors.New("wxphone: API security mode misconfigured")
+	// ErrClockSkew: errcode 40240, the request's timestamp is outside
+	// WeChat's window: this machine's clock is off.
+	ErrClockSkew = errors.New("wxphone: clock skew: WeChat refused the request's timestamp")
 )
+
+// APISecuritySettings names what to check for an errcode of the API
+// security mode that means misconfiguration (see ErrAPISecurityConfig),
+// or "" for any other errcode.
+func APISecuritySettings(errcode int) string {
+	switch errcode {
+	case 40234:
+		return "the app private key and its number (WX_API_PRIVATE_KEY_FILE, WX_API_PRIVATE_KEY_SN) must match the app public key in the MP console"
+	case 40235:
+		return "the symmetric key and its number (WX_API_SYM_KEY_FILE, WX_API_SYM_SN) must match the MP console's"
+	case 40236:
+		return "the appid (WX_APPID) must be the Mini Program whose API security mode is configured"
+	case 40237:
+		return "the access token must belong to the same appid (WX_APPID, WX_SECRET)"
+	case 40238:
+		return "no symmetric key is configured in the MP console (API安全 → API对称密钥) for this appid; check WX_API_SYM_KEY_FILE and WX_API_SYM_SN"
+	case 40239:
+		return "no app public key is configured in the MP console (API安全 → API非对称密钥) for this appid; check WX_API_PRIVATE_KEY_FILE and WX_API_PRIVATE_KEY_SN"
+	}
+	return ""
+}
 
 // Token-related errcodes on business APIs.
 var tokenErrcodes = map[int]bool{40001: true, 40014: true, 42001: true, 41001: true}
@@ -143,6 +184,12 @@ func (e *APIError) Is(target error) bool {
 		return e.ErrCode == 45011
 	case ErrQuotaExhausted:
 		return e.ErrCode == 45009
+	case ErrAPISecurity:
+		return e.ErrCode >= 40230 && e.ErrCode <= 40240
+	case ErrAPISecurityConfig:
+		return e.ErrCode >= 40234 && e.ErrCode <= 40239
+	case ErrClockSkew:
+		return e.ErrCode == 40240
 	}
 	if isTokenOp(e.Op) {
 		return target == ErrTokenFetchRefused && refusedFetchErrcodes[e.ErrCode]
@@ -361,6 +408,32 @@ func (e *CodeMayBeUsedError) Is(target error) bool { return target == ErrCodeMay
 func (e *CodeMayBeUsedError) RetryAfter() time.Duration {
 	d, _ := RetryAfter(e.Err)
 	return d
+}
+
+// VerificationError reports an answer to a request of the API security
+// mode that failed verification (see ErrAnswerUnverified). It names what
+// failed, never the answer's content. An exchange wraps it in an
+// *OutcomeUnknownError.
+type VerificationError struct {
+	Op string
+	// Reason is one of apisec's Reason constants, e.g. "bad signature".
+	Reason string
+	// Serials are the platform certificate numbers the answer named.
+	Serials []string
+}
+
+func (e *VerificationError) Error() string {
+	s := "wxphone: " + e.Op + ": WeChat's answer failed verification (API security mode): " + e.Reason
+	if len(e.Serials) > 0 {
+		s += " (serial " + strings.Join(e.Serials, ", ") + "; check WX_API_PLATFORM_CERT_FILE and WX_API_PLATFORM_CERT_SN)"
+	}
+	return s
+}
+
+// Is matches ErrAnswerUnverified, and ErrClockSkew when the answer's
+// timestamp was outside the window.
+func (e *VerificationError) Is(target error) bool {
+	return target == ErrAnswerUnverified || (target == ErrClockSkew && e.Reason == apisec.ReasonClockSkew)
 }
 
 // WatermarkError reports phone data whose watermark names another appid.

@@ -546,11 +546,13 @@ func (m *TokenManager) fetch(ctx context.Context, kind, trigger string) (Token, 
 			if kind == KindStableForce && errors.Is(err, ErrQuotaExhausted) {
 				// The day's force refreshes are spent; normal fetches are
 				// not affected.
-				m.blockForce(err)
-			} else {
-				m.startCooldown(err)
+				until := m.blockForce(err)
+				return Token{}, &TokenUnavailableError{AppID: m.appID, Reason: "WeChat refused the force refresh; no force refresh until midnight UTC+8", Until: until, Err: err}
 			}
-			return Token{}, err
+			// The callers sharing this fetch learn the cool-down as the
+			// later ones do (a Retry-After), with WeChat's error inside.
+			until := m.startCooldown(err)
+			return Token{}, &TokenUnavailableError{AppID: m.appID, Reason: "WeChat refused the token fetch; cooling down", Until: until, Err: err}
 		}
 		if !retryableFetch(kind, err) || attempt >= 6 {
 			return Token{}, err
@@ -586,25 +588,30 @@ func retryableFetch(kind string, err error) bool {
 	return kind == KindStable && (errors.Is(err, ErrUpstream) || errors.Is(err, ErrMalformedResponse))
 }
 
-func (m *TokenManager) startCooldown(err error) {
+// startCooldown pauses fetching after a refused fetch and returns when
+// the pause ends.
+func (m *TokenManager) startCooldown(err error) time.Time {
 	d := m.opts.RefusedCooldown
 	if errors.Is(err, ErrQuotaExhausted) {
 		d = m.opts.QuotaCooldown
 	}
+	until := time.Now().Add(d)
 	m.mu.Lock()
-	m.cooldownUntil, m.cooldownErr = time.Now().Add(d), err
+	m.cooldownUntil, m.cooldownErr = until, err
 	m.mu.Unlock()
 	m.log.Error("WeChat refused the token fetch; pausing calls to WeChat (the held token is still served, the shared store still read)", "cooldown", d, "err", err)
+	return until
 }
 
 // blockForce stops force refreshes until WeChat's next midnight, after
-// WeChat refused one with 45009.
-func (m *TokenManager) blockForce(err error) {
+// WeChat refused one with 45009, and returns that time.
+func (m *TokenManager) blockForce(err error) time.Time {
 	until := NextWeChatMidnight(time.Now())
 	m.mu.Lock()
 	m.forceBlockedUntil, m.forceBlockedErr = until, err
 	m.mu.Unlock()
 	m.log.Error("WeChat refused a force refresh (45009); no force refresh until midnight UTC+8, normal fetches continue", "until", until, "err", err)
+	return until
 }
 
 func (m *TokenManager) inCooldown() error {

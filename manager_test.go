@@ -533,6 +533,15 @@ func TestRefusedFetchTripsCooldown(t *testing.T) {
 				if !errors.As(err, &ae) || ae.ErrCode != tt.errcode || !errors.Is(err, ErrTokenFetchRefused) || errors.Is(err, ErrQuotaExhausted) != tt.quota {
 					t.Fatalf("err = %v; want a refused fetch %d", err, tt.errcode)
 				}
+				// The refused fetch itself already says when to retry, as the
+				// cool-down's answers do.
+				var first *TokenUnavailableError
+				if !errors.As(err, &first) || !first.Until.Equal(start.Add(tt.cooldown)) {
+					t.Errorf("the refused fetch's error %v carries no cool-down", err)
+				}
+				if d, ok := RetryAfter(err); !ok || d != tt.cooldown {
+					t.Errorf("RetryAfter of the refused fetch = %v, %v; want %v", d, ok, tt.cooldown)
+				}
 				if c := stableStats(env.emu).Calls; c != 1 {
 					t.Fatalf("stable_token calls = %d, want 1 (refusals are not retried)", c)
 				}

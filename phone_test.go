@@ -291,8 +291,8 @@ func TestPhoneBodyIsValidJSON(t *testing.T) {
 	t.Parallel()
 	for _, code := range []string{"abc", `a"b`, `a\b`, `\"\\"`, "e31968a7f94cc5ee25fafc2aef2773f0bb8c3937b22520eb8ee345274d00c144", "<>&'"} {
 		var v struct{ Code string }
-		if err := json.Unmarshal(phoneBody(code), &v); err != nil || v.Code != code {
-			t.Errorf("phoneBody(%q) = %s: decodes to %q, %v", code, phoneBody(code), v.Code, err)
+		if err := json.Unmarshal(phoneBody(code, ""), &v); err != nil || v.Code != code {
+			t.Errorf("phoneBody(%q) = %s: decodes to %q, %v", code, phoneBody(code, ""), v.Code, err)
 		}
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptrace"
@@ -16,6 +18,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/wxphone/wxphone/apisec"
 )
 
 // DefaultBaseURL is WeChat's API base URL.
@@ -173,9 +179,14 @@ type upstream struct {
 	// http.Client's redirect, cookie and timeout machinery, none of which
 	// that client uses (no redirects, no jar; the overall timeout is
 	// applied here as a context deadline when the caller set none).
-	direct                *http.Transport
-	h2c                   bool // direct speaks HTTP/2 to plain http:// (Config.H2C)
+	direct *http.Transport
+	h2c    bool // direct speaks HTTP/2 to plain http:// (Config.H2C)
+
+	sec                   *apisec.Client // the API security mode (Config.APISecurity); nil: plaintext
+	log                   *slog.Logger
 	postHeader, getHeader http.Header
+
+	tracer trace.Tracer // nil: tracing off (Config.TracerProvider unset)
 }
 
 // defaultOverallTimeout bounds a request whose context has no deadline.
@@ -198,8 +209,33 @@ type enveloped interface{ env() *envelope }
 // typed error for anything else. sensitive values are scrubbed from any
 // upstream message that echoes them.
 func (u *upstream) call(ctx context.Context, op, method, path, rawQuery string, body []byte, out enveloped, sensitive ...string) error {
+	return u.do(ctx, op, method, path, rawQuery, body, nil, out, sensitive)
+}
+
+// callSealed is call for a POST through the API security mode when the app
+// is configured for it (Config.APISecurity), else call: the body is
+// encrypted and signed, and the answer must verify before it is decoded.
+func (u *upstream) callSealed(ctx context.Context, op, path, rawQuery string, body []byte, out enveloped, sensitive ...string) error {
+	if u.sec == nil {
+		return u.do(ctx, op, http.MethodPost, path, rawQuery, body, nil, out, sensitive)
+	}
+	sealed, err := u.sec.Seal(u.base.Scheme+"://"+u.base.Host+u.base.Path+path, body)
+	if err != nil {
+		return &TransportError{Op: op, Err: err} // nothing sent
+	}
+	return u.do(ctx, op, http.MethodPost, path, rawQuery, sealed.Body, sealed, out, sensitive)
+}
+
+func (u *upstream) do(ctx context.Context, op, method, path, rawQuery string, body []byte, sealed *apisec.Sealed, out enveloped, sensitive []string) error {
 	start := time.Now()
-	status, err := u.roundTrip(ctx, op, method, path, rawQuery, body, out, sensitive)
+	var span trace.Span
+	if u.tracer != nil {
+		ctx, span = u.startSpan(ctx, op, method, path)
+	}
+	status, err := u.roundTrip(ctx, op, method, path, rawQuery, body, sealed, out, sensitive)
+	if span != nil {
+		endSpan(span, status, err)
+	}
 	if u.hooks.OnUpstream != nil {
 		ev := UpstreamEvent{AppID: u.appID, Op: op, Status: status, Duration: time.Since(start), Err: err}
 		var ae *APIError
@@ -211,7 +247,7 @@ func (u *upstream) call(ctx context.Context, op, method, path, rawQuery string, 
 	return err
 }
 
-func (u *upstream) roundTrip(ctx context.Context, op, method, path, rawQuery string, body []byte, out enveloped, sensitive []string) (int, error) {
+func (u *upstream) roundTrip(ctx context.Context, op, method, path, rawQuery string, body []byte, sealed *apisec.Sealed, out enveloped, sensitive []string) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, &TransportError{Op: op, Err: err} // nothing sent
 	}
@@ -222,6 +258,16 @@ func (u *upstream) roundTrip(ctx context.Context, op, method, path, rawQuery str
 		defer cancel()
 	}
 	req, sb, st := u.request(ctx, method, path, rawQuery, body)
+	if sealed != nil {
+		// The mode's headers, on a copy of the shared read-only map.
+		h := make(http.Header, len(req.Header)+len(sealed.Header))
+		maps.Copy(h, req.Header)
+		maps.Copy(h, sealed.Header)
+		req.Header = h
+	}
+	if u.tracer != nil {
+		injectTraceparent(req, trace.SpanFromContext(ctx))
+	}
 	var resp *http.Response
 	var err error
 	if u.direct != nil {
@@ -232,7 +278,7 @@ func (u *upstream) roundTrip(ctx context.Context, op, method, path, rawQuery str
 	if err != nil {
 		return 0, &TransportError{Op: op, Sent: mayHaveSent(sb, st), Err: redactErr(err)}
 	}
-	return u.answer(op, resp, out, sensitive)
+	return u.answer(op, resp, sealed, out, sensitive)
 }
 
 // mayHaveSent reports whether a failed request may have reached WeChat:
@@ -309,7 +355,7 @@ func (u *upstream) request(ctx context.Context, method, path, rawQuery string, b
 }
 
 // answer reads and decodes resp (see request).
-func (u *upstream) answer(op string, resp *http.Response, out enveloped, sensitive []string) (int, error) {
+func (u *upstream) answer(op string, resp *http.Response, sealed *apisec.Sealed, out enveloped, sensitive []string) (int, error) {
 	defer resp.Body.Close()
 	buf := bufPool.Get().(*bytes.Buffer)
 	buf.Reset()
@@ -327,7 +373,30 @@ func (u *upstream) answer(op string, resp *http.Response, out enveloped, sensiti
 	if buf.Len() > maxResponseBytes {
 		return resp.StatusCode, &DecodeError{Op: op, Reason: "body larger than 1 MiB"}
 	}
+	if sealed != nil {
+		return resp.StatusCode, u.openSealed(op, resp.Header, buf.Bytes(), sealed, out, sensitive)
+	}
 	return resp.StatusCode, decodeAnswer(op, buf.Bytes(), out, sensitive)
+}
+
+// openSealed verifies and decrypts the answer to a sealed request, then
+// decodes it. An answer that fails verification is never decoded: it is a
+// *VerificationError, logged (without its content), which the exchange
+// reports as an outcome unknown since WeChat may have used the code.
+func (u *upstream) openSealed(op string, h http.Header, body []byte, sealed *apisec.Sealed, out enveloped, sensitive []string) error {
+	a, err := u.sec.Open(sealed, h, body)
+	if err != nil {
+		ve := &apisec.VerifyError{Reason: apisec.ReasonMalformed}
+		errors.As(err, &ve)
+		u.log.Warn("WeChat's answer failed verification (API security mode): it is not trusted and the outcome is unknown",
+			"op", op, "reason", ve.Reason, "serials", ve.Serials)
+		return &VerificationError{Op: op, Reason: ve.Reason, Serials: ve.Serials}
+	}
+	err = decodeAnswer(op, a.Body, out, sensitive)
+	if a.Signed {
+		clear(a.Body) // the decrypted plaintext, phone number included
+	}
+	return err
 }
 
 var (

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/wxphone/wxphone"
+	"github.com/wxphone/wxphone/apisec"
 	"github.com/wxphone/wxphone/seal"
 )
 
@@ -43,6 +44,7 @@ const (
 	DefaultRequestTimeout   = 10 * time.Second
 	DefaultExchangeTimeout  = 15 * time.Second
 	DefaultShutdownTimeout  = 30 * time.Second
+	DefaultQuotaInterval    = 10 * time.Minute
 	// MinAPIKeyLen is the shortest API key accepted.
 	MinAPIKeyLen = 16
 	// MaxFileBytes bounds a secret, key or apps file.
@@ -58,6 +60,12 @@ type App struct {
 	AppID string
 	// Secret is its AppSecret.
 	Secret wxphone.Secret
+	// APISecurity, when set, sends the app's calls through WeChat's API
+	// security mode (WX_API_* or the apps file's "api_security").
+	APISecurity *apisec.Keys
+	// NoOpenIDBinding stops a request's openid from being sent to WeChat
+	// (WX_OPENID_BINDING=false or the apps file's "openid_binding": false).
+	NoOpenIDBinding bool
 }
 
 // Config is the loaded configuration. Secrets are wxphone.Secret values,
@@ -112,6 +120,14 @@ type Config struct {
 	// PprofAddr, when set, serves net/http/pprof on this loopback address
 	// (WXPHONE_PPROF_ADDR); empty disables it.
 	PprofAddr string
+	// AdminAddr, when set, serves /metrics (and pprof with AdminPprof) on
+	// this address instead of the API's (WXPHONE_ADMIN_ADDR).
+	AdminAddr string
+	// AdminPprof serves net/http/pprof on AdminAddr (WXPHONE_ADMIN_PPROF).
+	AdminPprof bool
+	// QuotaInterval is the time between two probes of WeChat's daily
+	// quotas (WXPHONE_QUOTA_INTERVAL); 0 disables them.
+	QuotaInterval time.Duration
 
 	keyring *seal.Keyring
 }
@@ -153,6 +169,13 @@ func Settings() []Setting {
 		{Env: "WX_APPID", Flag: "appid", Help: "appid of the Mini Program (single-app setup)"},
 		{Env: "WX_SECRET", FileEnv: "WX_SECRET_FILE", Flag: "secret-file", Secret: true, Help: "AppSecret of WX_APPID"},
 		{Env: "WXPHONE_APPS_FILE", Flag: "apps-file", Help: "JSON file listing several Mini Programs, each with secret_env or secret_file"},
+		{Env: "WX_API_SYM_KEY_FILE", Flag: "api-sym-key-file", Help: "API security mode: file holding the base64 symmetric key (single app; all six WX_API_* switch the mode on)"},
+		{Env: "WX_API_SYM_SN", Flag: "api-sym-sn", Help: "API security mode: the symmetric key's number"},
+		{Env: "WX_API_PRIVATE_KEY_FILE", Flag: "api-private-key-file", Help: "API security mode: the app private key (PKCS#1 or PKCS#8 PEM)"},
+		{Env: "WX_API_PRIVATE_KEY_SN", Flag: "api-private-key-sn", Help: "API security mode: the app private key's number"},
+		{Env: "WX_API_PLATFORM_CERT_FILE", Flag: "api-platform-cert-file", Help: "API security mode: PEM file with one or more platform certificates"},
+		{Env: "WX_API_PLATFORM_CERT_SN", Flag: "api-platform-cert-sn", Help: "API security mode: the platform certificates' numbers, comma-separated, in file order"},
+		{Env: "WX_OPENID_BINDING", Flag: "openid-binding", Default: "true", Help: "send a request's openid to WeChat, which checks that the code belongs to that user (single app)"},
 		{Env: "WX_API_BASE", Flag: "api-base", Default: wxphone.DefaultBaseURL, Help: "WeChat API base URL (https; http only for loopback)"},
 		{Env: "WXPHONE_API_KEYS", FileEnv: "WXPHONE_API_KEYS_FILE", Flag: "api-keys-file", Secret: true, Help: "comma-separated bearer keys allowed to exchange phone codes (required; each at least 16 characters)"},
 		{Env: "WXPHONE_TOKEN_API_KEYS", FileEnv: "WXPHONE_TOKEN_API_KEYS_FILE", Flag: "token-api-keys-file", Secret: true, Help: "comma-separated bearer keys allowed on the central access-token endpoints"},
@@ -168,6 +191,9 @@ func Settings() []Setting {
 		{Env: "WXPHONE_H2C", Flag: "h2c", Default: "false", Help: "also accept unencrypted HTTP/2 (h2c, prior knowledge) on the listen address"},
 		{Env: "WXPHONE_UPSTREAM_H2C", Flag: "upstream-h2c", Default: "false", Help: "speak h2c to an http:// (loopback, emulator) WX_API_BASE"},
 		{Env: "WXPHONE_PPROF_ADDR", Flag: "pprof-addr", Help: "loopback address serving net/http/pprof (debugging; off when empty)"},
+		{Env: "WXPHONE_ADMIN_ADDR", Flag: "admin-addr", Help: "address serving /metrics (and pprof with WXPHONE_ADMIN_PPROF) instead of the API address, e.g. :9090 (default: /metrics on the API address)"},
+		{Env: "WXPHONE_ADMIN_PPROF", Flag: "admin-pprof", Default: "false", Help: "also serve net/http/pprof under /debug/pprof/ on WXPHONE_ADMIN_ADDR"},
+		{Env: "WXPHONE_QUOTA_INTERVAL", Flag: "quota-interval", Default: DefaultQuotaInterval.String(), Help: "time between two probes of WeChat's daily quotas per app (1m..24h; 0 or off disables)"},
 	}
 }
 
@@ -377,6 +403,9 @@ func (l *loader) load() (*Config, error) {
 		}
 		c.PprofAddr = pa
 	}
+	if err := l.observability(c); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 
@@ -521,6 +550,10 @@ type appEntry struct {
 	SecretEnv  string          `json:"secret_env"`
 	SecretFile string          `json:"secret_file"`
 	Secret     json.RawMessage `json:"secret"` // refused: never inline
+	// APISecurity switches the app to the API security mode.
+	APISecurity *apiSecEntry `json:"api_security"`
+	// OpenIDBinding false stops openids from being sent to WeChat.
+	OpenIDBinding *bool `json:"openid_binding"`
 }
 
 func (l *loader) apps() ([]App, error) {
@@ -551,9 +584,25 @@ func (l *loader) apps() ([]App, error) {
 		if err := checkSecret(secSrc, secret); err != nil {
 			return nil, err
 		}
-		if err := add(App{AppID: id, Secret: wxphone.Secret(secret)}, idSrc); err != nil {
+		a := App{AppID: id, Secret: wxphone.Secret(secret)}
+		if sec, set := l.apiSecFromEnv(); set {
+			if a.APISecurity, err = sec.load(id, idSrc, apiSecEnvNames); err != nil {
+				return nil, err
+			}
+		}
+		if v, src := l.plain("openid-binding", "WX_OPENID_BINDING"); v != "" {
+			on, err := strconv.ParseBool(v)
+			if err != nil {
+				return nil, fmt.Errorf("config: %s: want true or false", src)
+			}
+			a.NoOpenIDBinding = !on
+		}
+		if err := add(a, idSrc); err != nil {
 			return nil, err
 		}
+	}
+	if _, set := l.apiSecFromEnv(); set && id == "" {
+		return nil, errors.New("config: WX_API_* (API security mode) is set but WX_APPID is not; for the apps file use each app's \"api_security\"")
 	}
 	path, src := l.plain("apps-file", "WXPHONE_APPS_FILE")
 	if path != "" {
@@ -600,7 +649,16 @@ func (l *loader) apps() ([]App, error) {
 			if err := checkSecret(where, sec); err != nil {
 				return nil, err
 			}
-			if err := add(App{AppID: e.AppID, Secret: wxphone.Secret(sec)}, where); err != nil {
+			a := App{AppID: e.AppID, Secret: wxphone.Secret(sec)}
+			if e.APISecurity != nil {
+				if a.APISecurity, err = e.APISecurity.load(e.AppID, where+" api_security", apiSecJSONNames); err != nil {
+					return nil, err
+				}
+			}
+			if e.OpenIDBinding != nil {
+				a.NoOpenIDBinding = !*e.OpenIDBinding
+			}
+			if err := add(a, where); err != nil {
 				return nil, err
 			}
 		}
@@ -623,7 +681,7 @@ func scrubJSONError(err error) string {
 	case errors.As(err, &te):
 		return fmt.Sprintf("field %q has the wrong type", te.Field)
 	case strings.HasPrefix(err.Error(), "json: unknown field"):
-		return strings.TrimPrefix(err.Error(), "json: ") + " (allowed: apps, appid, secret_env, secret_file)"
+		return strings.TrimPrefix(err.Error(), "json: ") + " (allowed: apps, appid, secret_env, secret_file, api_security, openid_binding; in api_security: sym_key_file, sym_sn, private_key_file, private_key_sn, platform_cert_file, platform_cert_sn)"
 	case errors.Is(err, io.EOF):
 		return "empty file"
 	}

@@ -111,6 +111,33 @@ func TestDemoPageInBrowser(t *testing.T) {
 		t.Errorf("after the fault: code %q message %q full %q", code, message, full)
 	}
 
+	// The switch: the backend exchanges in the API security mode.
+	if err := chromedp.Do(ctx,
+		chromedp.Click(chromedp.ID("fault-clear")),
+		waitFor(`document.getElementById("fault-state").textContent.includes("cleared")`),
+		chromedp.Click(chromedp.ID("secure")),
+		chromedp.SetValue(chromedp.ID("pure"), "13955556666"),
+		chromedp.Click(chromedp.ID("tap")),
+		waitText("full", "13955556666"),
+	); err != nil {
+		t.Fatalf("security mode: %v", err)
+	}
+	if mode, status := text("mode"), text("result-status"); !strings.Contains(mode, "API security mode") || status != "200" {
+		t.Errorf("security mode: mode %q status %q", mode, status)
+	}
+	// A badly signed success is refused.
+	if err := chromedp.Do(ctx,
+		chromedp.Click(chromedp.ID("fault-bad_signature")),
+		waitFor(`document.getElementById("fault-state").textContent.includes("signature")`),
+		chromedp.Click(chromedp.ID("tap")),
+		waitText("result-status", "502"),
+	); err != nil {
+		t.Fatalf("bad signature: %v", err)
+	}
+	if code, message := text("result-code"), text("message"); code != "outcome_unknown" || !strings.Contains(message, "failed verification") {
+		t.Errorf("bad signature: code %q message %q", code, message)
+	}
+
 	if path := os.Getenv("WXPHONE_SCREENSHOT"); path != "" {
 		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 		if err != nil {

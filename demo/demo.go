@@ -15,8 +15,11 @@ package demo
 import (
 	"context"
 	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
 	"embed"
 	"encoding/hex"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -27,6 +30,8 @@ import (
 	"time"
 
 	"github.com/wxphone/wxphone"
+	"github.com/wxphone/wxphone/apisec"
+	"github.com/wxphone/wxphone/apisec/sm"
 	"github.com/wxphone/wxphone/metrics"
 	"github.com/wxphone/wxphone/ratelimit"
 	"github.com/wxphone/wxphone/server"
@@ -130,17 +135,26 @@ func Run(ctx context.Context, opts Options, out io.Writer) error {
 		stopEmu()
 		return err
 	}
-	srv, err := server.New(server.Config{
-		Service: svc, APIKeys: []string{info.APIKey}, TokenAPIKeys: []string{info.TokenAPIKey},
-		RateLimit: ratelimit.Limit{Rate: 20, Burst: 40}, Metrics: m, Logger: logger,
-		Fallback: newPage(emu, info),
-	})
+	secure, closeSecure, err := secureBackend(emu, info, logger, m)
 	if err != nil {
 		_ = svc.Close(context.Background())
 		_ = svcLn.Close()
 		stopEmu()
 		return err
 	}
+	srv, err := server.New(server.Config{
+		Service: svc, APIKeys: []string{info.APIKey}, TokenAPIKeys: []string{info.TokenAPIKey},
+		RateLimit: ratelimit.Limit{Rate: 20, Burst: 40}, Metrics: m, Logger: logger,
+		Fallback: newPage(emu, info, secure),
+	})
+	if err != nil {
+		closeSecure()
+		_ = svc.Close(context.Background())
+		_ = svcLn.Close()
+		stopEmu()
+		return err
+	}
+	defer closeSecure()
 	printBanner(out, info)
 	if opts.OnReady != nil {
 		opts.OnReady(info)
@@ -148,6 +162,76 @@ func Run(ctx context.Context, opts Options, out io.Writer) error {
 	err = srv.Run(ctx, svcLn)
 	stopEmu()
 	return err
+}
+
+// SecurePrefix is the path prefix of the demo's second backend, which
+// exchanges codes in WeChat's API security mode (encrypted and signed):
+// POST /secure/v1/phone-number. The page's switch selects it.
+const SecurePrefix = "/secure"
+
+// secureBackend configures the emulator's API security mode for the demo
+// app (fresh keys, as a developer sets them in the MP console; plaintext
+// exchanges stay allowed for the main backend) and returns a second
+// service whose client seals every exchange, served under SecurePrefix.
+func secureBackend(emu *wxmock.Server, info Info, logger *slog.Logger, m *metrics.Metrics) (http.Handler, func(), error) {
+	rk, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return nil, nil, err
+	}
+	signer, err := apisec.NewRSASigner(rk)
+	if err != nil {
+		return nil, nil, err
+	}
+	appKey, err := apisec.NewAppKey("demo-app-key-1", apisec.RSAwithSHA256, signer)
+	if err != nil {
+		return nil, nil, err
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return nil, nil, err
+	}
+	sym, err := apisec.NewAESKey("demo-sym-key-1", raw)
+	clear(raw)
+	if err != nil {
+		return nil, nil, err
+	}
+	in, err := emu.SetAPISecurity(DemoAppID, wxmock.APISecurity{SymKey: sym, AppKeySN: appKey.SN(), AppKey: appKey.Verifier()})
+	if err != nil {
+		return nil, nil, err
+	}
+	block, _ := pem.Decode([]byte(in.PEM))
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return nil, nil, err
+	}
+	pc, err := apisec.NewRSAPlatformCert(in.SN, cert)
+	if err != nil {
+		return nil, nil, err
+	}
+	keys := &apisec.Keys{AppID: DemoAppID, Sym: sym, App: appKey, Platform: []*apisec.PlatformCert{pc}}
+	client, err := wxphone.New(wxphone.Config{AppID: DemoAppID, Secret: DemoSecret, BaseURL: info.EmulatorURL, Logger: logger, Hooks: m.Hooks(), APISecurity: keys})
+	if err != nil {
+		return nil, nil, err
+	}
+	svc, err := service.New(service.Config{Clients: []*wxphone.Client{client}, Metrics: m, Logger: logger, ExchangeTimeout: 15 * time.Second})
+	if err != nil {
+		_ = client.Close()
+		return nil, nil, err
+	}
+	srv, err := server.New(server.Config{
+		Service: svc, APIKeys: []string{info.APIKey},
+		RateLimit: ratelimit.Limit{Rate: 20, Burst: 40}, Metrics: m, Logger: logger,
+	})
+	if err != nil {
+		_ = svc.Close(context.Background())
+		return nil, nil, err
+	}
+	closeFn := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = svc.Close(ctx)
+	}
+	return http.StripPrefix(SecurePrefix, srv.Handler()), closeFn, nil
 }
 
 // listen listens on addr, or on def when addr is empty and def is free,
@@ -200,7 +284,12 @@ curl -s -X POST %[1]s/v1/phone-number -H 'Authorization: Bearer %[4]s' \
 curl -s -X POST %[2]s/admin/faults -H 'Content-Type: application/json' \
   -d '{"endpoint":"phone","kind":"drop_after_consume","count":1}'
 
-# 4. The central access-token endpoint:
+# 4. Mint another code (step 1), then exchange it in WeChat's API security mode
+#    (encrypted request, signed and verified answer):
+curl -s -X POST %[1]s/secure/v1/phone-number -H 'Authorization: Bearer %[4]s' \
+  -H 'Content-Type: application/json' -d "{\"code\":\"$CODE\"}"
+
+# 5. The central access-token endpoint:
 curl -s %[1]s/v1/access-token -H 'Authorization: Bearer %[5]s'
 
 Press Ctrl-C to stop.
@@ -241,7 +330,8 @@ func RunEmulator(ctx context.Context, opts EmulatorOptions, out io.Writer) error
 	if len(apps) == 0 {
 		apps, demoApp = []wxmock.App{{AppID: DemoAppID, Secret: DemoSecret}}, true
 	}
-	emu, err := wxmock.New(wxmock.Options{Apps: apps, LoadPrefix: opts.LoadPrefix, CountryCodeAsNumber: opts.CountryCodeAsNumber, Seed: opts.Seed, Logger: opts.Logger})
+	emu, err := wxmock.New(wxmock.Options{Apps: apps, LoadPrefix: opts.LoadPrefix, CountryCodeAsNumber: opts.CountryCodeAsNumber, Seed: opts.Seed, Logger: opts.Logger,
+		KeyExtension: sm.Extension{}})
 	if err != nil {
 		return err
 	}

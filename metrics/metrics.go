@@ -30,6 +30,8 @@ type Metrics struct {
 	RateLimited     *prometheus.CounterVec   // source: local or wechat
 	Fallbacks       *prometheus.CounterVec   // component: replay, ratelimit, token
 	Degraded        *prometheus.GaugeVec     // component: 1 while it runs on its local fallback
+	Unverified      *prometheus.CounterVec   // appid, reason: answers of the API security mode that failed verification
+	Grants          *prometheus.CounterVec   // appid, kind: numbers obtained, by declared code kind
 }
 
 // New returns a fresh set of collectors registered in a new registry.
@@ -68,6 +70,12 @@ func New() *Metrics {
 		Fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "wxphone_fallbacks_total", Help: "Operations served by the local fallback because the shared store failed.",
 		}, []string{"component"}),
+		Unverified: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wxphone_upstream_unverified_total", Help: "Answers of WeChat's API security mode that failed verification (unsigned success, bad signature, unknown certificate, cannot decrypt, clock skew…); each is an outcome unknown.",
+		}, []string{"appid", "reason"}),
+		Grants: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wxphone_phone_grants_total", Help: "Phone numbers obtained from WeChat, by the kind of code the request declared (quick ¥0.03, realtime ¥0.04, unspecified).",
+		}, []string{"appid", "kind"}),
 		Degraded: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "wxphone_degraded", Help: "1 while a component runs on its local fallback (shared store unavailable).",
 		}, []string{"component"}),
@@ -76,6 +84,7 @@ func New() *Metrics {
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.Requests, m.RequestDuration, m.Upstream, m.UpstreamLatency, m.TokenFetches,
 		m.Exchanges, m.Replays, m.OutcomeUnknown, m.RateLimited, m.Fallbacks, m.Degraded,
+		m.Unverified, m.Grants,
 	)
 	return m
 }
@@ -88,6 +97,10 @@ func (m *Metrics) Hooks() wxphone.Hooks {
 			m.UpstreamLatency.WithLabelValues(e.Op).Observe(e.Duration.Seconds())
 			if e.ErrCode == 45011 {
 				m.RateLimited.WithLabelValues("wechat").Inc()
+			}
+			var ve *wxphone.VerificationError
+			if errors.As(e.Err, &ve) {
+				m.Unverified.WithLabelValues(e.AppID, ve.Reason).Inc()
 			}
 		},
 		OnTokenFetch: func(e wxphone.TokenFetchEvent) {
@@ -106,6 +119,8 @@ var knownErrcodes = map[int]bool{
 	40125: true, 40163: true, 40164: true, 40226: true, 40243: true, 41001: true,
 	41002: true, 41004: true, 42001: true, 43002: true, 44002: true, 45009: true,
 	45011: true, 47001: true, 50004: true, 50007: true,
+	40003: true, 40230: true, 40231: true, 40232: true, 40233: true, 40234: true,
+	40235: true, 40236: true, 40237: true, 40238: true, 40239: true, 40240: true,
 }
 
 // ErrcodeLabel is the bounded errcode label of an upstream event: the
@@ -128,6 +143,8 @@ func ErrcodeLabel(e wxphone.UpstreamEvent) string {
 		return "http_4xx"
 	case errors.Is(e.Err, wxphone.ErrMalformedResponse):
 		return "malformed"
+	case errors.Is(e.Err, wxphone.ErrAnswerUnverified):
+		return "unverified"
 	}
 	return "other"
 }

@@ -15,10 +15,13 @@ import (
 	"net/http"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/wxphone/wxphone"
 	"github.com/wxphone/wxphone/config"
 	"github.com/wxphone/wxphone/ledger"
 	"github.com/wxphone/wxphone/metrics"
+	"github.com/wxphone/wxphone/quota"
 	"github.com/wxphone/wxphone/ratelimit"
 	"github.com/wxphone/wxphone/redis"
 	"github.com/wxphone/wxphone/replay"
@@ -41,6 +44,9 @@ type Options struct {
 	Token wxphone.TokenOptions
 	// NoWarm disables the server's background token warm-up (tests).
 	NoWarm bool
+	// TracerProvider, when set, traces every API request and every call
+	// to WeChat (see package tracing for one built from OTEL_*).
+	TracerProvider trace.TracerProvider
 }
 
 // Replica is one wired instance.
@@ -53,6 +59,8 @@ type Replica struct {
 	Metrics *metrics.Metrics
 
 	redis redis.Client
+
+	stopProbe func() // stops the quota prober and waits for it; nil when off
 }
 
 // Build wires a replica. With cfg.RedisURL set it connects lazily (a replica
@@ -119,7 +127,8 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (*Replica, error)
 	for _, a := range cfg.Apps {
 		c, err := wxphone.New(wxphone.Config{
 			AppID: a.AppID, Secret: a.Secret, BaseURL: cfg.APIBase, HTTPClient: o.HTTPClient, H2C: cfg.UpstreamH2C,
-			Logger: logger, Hooks: m.Hooks(), Token: tokOpts,
+			Logger: logger, Hooks: m.Hooks(), Token: tokOpts, TracerProvider: o.TracerProvider,
+			APISecurity: a.APISecurity, NoOpenIDBinding: a.NoOpenIDBinding,
 		})
 		if err != nil {
 			for _, c := range clients {
@@ -129,6 +138,10 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (*Replica, error)
 			return nil, fmt.Errorf("app %s: %w", a.AppID, err)
 		}
 		clients = append(clients, c)
+		if a.APISecurity != nil {
+			logger.Info("API security mode: exchanges are encrypted and signed, answers verified", "appid", a.AppID,
+				"sym_sn", a.APISecurity.Sym.SN(), "app_key_sn", a.APISecurity.App.SN(), "platform_certs", len(a.APISecurity.Platform))
+		}
 	}
 	timeout := cfg.ExchangeTimeout
 	if timeout <= 0 {
@@ -166,6 +179,7 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (*Replica, error)
 		Limiter: limiter, RateLimit: limit,
 		Metrics: m, Logger: logger, RequestTimeout: cfg.RequestTimeout, ShutdownTimeout: cfg.ShutdownTimeout,
 		Addr: cfg.Addr, ReadyChecks: checks, NoWarm: o.NoWarm, H2C: cfg.H2C,
+		AdminAddr: cfg.AdminAddr, AdminPprof: cfg.AdminPprof, TracerProvider: o.TracerProvider,
 	})
 	if err != nil {
 		_ = svc.Close(context.Background())
@@ -173,12 +187,20 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (*Replica, error)
 		return nil, err
 	}
 	r.Server, r.Service = srv, svc
+	if err := r.watchQuotas(cfg, clients, logger); err != nil {
+		_ = r.Close()
+		return nil, err
+	}
 	return r, nil
 }
 
 // Close releases what Build opened beyond the server (the Redis client).
 // Call it after the server's Run returned, or instead of running it.
 func (r *Replica) Close() error {
+	if r.stopProbe != nil {
+		r.stopProbe()
+		r.stopProbe = nil
+	}
 	if r.Service != nil && r.Server != nil {
 		// Idempotent: Run already closed it when the server ran.
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -246,4 +268,34 @@ func (s *observedTokenStore) LockRefresh(ctx context.Context, appID string, ttl 
 	u, err := s.TokenStore.LockRefresh(ctx, appID, ttl)
 	s.observe(err)
 	return u, err
+}
+
+// watchQuotas exports each app's force-refresh budget and, unless
+// cfg.QuotaInterval is 0, starts the quota prober (stopped by Close).
+func (r *Replica) watchQuotas(cfg *config.Config, clients []*wxphone.Client, logger *slog.Logger) error {
+	var sources []quota.ForceSource
+	for _, c := range clients {
+		if m, ok := c.TokenSource().(*wxphone.TokenManager); ok {
+			sources = append(sources, m)
+		}
+	}
+	if err := quota.RegisterForceBudget(r.Metrics.Registry, sources, time.Second); err != nil {
+		return err
+	}
+	if cfg.QuotaInterval <= 0 {
+		return nil
+	}
+	qc := make([]quota.Client, len(clients))
+	for i, c := range clients {
+		qc[i] = c
+	}
+	p, err := quota.NewProber(quota.Config{Clients: qc, Registry: r.Metrics.Registry, Interval: cfg.QuotaInterval, Logger: logger})
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); p.Run(ctx) }()
+	r.stopProbe = func() { cancel(); <-done }
+	return nil
 }

@@ -76,9 +76,29 @@ func TestOpenAPICoversRoutes(t *testing.T) {
 		}
 	}
 	for p, ops := range d.Paths {
-		for m := range ops {
-			if !registered[m+" "+p] {
+		for m, op := range ops {
+			switch {
+			case m == "head" && registered["get "+p]:
+				// GET routes answer HEAD: the same statuses, no body.
+				for st := range ops["get"].Responses {
+					if _, ok := op.Responses[st]; !ok {
+						t.Errorf("HEAD %s does not document GET's status %s", p, st)
+					}
+				}
+			case !registered[m+" "+p]:
 				t.Errorf("docs/openapi.json documents %s %s, which the server does not register", strings.ToUpper(m), p)
+			}
+			// Every route answers an unknown method with 405 and sits
+			// among paths that answer 404.
+			for _, st := range []string{"404", "405"} {
+				if _, ok := op.Responses[st]; !ok {
+					t.Errorf("%s %s does not document %s", strings.ToUpper(m), p, st)
+				}
+			}
+		}
+		if _, ok := ops["get"]; ok {
+			if _, ok := ops["head"]; !ok {
+				t.Errorf("GET %s answers HEAD, which is not documented", p)
 			}
 		}
 	}
@@ -114,7 +134,13 @@ func TestOpenAPICoversErrorCodes(t *testing.T) {
 			}
 		}
 	}
-	note("404", d.Components.Responses["NotFound"])
+	for _, name := range []string{"NotFound", "MethodNotAllowed", "RequestTimeout", "AmbiguousFraming"} {
+		r, ok := d.Components.Responses[name]
+		if !ok {
+			t.Errorf("components.responses.%s is missing", name)
+		}
+		note(map[string]string{"NotFound": "404", "MethodNotAllowed": "405", "RequestTimeout": "408", "AmbiguousFraming": "400"}[name], r)
+	}
 	known := map[string]bool{}
 	for _, info := range server.ErrorCodes() {
 		c := string(info.Code)

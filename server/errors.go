@@ -20,7 +20,9 @@ type ErrorCode string
 // Error codes. docs/errors.md explains each one and what a client should do.
 const (
 	// CodeInvalidRequest (400): the body is not the JSON object the route
-	// expects (malformed, an unknown field, a wrong type, trailing data).
+	// expects (malformed, an unknown field, a field twice, a field name in
+	// another letter case, a wrong type, trailing data), or the request
+	// carried both Transfer-Encoding and Content-Length.
 	CodeInvalidRequest ErrorCode = "invalid_request"
 	// CodeMalformedCode (400): the code is empty, too long or not printable
 	// ASCII; it was not sent to WeChat.
@@ -41,6 +43,9 @@ const (
 	// CodeMethodNotAllowed (405): the route exists with another method (see
 	// the Allow header).
 	CodeMethodNotAllowed ErrorCode = "method_not_allowed"
+	// CodeRequestTimeout (408): the body did not arrive within the
+	// server's read deadline; nothing was sent to WeChat.
+	CodeRequestTimeout ErrorCode = "request_timeout"
 	// CodeCodeAlreadyUsed (409): the code was already exchanged for
 	// another caller (API key, appid or openid); its outcome is not
 	// disclosed.
@@ -93,6 +98,13 @@ const (
 	// CodeNotReady (503, /readyz only): an app has no usable token or a
 	// readiness check failed.
 	CodeNotReady ErrorCode = "not_ready"
+	// CodeAPISecurityMisconfigured (503): WeChat refused the request of the
+	// API security mode for a configuration reason (errcode 40234–40239);
+	// the message names the setting to check. The code was not used.
+	CodeAPISecurityMisconfigured ErrorCode = "api_security_misconfigured"
+	// CodeClockSkew (503): WeChat refused the request's timestamp (errcode
+	// 40240): this machine's clock is off. The code was not used.
+	CodeClockSkew ErrorCode = "clock_skew"
 	// CodeUpstreamTimeout (504): the deadline passed before this request
 	// sent the code, or while an earlier request with the same code is
 	// still running; retrying with the same code is safe and receives
@@ -120,6 +132,7 @@ func ErrorCodes() []ErrorInfo {
 		{CodeForbidden, []int{403}},
 		{CodeNotFound, []int{404}},
 		{CodeMethodNotAllowed, []int{405}},
+		{CodeRequestTimeout, []int{408}},
 		{CodeCodeAlreadyUsed, []int{409}},
 		{CodeTokenStillValid, []int{409}},
 		{CodeBodyTooLarge, []int{413}},
@@ -137,6 +150,8 @@ func ErrorCodes() []ErrorInfo {
 		{CodeStoreUnavailable, []int{503}},
 		{CodeShuttingDown, []int{503}},
 		{CodeNotReady, []int{503}},
+		{CodeAPISecurityMisconfigured, []int{503}},
+		{CodeClockSkew, []int{503}},
 		{CodeUpstreamTimeout, []int{504}},
 	}
 }
@@ -151,6 +166,7 @@ type apiError struct {
 	rid        string
 	retryAfter time.Duration
 	allow      string // Allow header for 405
+	close      bool   // answer with Connection: close
 	cause      error  // logged, never sent
 }
 
@@ -163,6 +179,7 @@ const (
 	msgOutcomeUnknown = "WeChat may have used the code but its answer was lost. Do not send this code again: ask the user to tap the button again."
 	msgInFlight       = "The deadline passed while an earlier request with the same code is still being exchanged. Retry with the same code to receive that exchange's outcome."
 	msgTimeout        = "The deadline passed before this request sent the code to WeChat. Retrying with the same code is safe."
+	msgUnverified     = "WeChat's answer failed verification (API security mode: unsigned, bad signature, unknown platform certificate or undecryptable) and was refused. WeChat may have used the code: do not send it again, ask the user to tap the button again; check WX_API_PLATFORM_CERT_FILE and WX_API_PLATFORM_CERT_SN."
 	// msgMayBeUsed ends the message of an error after an attempt that
 	// WeChat answered -1 (wxphone.ErrCodeMayBeUsed).
 	msgMayBeUsed = " An earlier attempt may have used the code (WeChat answered -1): retrying with the same code is safe, and answers outcome_unknown if WeChat did use it."
@@ -197,7 +214,11 @@ func classifyCause(err error) *apiError {
 		if wxphone.IsTimeout(err) {
 			status = http.StatusGatewayTimeout
 		}
-		return withWeChat(newError(status, CodeOutcomeUnknown, msgOutcomeUnknown))
+		msg := msgOutcomeUnknown
+		if errors.Is(err, wxphone.ErrAnswerUnverified) {
+			msg = msgUnverified
+		}
+		return withWeChat(newError(status, CodeOutcomeUnknown, msg))
 	case errors.Is(err, service.ErrForeignReplay):
 		return withWeChat(newError(http.StatusConflict, CodeCodeAlreadyUsed,
 			"This code was already exchanged by another caller (API key, appid or openid). Ask the user to tap the button again."))
@@ -228,6 +249,13 @@ func classifyCause(err error) *apiError {
 			e.retryAfter = d
 		}
 		return e
+	case errors.Is(err, wxphone.ErrAPISecurityConfig):
+		return withWeChat(newError(http.StatusServiceUnavailable, CodeAPISecurityMisconfigured,
+			"WeChat refused the request: the API security mode is misconfigured (errcode "+strconv.Itoa(ae.ErrCode)+"): "+
+				wxphone.APISecuritySettings(ae.ErrCode)+". WeChat refused this request before reading it, so it did not use the code: retry with the same code after fixing the configuration."))
+	case errors.Is(err, wxphone.ErrClockSkew):
+		return withWeChat(newError(http.StatusServiceUnavailable, CodeClockSkew,
+			"WeChat refused the request's timestamp (errcode 40240, clock skew): check this machine's clock (NTP). WeChat refused this request before reading it, so it did not use the code."))
 	case errors.Is(err, wxphone.ErrInvalidCode):
 		return withWeChat(newError(http.StatusUnprocessableEntity, CodeInvalidCode, "WeChat refused the code: it does not exist, expired or was already used. Ask the user to tap the button again."))
 	case errors.Is(err, wxphone.ErrAppIDMismatch):
@@ -249,6 +277,27 @@ func classifyCause(err error) *apiError {
 		return withWeChat(newError(http.StatusBadGateway, CodeUpstreamError, "WeChat refused the request (an unexpected status or errcode), or it could not be sent. Retry later with the same code."))
 	}
 	return withWeChat(newError(http.StatusInternalServerError, CodeInternalError, "Internal error."))
+}
+
+// classifyToken maps an error of the token routes: the same codes as
+// classify, with messages for a token client (there is no code there to
+// speak of).
+func classifyToken(err error) *apiError {
+	e := classify(err)
+	switch e.code {
+	case CodeTokenUnavailable:
+		e.msg = "No usable WeChat access token right now (WeChat refused the fetch, a cool-down, or the force-refresh budget is spent). Keep using a token you hold until it expires, retry after the delay in Retry-After, and do not fetch from WeChat yourself."
+	case CodeUpstreamTimeout:
+		e.msg = "The deadline passed before a token could be had. Retry shortly."
+	case CodeShuttingDown:
+		e.msg = "This instance is shutting down; retry on another one."
+	case CodeWeChatRateLimited:
+		e.msg = "WeChat's per-minute limit was reached. Retry after the delay in Retry-After."
+	case CodeWeChatBusy, CodeUpstreamError, CodeOutcomeUnknown:
+		e.code, e.status = CodeUpstreamError, http.StatusBadGateway
+		e.msg = "WeChat failed while a token was being fetched. Retry later."
+	}
+	return e
 }
 
 // isTokenFailure reports errors about the access token rather than the

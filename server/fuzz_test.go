@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/wxphone/wxphone"
+	"github.com/wxphone/wxphone/internal/contract"
 	"github.com/wxphone/wxphone/internal/logtest"
 	"github.com/wxphone/wxphone/server"
 	"github.com/wxphone/wxphone/service"
@@ -44,10 +45,11 @@ func (t inProcess) RoundTrip(r *http.Request) (*http.Response, error) {
 }
 
 type fuzzEnv struct {
-	emu     *wxmock.Server
-	handler http.Handler
-	logs    *logtest.Buffer
-	mu      sync.Mutex // one request at a time, so the log delta is its own
+	emu      *wxmock.Server
+	handler  http.Handler
+	contract *contract.Checker
+	logs     *logtest.Buffer
+	mu       sync.Mutex // one request at a time, so the log delta is its own
 }
 
 func newFuzzEnv(tb testing.TB) *fuzzEnv {
@@ -55,7 +57,7 @@ func newFuzzEnv(tb testing.TB) *fuzzEnv {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	e := &fuzzEnv{emu: emu, logs: &logtest.Buffer{}}
+	e := &fuzzEnv{emu: emu, logs: &logtest.Buffer{}, contract: checker(tb)}
 	logger := server.NewLogger(e.logs, slog.LevelDebug)
 	hc := &http.Client{Transport: inProcess{emu}}
 	c, err := wxphone.New(wxphone.Config{AppID: appA, Secret: secretA, BaseURL: "http://127.0.0.1", HTTPClient: hc, Logger: logger})
@@ -81,10 +83,11 @@ func newFuzzEnv(tb testing.TB) *fuzzEnv {
 
 // fuzzAnswer is one answer and the log lines written while it was made.
 type fuzzAnswer struct {
-	status int
-	header http.Header
-	body   []byte
-	logs   string
+	status   int
+	header   http.Header
+	body     []byte
+	logs     string
+	contract error // the answer against docs/openapi.json
 }
 
 // serve runs one request through the handler.
@@ -100,7 +103,8 @@ func (e *fuzzEnv) serve(method, path, rawQuery string, header map[string]string,
 	}
 	rec := httptest.NewRecorder()
 	e.handler.ServeHTTP(rec, req)
-	return fuzzAnswer{status: rec.Code, header: rec.Header(), body: rec.Body.Bytes(), logs: e.logs.String()[before:]}
+	cerr := e.contract.Check(req, rec.Code, rec.Header(), rec.Body.Bytes())
+	return fuzzAnswer{status: rec.Code, header: rec.Header(), body: rec.Body.Bytes(), logs: e.logs.String()[before:], contract: cerr}
 }
 
 // expand replaces the placeholders.
@@ -143,6 +147,9 @@ func checkShape(t *testing.T, a fuzzAnswer, allowed ...int) {
 	}
 	if !ok || a.status == http.StatusInternalServerError {
 		t.Fatalf("status %d: %s\nlogs: %s", a.status, a.body, a.logs)
+	}
+	if a.contract != nil {
+		t.Fatalf("the answer breaks docs/openapi.json: %v", a.contract)
 	}
 	if ct := a.header.Get("Content-Type"); ct != "application/json; charset=utf-8" {
 		t.Fatalf("Content-Type %q", ct)

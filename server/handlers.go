@@ -59,6 +59,7 @@ type phoneRequest struct {
 	Code   string `json:"code"`
 	AppID  string `json:"appid"`
 	OpenID string `json:"openid"`
+	Kind   string `json:"kind"`
 }
 
 type watermarkJSON struct {
@@ -91,12 +92,12 @@ func (s *Server) knownApp(appID string) string {
 
 func (s *Server) handlePhone(w http.ResponseWriter, r *http.Request, rc *reqCtx) {
 	var req phoneRequest
-	if e := decodeStrict(r, &req, "code, appid, openid"); e != nil {
+	if e := decodeFields(r, field{name: "code", dst: &req.Code}, field{name: "appid", dst: &req.AppID}, field{name: "openid", dst: &req.OpenID}, field{name: "kind", dst: &req.Kind}); e != nil {
 		s.writeError(w, rc, e)
 		return
 	}
 	rc.appID = s.knownApp(req.AppID)
-	res, err := s.svc.Exchange(r.Context(), service.Request{AppID: req.AppID, Code: req.Code, OpenID: req.OpenID, Caller: rc.caller})
+	res, err := s.svc.Exchange(r.Context(), service.Request{AppID: req.AppID, Code: req.Code, OpenID: req.OpenID, Kind: req.Kind, Caller: rc.caller})
 	if err != nil {
 		s.writeError(w, rc, classify(err))
 		return
@@ -154,7 +155,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request, rc *reqCtx)
 	rc.appID = s.knownApp(appID)
 	tok, err := s.svc.AccessToken(r.Context(), appID)
 	if err != nil {
-		s.writeError(w, rc, classify(err))
+		s.writeError(w, rc, classifyToken(err))
 		return
 	}
 	s.writeToken(w, tok)
@@ -167,7 +168,7 @@ type invalidateRequest struct {
 
 func (s *Server) handleInvalidate(w http.ResponseWriter, r *http.Request, rc *reqCtx) {
 	var req invalidateRequest
-	if e := decodeStrict(r, &req, "appid, access_token"); e != nil {
+	if e := decodeFields(r, field{name: "appid", dst: &req.AppID}, field{name: "access_token", dst: &req.AccessToken}); e != nil {
 		s.writeError(w, rc, e)
 		return
 	}
@@ -184,7 +185,7 @@ func (s *Server) handleInvalidate(w http.ResponseWriter, r *http.Request, rc *re
 	}
 	tok, err := s.svc.InvalidateToken(r.Context(), req.AppID, req.AccessToken)
 	if err != nil {
-		s.writeError(w, rc, classify(err))
+		s.writeError(w, rc, classifyToken(err))
 		return
 	}
 	s.writeToken(w, tok)

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/wxphone/wxphone"
+	"github.com/wxphone/wxphone/apisec"
+	"github.com/wxphone/wxphone/internal/contract"
 	"github.com/wxphone/wxphone/internal/logtest"
 	"github.com/wxphone/wxphone/metrics"
 	"github.com/wxphone/wxphone/ratelimit"
@@ -46,7 +48,14 @@ type envOpts struct {
 	checks          []server.Check
 	fallback        http.Handler
 	wrap            func(http.Handler) http.Handler // around the emulator
+	wrapServer      func(http.Handler) http.Handler // around the server's handler, inside the contract check
+	contract        contract.Reporter               // receives contract failures; default the test
 	noWarm          bool                            // do not fetch tokens before the test
+	serverCfg       func(*server.Config)            // adjusts the server's configuration
+	clientCfg       func(*wxphone.Config)           // adjusts each client's configuration
+	// apiSecurity, when set, puts each served app in the API security
+	// mode with the keys it returns (after configuring the emulator).
+	apiSecurity func(emu *wxmock.Server, appid string) *apisec.Keys
 }
 
 // env is the emulator, the service and the server, wired for real over
@@ -105,8 +114,15 @@ func newEnv(t *testing.T, o envOpts) *env {
 	t.Cleanup(e.up.CloseIdleConnections)
 	var clients []*wxphone.Client
 	for _, a := range o.served {
-		c, err := wxphone.New(wxphone.Config{AppID: a.AppID, Secret: wxphone.Secret(a.Secret), BaseURL: e.emuTS.URL,
-			HTTPClient: e.up, Logger: logger, Hooks: e.m.Hooks()})
+		cc := wxphone.Config{AppID: a.AppID, Secret: wxphone.Secret(a.Secret), BaseURL: e.emuTS.URL,
+			HTTPClient: e.up, Logger: logger, Hooks: e.m.Hooks()}
+		if o.apiSecurity != nil {
+			cc.APISecurity = o.apiSecurity(emu, a.AppID)
+		}
+		if o.clientCfg != nil {
+			o.clientCfg(&cc)
+		}
+		c, err := wxphone.New(cc)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -122,16 +138,35 @@ func newEnv(t *testing.T, o envOpts) *env {
 	}
 	e.svc = svc
 	t.Cleanup(func() { _ = svc.Close(context.Background()) })
-	srv, err := server.New(server.Config{
+	scfg := server.Config{
 		Service: svc, APIKeys: []string{keyPhone, keyPhone2, keyBoth}, TokenAPIKeys: []string{keyToken, keyBoth},
 		RateLimit: o.rate, Metrics: e.m, Logger: logger, RequestTimeout: o.requestTimeout,
 		ReadyChecks: o.checks, Fallback: o.fallback,
-	})
+	}
+	if o.serverCfg != nil {
+		o.serverCfg(&scfg)
+	}
+	srv, err := server.New(scfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.srv = srv
-	e.ts = httptest.NewServer(srv.Handler())
+	// Every answer the test receives is checked against docs/openapi.json.
+	sh := srv.Handler()
+	if o.wrapServer != nil {
+		sh = o.wrapServer(sh)
+	}
+	var rep contract.Reporter = t
+	if o.contract != nil {
+		rep = o.contract
+	}
+	ck := checker(t)
+	if o.fallback != nil {
+		// A Fallback's answers are its own: only the API's are checked
+		// (and a 404, which must have the documented shape).
+		ck = ck.Ignoring(func(p string) bool { return !ck.Documented(p) })
+	}
+	e.ts = httptest.NewServer(ck.Handler(rep, sh))
 	t.Cleanup(e.ts.Close)
 	e.hc = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	t.Cleanup(e.hc.CloseIdleConnections)

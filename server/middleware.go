@@ -7,9 +7,7 @@ import (
 	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"mime"
 	"net/http"
@@ -122,7 +120,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	h["X-Content-Type-Options"] = hdrNosniff
 
 	rt, allow := s.match(r)
-	if rt == nil && allow == "" && s.fallback != nil {
+	if rt == nil && allow == "" && s.fallback != nil && r.URL.RawPath == "" && !ambiguousFraming(r) {
 		rc.route = "other"
 		sw := &statusWriter{ResponseWriter: w}
 		defer s.finish(sw, r, rc, start)
@@ -155,11 +153,14 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 // stack).
 func (s *Server) admit(r *http.Request, rt *route, allow string, rc *reqCtx) *apiError {
 	switch {
+	case ambiguousFraming(r):
+		rc.route = "other"
+		return errAmbiguousFraming()
 	case rt == nil && allow == "":
 		rc.route = "other"
-		return newError(http.StatusNotFound, CodeNotFound, "No such route.")
+		return errNotFound()
 	case rt == nil:
-		rc.route = r.URL.Path // a known path: bounded
+		rc.route = routePath(r) // a known path: bounded
 		e := newError(http.StatusMethodNotAllowed, CodeMethodNotAllowed, "Method not allowed on this route; see the Allow header.")
 		e.allow = allow
 		return e
@@ -217,6 +218,7 @@ func (s *Server) finish(sw *statusWriter, r *http.Request, rc *reqCtx, start tim
 		status = http.StatusOK
 	}
 	elapsed := time.Since(start)
+	annotateSpan(r, rc)
 	s.metrics.Requests.WithLabelValues(rc.route, strconv.Itoa(status)).Inc()
 	s.metrics.RequestDuration.WithLabelValues(rc.route).Observe(elapsed.Seconds())
 
@@ -267,7 +269,7 @@ func (s *Server) finish(sw *statusWriter, r *http.Request, rc *reqCtx, start tim
 // match finds the route of r, or the Allow header value when the path
 // exists with other methods.
 func (s *Server) match(r *http.Request) (*route, string) {
-	rs := s.routes[r.URL.Path]
+	rs := s.routes[routePath(r)]
 	if len(rs) == 0 {
 		return nil, ""
 	}
@@ -284,20 +286,11 @@ func (s *Server) match(r *http.Request) (*route, string) {
 	return nil, strings.Join(methods, ", ")
 }
 
-// requestID accepts an incoming id of 1..MaxRequestIDLen printable ASCII
-// characters and otherwise generates one.
+// requestID keeps an incoming id that validRequestID accepts and
+// otherwise generates one (the refused one is never logged).
 func requestID(in string) string {
-	if n := len(in); n > 0 && n <= MaxRequestIDLen {
-		ok := true
-		for i := 0; i < n; i++ {
-			if c := in[i]; c <= ' ' || c > '~' {
-				ok = false
-				break
-			}
-		}
-		if ok {
-			return in
-		}
+	if validRequestID(in) {
+		return in
 	}
 	var b [12]byte
 	_, _ = rand.Read(b[:])
@@ -375,36 +368,6 @@ func errBodyTooLarge() *apiError {
 	return newError(http.StatusRequestEntityTooLarge, CodeBodyTooLarge, "The body exceeds "+strconv.Itoa(MaxBodyBytes)+" bytes.")
 }
 
-// decodeStrict decodes exactly one JSON object into v, refusing unknown
-// fields and trailing data. Messages never quote the body.
-func decodeStrict(r *http.Request, v any, fields string) *apiError {
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
-	err := dec.Decode(v)
-	if err == nil {
-		_, terr := dec.Token()
-		var mbe *http.MaxBytesError
-		switch {
-		case terr == io.EOF:
-			return nil
-		case errors.As(terr, &mbe):
-			return errBodyTooLarge()
-		}
-		return newError(http.StatusBadRequest, CodeInvalidRequest, "The body must hold exactly one JSON object.")
-	}
-	var mbe *http.MaxBytesError
-	var ute *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &mbe):
-		return errBodyTooLarge()
-	case strings.HasPrefix(err.Error(), "json: unknown field"):
-		return newError(http.StatusBadRequest, CodeInvalidRequest, "The body has an unknown field; allowed fields: "+fields+".")
-	case errors.As(err, &ute):
-		return newError(http.StatusBadRequest, CodeInvalidRequest, "A field of the body has the wrong type; allowed fields (all strings): "+fields+".")
-	}
-	return newError(http.StatusBadRequest, CodeInvalidRequest, "The body is not a valid JSON object.")
-}
-
 // writeJSON writes v as the JSON answer.
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	b, err := json.Marshal(v)
@@ -438,6 +401,9 @@ func (s *Server) writeError(w http.ResponseWriter, rc *reqCtx, e *apiError) {
 		h.Set("WWW-Authenticate", `Bearer realm="wxphone"`)
 	case e.allow != "":
 		h.Set("Allow", e.allow)
+	}
+	if e.close {
+		h.Set("Connection", "close")
 	}
 	if e.retryAfter > 0 {
 		h.Set("Retry-After", retryAfterSeconds(e.retryAfter))

@@ -5,7 +5,7 @@
 //	POST /v1/access-token/invalidate report a rejected token, get a new one (token keys)
 //	GET  /healthz                    process up
 //	GET  /readyz                     every app has a usable token
-//	GET  /metrics                    Prometheus metrics
+//	GET  /metrics                    Prometheus metrics (on Config.AdminAddr instead, when set)
 //
 // Every answer is JSON. Errors have the shape
 // {"error":{"code":"…","message":"…","errcode":N,"rid":"…","request_id":"…"}}
@@ -18,7 +18,12 @@
 // exchange's 200 body) into a log line, a header or an error body. Request
 // bodies are decoded strictly: unknown fields are refused with 400, so that
 // a misspelt "openid" cannot silently drop the binding the caller asked
-// for.
+// for, and so are a field given twice and a field name in another letter
+// case. The edge refuses what two HTTP implementations could read
+// differently: routing uses the path as sent (a percent-encoded slash or
+// letter reaches no route), Run closes a connection that carries a request
+// with both Transfer-Encoding and Content-Length, and an X-Request-Id
+// outside [A-Za-z0-9._-]{1,64} is replaced.
 package server
 
 import (
@@ -37,6 +42,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/wxphone/wxphone/metrics"
 	"github.com/wxphone/wxphone/ratelimit"
@@ -54,8 +60,9 @@ const (
 	DefaultShutdownTimeout = 30 * time.Second
 	// MinAPIKeyLen is the shortest API key accepted.
 	MinAPIKeyLen = 16
-	// MaxRequestIDLen bounds an incoming X-Request-Id; longer or
-	// non-printable ones are replaced by a generated id.
+	// MaxRequestIDLen bounds an incoming X-Request-Id; longer ones, and
+	// ones with other characters than [A-Za-z0-9._-], are replaced by a
+	// generated id.
 	MaxRequestIDLen = 64
 )
 
@@ -103,7 +110,9 @@ type Config struct {
 	// ReadyChecks are extra /readyz checks.
 	ReadyChecks []Check
 	// Fallback serves requests that match no API route (the demo page);
-	// default a JSON 404.
+	// default a JSON 404. It calls WriteNotFound for the paths it does not
+	// serve. A request whose path holds percent-encoding that is not
+	// needed (URL.RawPath set, as in /%64emo) never reaches it: 404.
 	Fallback http.Handler
 	// Addr is the listen address of ListenAndServe; default ":8080".
 	Addr string
@@ -114,6 +123,19 @@ type Config struct {
 	// h2c to its backends. Requests then share connections, so a request
 	// in flight costs a stream instead of a connection.
 	H2C bool
+	// AdminAddr, when set, moves GET /metrics off the API: the API
+	// answers it 404 like any unknown route, and ListenAndServe also
+	// listens on AdminAddr for AdminHandler (see RunAdmin).
+	AdminAddr string
+	// AdminPprof serves net/http/pprof under /debug/pprof/ on the admin
+	// address.
+	AdminPprof bool
+	// TracerProvider, when set, makes every API request but /healthz,
+	// /readyz and /metrics an OpenTelemetry server span named
+	// "<METHOD> <route>" that continues the caller's W3C traceparent and
+	// carries the outcome (route, appid, error code, errcode, rid,
+	// replayed), never a secret; nil: no tracing.
+	TracerProvider trace.TracerProvider
 }
 
 // Server is the HTTP API. Create it with New.
@@ -131,8 +153,12 @@ type Server struct {
 	noWarm   bool
 	h2c      bool
 	routes   map[string][]*route
-	promH    http.Handler
-	handler  http.Handler
+
+	adminAddr  string
+	adminPprof bool
+	adminH     http.Handler
+	promH      http.Handler
+	handler    http.Handler
 
 	closing  atomic.Bool
 	runOnce  sync.Once
@@ -186,6 +212,7 @@ func New(cfg Config) (*Server, error) {
 		svc: cfg.Service, limiter: cfg.Limiter, metrics: cfg.Metrics, log: cfg.Logger,
 		timeout: cfg.RequestTimeout, shutdown: cfg.ShutdownTimeout, checks: cfg.ReadyChecks,
 		fallback: cfg.Fallback, addr: cfg.Addr, noWarm: cfg.NoWarm, h2c: cfg.H2C,
+		adminAddr: cfg.AdminAddr, adminPprof: cfg.AdminPprof,
 	}
 	add := func(list []string, which string, phone bool) error {
 		for i, k := range list {
@@ -263,7 +290,14 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.promH = promhttp.HandlerFor(s.metrics.Registry, promhttp.HandlerOpts{})
 	s.routes = s.routeTable()
+	if s.adminAddr != "" {
+		delete(s.routes, PathMetrics) // served by AdminHandler only
+	}
 	s.handler = s.middleware()
+	if cfg.TracerProvider != nil {
+		s.handler = s.traced(s.handler, cfg.TracerProvider)
+	}
+	s.adminH = s.newAdminHandler()
 	return s, nil
 }
 
@@ -279,8 +313,12 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // Metrics returns the metrics the server records into.
 func (s *Server) Metrics() *metrics.Metrics { return s.metrics }
 
-// ListenAndServe listens on Config.Addr and calls Run.
+// ListenAndServe listens on Config.Addr and calls Run; with
+// Config.AdminAddr it also serves AdminHandler there until Run returns.
 func (s *Server) ListenAndServe(ctx context.Context) error {
+	if s.adminAddr != "" {
+		return s.listenAndServeWithAdmin(ctx)
+	}
 	ln, err := net.Listen("tcp", s.addr)
 	if err != nil {
 		return fmt.Errorf("server: listen: %w", err)
@@ -294,6 +332,10 @@ func (s *Server) ListenAndServe(ctx context.Context) error {
 // exchanges and stops the token refreshers. Unless NoWarm is set it also
 // fetches every app's token in the background until that succeeds, so that
 // /readyz turns ready without waiting for traffic. Run may be called once.
+//
+// Run also refuses, and closes, an HTTP/1 connection that carries a request
+// with both Transfer-Encoding and Content-Length; Handler served by another
+// http.Server cannot see those headers (net/http drops Content-Length).
 func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	first := false
 	s.runOnce.Do(func() { first = true })
@@ -310,6 +352,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		ConnContext:       connContext,
 	}
 	if s.h2c {
 		hs.Protocols = new(http.Protocols)
@@ -323,7 +366,7 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		go func() { defer warmDone.Done(); s.warm(warmCtx) }()
 	}
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- hs.Serve(ln) }()
+	go func() { serveErr <- hs.Serve(edgeListener{ln}) }()
 	s.log.Info("listening", "addr", ln.Addr().String(), "apps", s.svc.Apps())
 
 	var err error

@@ -29,6 +29,9 @@ type errData struct {
 	RID     string `json:"r,omitempty"`
 	Got     string `json:"g,omitempty"` // watermark appid
 	Want    string `json:"w,omitempty"`
+	// Unverified is the reason WeChat's answer failed verification (API
+	// security mode), for an outcome_unknown.
+	Unverified string `json:"v,omitempty"`
 }
 
 const (
@@ -52,6 +55,10 @@ func toOutcome(info *wxphone.PhoneInfo, err error) (out outcome, final bool) {
 		e := &errData{Kind: kindOutcomeUnknown}
 		if errors.As(err, &ae) {
 			e.ErrCode, e.ErrMsg, e.RID = ae.ErrCode, ae.ErrMsg, ae.RID
+		}
+		var ve *wxphone.VerificationError
+		if errors.As(err, &ve) {
+			e.Unverified = ve.Reason
 		}
 		return outcome{Err: e}, true
 	case errors.As(err, &we):
@@ -81,8 +88,11 @@ func (o outcome) result() (*wxphone.PhoneInfo, error) {
 		return nil, &wxphone.WatermarkError{Want: e.Want, Got: e.Got}
 	}
 	var cause error = errors.New("an earlier exchange of this code lost WeChat's answer")
-	if e.ErrCode != 0 {
+	switch {
+	case e.ErrCode != 0:
 		cause = &wxphone.APIError{Op: wxphone.OpPhoneNumber, ErrCode: e.ErrCode, ErrMsg: e.ErrMsg, RID: e.RID}
+	case e.Unverified != "":
+		cause = &wxphone.VerificationError{Op: wxphone.OpPhoneNumber, Reason: e.Unverified}
 	}
 	return nil, &wxphone.OutcomeUnknownError{Op: wxphone.OpPhoneNumber, Err: cause}
 }

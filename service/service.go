@@ -189,7 +189,18 @@ type Request struct {
 	// name or keyed hash, never the key itself); replays are served only
 	// to the same caller.
 	Caller string
+	// Kind optionally says which button produced the code: KindQuick
+	// (getPhoneNumber, ¥0.03 per grant) or KindRealtime
+	// (getRealtimePhoneNumber, ¥0.04). Both are exchanged the same way;
+	// the kind only labels the grants metric. "" counts as unspecified.
+	Kind string
 }
+
+// Code kinds of Request.Kind.
+const (
+	KindQuick    = "quick"
+	KindRealtime = "realtime"
+)
 
 // Result is a successful exchange.
 type Result struct {
@@ -261,6 +272,11 @@ func validate(req *Request) error {
 		if ch := req.OpenID[i]; ch <= ' ' || ch > '~' {
 			return &wxphone.InputError{Field: "openid", Reason: "must be printable ASCII without spaces"}
 		}
+	}
+	switch req.Kind {
+	case "", KindQuick, KindRealtime:
+	default:
+		return &wxphone.InputError{Field: "kind", Reason: `must be "quick" or "realtime"`}
 	}
 	return nil
 }
@@ -368,13 +384,15 @@ func (s *Service) exchange(parent context.Context, c *wxphone.Client, key string
 	}()
 	ctx, cancel := context.WithTimeout(parent, s.timeout)
 	defer cancel()
-	info, err := c.PhoneNumber(ctx, req.Code)
-	return s.record(parent, c.AppID(), key, claim, info, err)
+	// The openid goes to WeChat too (unless the app's binding is off),
+	// which then checks that the code belongs to that user.
+	info, err := c.Exchange(ctx, wxphone.PhoneRequest{Code: req.Code, OpenID: req.OpenID})
+	return s.record(parent, c.AppID(), req.Kind, key, claim, info, err)
 }
 
 // record counts an exchange's outcome and gives it to the ledger: a final
 // one is kept for the code's life, anything else releases the claim.
-func (s *Service) record(parent context.Context, appID, key string, claim *ledger.Claim, info *wxphone.PhoneInfo, err error) (*Result, error) {
+func (s *Service) record(parent context.Context, appID, kind, key string, claim *ledger.Claim, info *wxphone.PhoneInfo, err error) (*Result, error) {
 	if claim.Tainted() && errors.Is(err, wxphone.ErrInvalidCode) {
 		// The code may have been used before this claim: a 40029 says
 		// nothing about this caller's exchange.
@@ -400,6 +418,10 @@ func (s *Service) record(parent context.Context, appID, key string, claim *ledge
 	if err != nil {
 		return nil, err
 	}
+	if kind == "" {
+		kind = "unspecified"
+	}
+	s.metrics.Grants.WithLabelValues(appID, kind).Inc()
 	return &Result{AppID: appID, Phone: *info}, nil
 }
 
@@ -412,8 +434,11 @@ func mayHaveUsed(err error) bool {
 		return true
 	}
 	var ae *wxphone.APIError
+	// The API security mode's refusals (40230–40240) come before WeChat
+	// reads the request: the code was not used.
 	return errors.As(err, &ae) && ae.Op == wxphone.OpPhoneNumber &&
-		!errors.Is(err, wxphone.ErrTokenInvalid) && !errors.Is(err, wxphone.ErrRateLimited)
+		!errors.Is(err, wxphone.ErrTokenInvalid) && !errors.Is(err, wxphone.ErrRateLimited) &&
+		!errors.Is(err, wxphone.ErrAPISecurity)
 }
 
 // replayed opens a stored outcome.

@@ -34,11 +34,13 @@ type faultRequest struct {
 type configRequest struct {
 	CountryCodeAsNumber     *bool `json:"country_code_as_number"`
 	PhoneRateLimitPerMinute *int  `json:"phone_rate_limit_per_minute"`
+	OpenIDMismatchErrcode   *int  `json:"openid_mismatch_errcode"`
 }
 
 type configResponse struct {
 	CountryCodeAsNumber     bool  `json:"country_code_as_number"`
 	PhoneRateLimitPerMinute int64 `json:"phone_rate_limit_per_minute"`
+	OpenIDMismatchErrcode   int64 `json:"openid_mismatch_errcode"`
 }
 
 type clockRequest struct {
@@ -82,8 +84,14 @@ func (s *Server) serveAdmin(w http.ResponseWriter, r *http.Request) {
 		rt = route{[]string{http.MethodGet, http.MethodPost}, s.adminConfig}
 	case "/admin/stats":
 		rt = route{[]string{http.MethodGet}, s.adminStats}
+	case "/admin/api-security":
+		rt = route{[]string{http.MethodGet, http.MethodPost}, s.adminAPISecurity}
+	case "/admin/api-security/rotate":
+		rt = route{[]string{http.MethodPost}, s.adminRotate}
 	case "/admin/stats/reset":
 		rt = route{[]string{http.MethodPost}, s.adminStatsReset}
+	case "/admin/quota":
+		rt = route{[]string{http.MethodPost}, s.adminQuota}
 	default:
 		writeAdmin(w, http.StatusNotFound, adminError{"not found"})
 		return
@@ -309,6 +317,12 @@ func (s *Server) adminConfig(w http.ResponseWriter, r *http.Request) {
 				return
 			}
 		}
+		if req.OpenIDMismatchErrcode != nil {
+			if err := s.SetOpenIDMismatchErrcode(*req.OpenIDMismatchErrcode); err != nil {
+				badRequest(w, err)
+				return
+			}
+		}
 		if req.CountryCodeAsNumber != nil {
 			s.SetCountryCodeAsNumber(*req.CountryCodeAsNumber)
 		}
@@ -316,6 +330,7 @@ func (s *Server) adminConfig(w http.ResponseWriter, r *http.Request) {
 	writeAdmin(w, http.StatusOK, configResponse{
 		CountryCodeAsNumber:     s.ccNumber.Load(),
 		PhoneRateLimitPerMinute: s.phoneRate.Load(),
+		OpenIDMismatchErrcode:   s.openidErr.Load(),
 	})
 }
 
@@ -326,4 +341,51 @@ func (s *Server) adminStats(w http.ResponseWriter, _ *http.Request) {
 func (s *Server) adminStatsReset(w http.ResponseWriter, _ *http.Request) {
 	s.ResetStats()
 	writeAdmin(w, http.StatusOK, struct{}{})
+}
+
+func (s *Server) adminAPISecurity(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodGet {
+		in, err := s.APISecurityCert(r.URL.Query().Get("appid"))
+		if err != nil {
+			badRequest(w, err)
+			return
+		}
+		writeAdmin(w, http.StatusOK, in)
+		return
+	}
+	var req apiSecurityRequest
+	if err := decodeAdmin(r, &req); err != nil {
+		badRequest(w, err)
+		return
+	}
+	cfg, err := s.parseAPISecurity(req)
+	if err != nil {
+		badRequest(w, err)
+		return
+	}
+	in, err := s.SetAPISecurity(req.AppID, cfg)
+	if err != nil {
+		badRequest(w, err)
+		return
+	}
+	writeAdmin(w, http.StatusOK, in)
+}
+
+type rotateRequest struct {
+	AppID  string `json:"appid"`
+	Finish bool   `json:"finish"`
+}
+
+func (s *Server) adminRotate(w http.ResponseWriter, r *http.Request) {
+	var req rotateRequest
+	if err := decodeAdmin(r, &req); err != nil {
+		badRequest(w, err)
+		return
+	}
+	in, err := s.RotatePlatformCert(req.AppID, req.Finish)
+	if err != nil {
+		badRequest(w, err)
+		return
+	}
+	writeAdmin(w, http.StatusOK, in)
 }

@@ -95,8 +95,12 @@ func (f *Fault) validate() error {
 			return errors.New("status must be 200..599")
 		}
 	case FaultDropAfterConsume, FaultResetBeforeRead:
+	case FaultUnsignedSuccess, FaultBadSignature:
+		if f.Endpoint != EndpointPhone {
+			return errors.New(`unsigned_success and bad_signature apply only to the "phone" endpoint`)
+		}
 	default:
-		return errors.New(`kind must be one of "latency", "errcode", "http_status", "drop_after_consume", "reset_before_read"`)
+		return errors.New(`kind must be one of "latency", "errcode", "http_status", "drop_after_consume", "reset_before_read", "unsigned_success", "bad_signature"`)
 	}
 	return nil
 }

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/wxphone/wxphone/apisec"
 )
 
 const (
@@ -23,6 +25,8 @@ const (
 //	POST /wxa/business/getuserphonenumber
 //	GET  /sns/jscode2session
 //	GET  /cgi-bin/get_api_domain_ip
+//	POST /cgi-bin/openapi/quota/get
+//	POST /cgi-bin/openapi/rid/get
 //	     /admin/…
 //
 // Every other path answers 404.
@@ -42,6 +46,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveWeChat(w, r, epSession)
 	case "/cgi-bin/get_api_domain_ip":
 		s.serveWeChat(w, r, epDomainIP)
+	case CGIPathQuotaGet, CGIPathRIDGet:
+		s.serveOpenAPI(w, r, p)
 	default:
 		if strings.HasPrefix(p, "/admin/") {
 			s.serveAdmin(w, r)
@@ -59,8 +65,11 @@ type wxRequest struct {
 	query  url.Values
 	parsed bool
 
-	bodyErr  int // 0, 44002 (empty) or 47001 (too large, unreadable, malformed)
+	bodyErr  int    // 0, 44002 (empty) or 47001 (too large, unreadable, malformed)
+	raw      []byte // the body read: for rid/get, and a sealed request's, opened in process
 	code     string
+	openid   string // getuserphonenumber's optional openid
+	sealed   bool   // the request carries the API security mode's headers
 	stable   stableRequest
 	stableOK bool
 }
@@ -73,7 +82,8 @@ type stableRequest struct {
 }
 
 type phoneRequest struct {
-	Code string `json:"code"`
+	Code   string `json:"code"`
+	OpenID string `json:"openid"`
 }
 
 func (q *wxRequest) params() url.Values {
@@ -120,6 +130,7 @@ func (q *wxRequest) parse() {
 		if q.bodyErr = ec; ec != 0 {
 			return
 		}
+		q.raw = b
 		if json.Unmarshal(b, &q.stable) != nil {
 			q.bodyErr = 47001
 			return
@@ -130,12 +141,17 @@ func (q *wxRequest) parse() {
 		if q.bodyErr = ec; ec != 0 {
 			return
 		}
+		q.raw = b
+		if isSealed(q.r.Header) {
+			q.sealed = true
+			return
+		}
 		var pr phoneRequest
 		if json.Unmarshal(b, &pr) != nil {
 			q.bodyErr = 47001
 			return
 		}
-		q.code = pr.Code
+		q.code, q.openid = pr.Code, pr.OpenID
 	case epSession:
 		q.code = q.params().Get("js_code")
 	}
@@ -157,11 +173,13 @@ func (s *Server) faultAppID(q *wxRequest) string {
 // wxResult is the answer normal processing produced.
 type wxResult struct {
 	errcode int
-	body    []byte // success body when errcode == 0
-	known   bool   // the request's code is a minted or load-mode code
+	body    []byte        // success body when errcode == 0
+	known   bool          // the request's code is a minted or load-mode code
+	sealed  *sealedAnswer // a success to a sealed request is sealed
 }
 
 func (s *Server) serveWeChat(w http.ResponseWriter, r *http.Request, ep endpointIdx) {
+	start := time.Now()
 	q := &wxRequest{r: r, ep: ep}
 	var o outcome
 	var delay time.Duration
@@ -192,8 +210,9 @@ func (s *Server) serveWeChat(w http.ResponseWriter, r *http.Request, ep endpoint
 	}
 	now := s.Now()
 	var res wxResult
-	if f == nil || f.Kind == FaultDropAfterConsume || f.Consume {
+	if f == nil || f.Kind == FaultDropAfterConsume || f.Kind == FaultUnsignedSuccess || f.Kind == FaultBadSignature || f.Consume {
 		res = s.process(q, now)
+		o.code = q.code // known only now for a sealed request
 		o.codeNew = res.known
 	} else if o.code != "" {
 		o.codeNew = s.codeKnown(ep, o.code)
@@ -216,6 +235,20 @@ func (s *Server) serveWeChat(w http.ResponseWriter, r *http.Request, ep endpoint
 	case f == nil:
 		o.errcode, o.answered = res.errcode, res.errcode == 0
 		s.stats.record(ep, &o)
+		if rid, body := s.writeResult(w, now, res); rid != "" {
+			s.recordFailure(q, rid, start, now, body)
+		}
+	case f.Kind == FaultUnsignedSuccess:
+		o.errcode, o.answered = res.errcode, res.errcode == 0
+		s.stats.record(ep, &o)
+		res.sealed = nil
+		s.writeResult(w, now, res)
+	case f.Kind == FaultBadSignature:
+		o.errcode, o.answered = res.errcode, res.errcode == 0
+		s.stats.record(ep, &o)
+		if res.sealed != nil {
+			res.sealed.corrupt = true
+		}
 		s.writeResult(w, now, res)
 	case f.Kind == FaultDropAfterConsume:
 		o.errcode, o.answered, o.dropped = res.errcode, res.errcode == 0, true
@@ -228,7 +261,8 @@ func (s *Server) serveWeChat(w http.ResponseWriter, r *http.Request, ep endpoint
 		if msg == "" {
 			msg = errText(f.Errcode)
 		}
-		s.writeError(w, now, f.Errcode, msg)
+		rid, body := s.writeError(w, now, f.Errcode, msg)
+		s.recordFailure(q, rid, start, now, body)
 	default: // FaultHTTPStatus
 		o.status = f.Status
 		s.stats.record(ep, &o)
@@ -261,6 +295,7 @@ func (s *Server) process(q *wxRequest, now time.Time) wxResult {
 			return wxResult{errcode: 43001}
 		}
 		p := q.params()
+		s.countCall(p.Get("appid"), CGIPathToken, now)
 		return tokenBody(s.fetchClassic(p.Get("grant_type"), p.Get("appid"), p.Get("secret"), now))
 	case epStable:
 		if m != http.MethodPost {
@@ -270,6 +305,7 @@ func (s *Server) process(q *wxRequest, now time.Time) wxResult {
 			return wxResult{errcode: q.bodyErr}
 		}
 		st := &q.stable
+		s.countCall(st.AppID, CGIPathStableToken, now)
 		return tokenBody(s.fetchStable(st.GrantType, st.AppID, st.Secret, st.ForceRefresh, now))
 	case epPhone:
 		if m != http.MethodPost {
@@ -283,11 +319,32 @@ func (s *Server) process(q *wxRequest, now time.Time) wxResult {
 		if ec != 0 {
 			return wxResult{errcode: ec}
 		}
+		s.countCall(appid, CGIPathPhone, now)
 		if q.bodyErr != 0 {
 			return wxResult{errcode: q.bodyErr}
 		}
-		body, ec, known := s.redeemPhone(appid, q.code, now)
-		return wxResult{errcode: ec, body: body, known: known}
+		var sealed *sealedAnswer
+		sec := s.secOf(appid)
+		switch {
+		case q.sealed && sec == nil:
+			return wxResult{errcode: apisec.ErrcodeNoSymKey}
+		case q.sealed:
+			urlPath := requestURLPath(q.r)
+			req, rerr := sec.platform.OpenRequest(urlPath, appid, q.r.Header, q.raw, now)
+			if rerr != nil {
+				return wxResult{errcode: rerr.Errcode}
+			}
+			var pr phoneRequest
+			if json.Unmarshal(req.Params, &pr) != nil {
+				return wxResult{errcode: 47001}
+			}
+			q.code, q.openid = pr.Code, pr.OpenID
+			sealed = &sealedAnswer{platform: &sec.platform, urlPath: urlPath}
+		case sec != nil && sec.required:
+			return wxResult{errcode: apisec.ErrcodeMissingSignature}
+		}
+		body, ec, known := s.redeemPhone(appid, q.code, q.openid, now)
+		return wxResult{errcode: ec, body: body, known: known, sealed: sealed}
 	case epDomainIP:
 		if m != http.MethodGet {
 			return wxResult{errcode: 43001}
@@ -342,30 +399,62 @@ func tokenBody(t tokenResult) wxResult {
 	return wxResult{body: b}
 }
 
-func (s *Server) writeResult(w http.ResponseWriter, now time.Time, res wxResult) {
+// writeResult writes res; for an error it returns the rid and body written.
+func (s *Server) writeResult(w http.ResponseWriter, now time.Time, res wxResult) (rid string, body []byte) {
 	if res.errcode != 0 {
-		s.writeError(w, now, res.errcode, errText(res.errcode))
-		return
+		return s.writeError(w, now, res.errcode, errText(res.errcode))
+	}
+	out := res.body
+	if sa := res.sealed; sa != nil {
+		b, h, err := sa.platform.SealResponse(sa.urlPath, res.body, now)
+		if err != nil {
+			return s.writeError(w, now, -1, errText(-1))
+		}
+		if sa.corrupt {
+			sig := h[apisec.HeaderSignature][0]
+			h[apisec.HeaderSignature] = []string{flipBase64(sig)}
+		}
+		for k, v := range h {
+			w.Header()[k] = v
+		}
+		out = b
 	}
 	w.Header().Set("Content-Type", contentTypeJSON)
 	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(res.body)
+	_, _ = w.Write(out)
+	return "", nil
+}
+
+// flipBase64 changes the first character of a base64 signature, keeping
+// it valid base64 that no longer verifies.
+func flipBase64(s string) string {
+	if s == "" {
+		return "AAAA"
+	}
+	c := byte('A')
+	if s[0] == 'A' {
+		c = 'B'
+	}
+	return string(c) + s[1:]
 }
 
 // writeError writes a WeChat business error: HTTP 200, text/plain,
-// {"errcode":N,"errmsg":"<msg> rid: xxxxxxxx-xxxxxxxx-xxxxxxxx"}.
-func (s *Server) writeError(w http.ResponseWriter, now time.Time, errcode int, msg string) {
+// {"errcode":N,"errmsg":"<msg> rid: xxxxxxxx-xxxxxxxx-xxxxxxxx"}. It
+// returns the rid and the body.
+func (s *Server) writeError(w http.ResponseWriter, now time.Time, errcode int, msg string) (string, []byte) {
 	b := make([]byte, 0, 64+len(msg)+26)
 	b = append(b, `{"errcode":`...)
 	b = strconv.AppendInt(b, int64(errcode), 10)
 	b = append(b, `,"errmsg":"`...)
 	b = appendJSONText(b, msg)
 	b = append(b, " rid: "...)
-	b = append(b, s.rid(now)...)
+	rid := s.rid(now)
+	b = append(b, rid...)
 	b = append(b, `"}`...)
 	w.Header().Set("Content-Type", contentTypeError)
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(b)
+	return rid, b
 }
 
 // appendJSONText appends v escaped for use inside a JSON string. v is valid
@@ -409,6 +498,30 @@ func errText(errcode int) string {
 		return "invalid ip, not in whitelist"
 	case 40226:
 		return "code blocked"
+	case 40003:
+		return "invalid openid"
+	case 40230:
+		return "missing Wechatmp-Serial"
+	case 40231:
+		return "missing timestamp"
+	case 40232:
+		return "missing signature"
+	case 40233:
+		return "missing appid"
+	case 40234:
+		return "invalid signature"
+	case 40235:
+		return "invalid encryption"
+	case 40236:
+		return "invalid Wechatmp-Appid"
+	case 40237:
+		return "Wechatmp-Appid not match access_token"
+	case 40238:
+		return "no symmetric key configured"
+	case 40239:
+		return "no public key configured"
+	case 40240:
+		return "timestamp expired"
 	case 41001:
 		return "access_token missing"
 	case 41002:

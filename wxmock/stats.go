@@ -3,6 +3,7 @@ package wxmock
 import (
 	"maps"
 	"sync"
+	"sync/atomic"
 )
 
 // Stats is a snapshot of the emulator's counters, as served by
@@ -15,6 +16,9 @@ type Stats struct {
 	Codes map[string]CodeStats `json:"codes"`
 	// Apps holds per-app token counters, keyed by appid.
 	Apps map[string]AppStats `json:"apps"`
+	// RealtimeGrants counts exchanged codes minted with
+	// PhoneGrant.Realtime (billed ¥0.04 by WeChat; the others ¥0.03).
+	RealtimeGrants int64 `json:"realtime_grants"`
 }
 
 // EndpointsStats groups the counters of the WeChat endpoints.
@@ -123,9 +127,10 @@ type codeCounters struct {
 }
 
 type statsStore struct {
-	mu    sync.Mutex
-	eps   [numEndpoints]endpointCounters
-	codes map[string]codeCounters
+	mu       sync.Mutex
+	eps      [numEndpoints]endpointCounters
+	codes    map[string]codeCounters
+	realtime atomic.Int64 // realtime-verification codes exchanged
 }
 
 func (st *statsStore) init() {
@@ -195,7 +200,7 @@ func (st *statsStore) record(ep endpointIdx, o *outcome) {
 
 // Stats returns a snapshot of all counters.
 func (s *Server) Stats() Stats {
-	out := Stats{Codes: map[string]CodeStats{}, Apps: map[string]AppStats{}}
+	out := Stats{Codes: map[string]CodeStats{}, Apps: map[string]AppStats{}, RealtimeGrants: s.stats.realtime.Load()}
 	s.appMu.RLock()
 	for id, a := range s.apps {
 		out.Apps[id] = AppStats{
@@ -246,4 +251,5 @@ func (s *Server) ResetStats() {
 	s.stats.mu.Lock()
 	s.stats.init()
 	s.stats.mu.Unlock()
+	s.stats.realtime.Store(0)
 }

@@ -57,6 +57,7 @@ func (t *tokenRec) deadline() time.Time {
 type appState struct {
 	id     string
 	secret string
+	sec    *secState // API security mode; nil when not configured
 
 	issued  []*tokenRec // both kinds, in issuance order
 	classic *tokenRec   // latest classic token

@@ -1,7 +1,9 @@
 // Package wxmock is an in-process emulator of the WeChat Mini Program
 // server APIs used by the phone-number flow: /cgi-bin/token,
 // /cgi-bin/stable_token, /wxa/business/getuserphonenumber and
-// /sns/jscode2session.
+// /sns/jscode2session, plus the two management APIs that observe them:
+// /cgi-bin/openapi/quota/get (daily quotas) and /cgi-bin/openapi/rid/get
+// (the request behind a failed call's rid).
 //
 // A [Server] is an [http.Handler]. Besides the WeChat endpoints it serves an
 // admin API under /admin/ that mints phone codes, login codes and legacy
@@ -17,7 +19,8 @@
 // single use and live for 5 minutes. docs/emulator.md describes the full
 // behaviour.
 //
-// The package imports only the standard library.
+// The package imports only the standard library and package apisec (which
+// imports only the standard library).
 package wxmock
 
 import (
@@ -30,6 +33,8 @@ import (
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
+
+	"github.com/wxphone/wxphone/apisec"
 )
 
 // Endpoint names used by faults and statistics.
@@ -64,6 +69,14 @@ const (
 	// FaultResetBeforeRead closes the connection with a TCP RST before the
 	// request body is read; nothing is processed.
 	FaultResetBeforeRead = "reset_before_read"
+	// FaultUnsignedSuccess (phone, API security mode) processes the request
+	// normally, consuming the code, then answers the success in plaintext,
+	// unsigned: a client must refuse it.
+	FaultUnsignedSuccess = "unsigned_success"
+	// FaultBadSignature (phone, API security mode) processes the request
+	// normally, consuming the code, then answers the sealed success with a
+	// signature that does not verify.
+	FaultBadSignature = "bad_signature"
 )
 
 // Defaults and fixed protocol constants.
@@ -136,10 +149,27 @@ type Options struct {
 	// PhoneRateLimit is the number of getuserphonenumber calls per app per
 	// emulated minute before 45011; 0 means unlimited.
 	PhoneRateLimit int
+	// QuotaDailyLimits sets the daily limit that
+	// /cgi-bin/openapi/quota/get reports per cgi path (e.g.
+	// CGIPathPhone); unlisted paths report [DefaultQuotaDailyLimit]
+	// (/cgi-bin/token: ClassicDailyLimit). Reported, not enforced.
+	QuotaDailyLimits map[string]int
 	// Logger receives operational logs; nil discards them. The emulator
 	// never logs codes, tokens, secrets or full phone numbers.
 	Logger *slog.Logger
+	// OpenIDMismatchErrcode is the errcode of a getuserphonenumber call
+	// whose openid is not the user the code was minted for; default
+	// [DefaultOpenIDMismatchErrcode]. WeChat does not document it.
+	OpenIDMismatchErrcode int
+	// KeyExtension parses app public keys of algorithms beyond RSA (the
+	// national algorithms) for the admin API; nil: RSA only.
+	KeyExtension apisec.Extension
 }
+
+// DefaultOpenIDMismatchErrcode is the emulator's errcode for an openid
+// that does not match the code's user: 40003, WeChat's "invalid openid".
+// The real errcode for this case is not documented.
+const DefaultOpenIDMismatchErrcode = 40003
 
 // Server is the emulator. It is safe for concurrent use. Create it with
 // [New].
@@ -155,6 +185,8 @@ type Server struct {
 	ent           entropy
 	ccNumber      atomic.Bool
 	phoneRate     atomic.Int64
+	openidErr     atomic.Int64
+	keyExt        apisec.Extension
 
 	appMu  sync.RWMutex
 	apps   map[string]*appState
@@ -171,8 +203,9 @@ type Server struct {
 	sessions   map[string]string // appid + "\x00" + openid -> session_key
 	loginSweep int
 
-	faults faultStore
-	stats  statsStore
+	faults  faultStore
+	stats   statsStore
+	openapi openapiState
 }
 
 // New validates opts and returns a ready emulator.
@@ -237,7 +270,18 @@ func New(opts Options) (*Server, error) {
 	}
 	s.ccNumber.Store(opts.CountryCodeAsNumber)
 	s.phoneRate.Store(int64(opts.PhoneRateLimit))
+	if opts.OpenIDMismatchErrcode == 0 {
+		opts.OpenIDMismatchErrcode = DefaultOpenIDMismatchErrcode
+	}
+	s.openidErr.Store(int64(opts.OpenIDMismatchErrcode))
+	s.keyExt = opts.KeyExtension
 	s.stats.init()
+	s.openapi.init()
+	for p, n := range opts.QuotaDailyLimits {
+		if err := s.SetQuotaDailyLimit(p, n); err != nil {
+			return nil, fmt.Errorf("wxmock: Options.QuotaDailyLimits[%q]: %w", truncate(p, 64), err)
+		}
+	}
 	for _, a := range opts.Apps {
 		if err := s.AddApp(a); err != nil {
 			return nil, err
@@ -273,6 +317,16 @@ func (s *Server) SetPhoneRateLimit(perMinute int) error {
 		return errors.New("phone rate limit must not be negative")
 	}
 	s.phoneRate.Store(int64(perMinute))
+	return nil
+}
+
+// SetOpenIDMismatchErrcode sets the errcode of an exchange whose openid is
+// not the code's user (non-zero).
+func (s *Server) SetOpenIDMismatchErrcode(errcode int) error {
+	if errcode == 0 {
+		return errors.New("openid mismatch errcode must be non-zero")
+	}
+	s.openidErr.Store(int64(errcode))
 	return nil
 }
 

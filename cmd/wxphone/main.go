@@ -3,6 +3,8 @@
 //	wxphone serve     run the HTTP API (configured by environment and flags)
 //	wxphone mock      run the WeChat emulator alone
 //	wxphone demo      run the emulator and the service with a demo page
+//	wxphone quota     print WeChat's daily quotas of each configured app
+//	wxphone rid       look up a failed WeChat call by its rid
 //	wxphone version   print the version
 //	wxphone healthcheck  probe /healthz of a running serve (exit 0 or 1)
 //
@@ -49,6 +51,8 @@ Usage:
   wxphone serve [flags]     run the HTTP API (see wxphone serve -h)
   wxphone mock [flags]      run the WeChat emulator alone
   wxphone demo [flags]      run the emulator and the service, with a demo page
+  wxphone quota [flags]     print WeChat's daily quotas of each configured app
+  wxphone rid [flags] RID   look up a failed WeChat call by its rid (secrets masked)
   wxphone version           print the version
   wxphone healthcheck       probe /healthz of a running serve (for HEALTHCHECK)
 
@@ -69,6 +73,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		err = mock(ctx, args[1:], stdout, getenv)
 	case "demo":
 		err = runDemo(ctx, args[1:], stdout, stderr)
+	case "quota":
+		err = quotaCmd(ctx, args[1:], stdout, stderr, getenv)
+	case "rid":
+		err = ridCmd(ctx, args[1:], stdout, stderr, getenv)
 	case "healthcheck":
 		err = healthcheck(ctx, args[1:], stdout, stderr, getenv)
 	case "version", "--version", "-version":
@@ -129,7 +137,12 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 	if err != nil {
 		return err
 	}
-	r, err := build(ctx, cfg, stdout)
+	tp, err := setupTracing(ctx, cfg, stdout)
+	if err != nil {
+		return err
+	}
+	defer stopTracing(tp)
+	r, err := build(ctx, cfg, stdout, replica.Options{TracerProvider: tp.TracerProvider()})
 	if err != nil {
 		return err
 	}
@@ -171,11 +184,16 @@ func envBool(getenv func(string) string, key string) bool {
 
 // build wires a replica from cfg (see package replica); go-redis's own
 // messages go to the same log.
-func build(ctx context.Context, cfg *config.Config, logOut io.Writer) (*replica.Replica, error) {
+func build(ctx context.Context, cfg *config.Config, logOut io.Writer, opts ...replica.Options) (*replica.Replica, error) {
 	if cfg.RedisURL != "" {
 		redis.SetLogger(server.NewLogger(logOut, cfg.LogLevel))
 	}
-	return replica.Build(ctx, cfg, replica.Options{LogOut: logOut})
+	var o replica.Options
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	o.LogOut = logOut
+	return replica.Build(ctx, cfg, o)
 }
 
 // appsFlag collects repeated --app appid:secret values.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/wxphone/wxphone/config"
+	"github.com/wxphone/wxphone/internal/contract"
 	"github.com/wxphone/wxphone/internal/logtest"
 	"github.com/wxphone/wxphone/server"
 	"github.com/wxphone/wxphone/wxmock"
@@ -91,10 +92,21 @@ func TestServeWiring(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, _ := http.NewRequest("POST", "http://"+ln.Addr().String()+server.PathPhoneNumber, strings.NewReader(`{"code":"`+code+`"}`))
+	// Every answer is checked against docs/openapi.json.
+	p, err := contract.FindDoc()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ck, err := contract.Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := &http.Client{Transport: ck.Transport(t, nil)}
+	base := "http://" + ln.Addr().String()
+	req, _ := http.NewRequest("POST", base+server.PathPhoneNumber, strings.NewReader(`{"code":"`+code+`"}`))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer wiring-api-key-0123456789")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,6 +114,26 @@ func TestServeWiring(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 || !strings.Contains(string(b), "13944445555") {
 		t.Fatalf("exchange: %d %s", resp.StatusCode, b)
+	}
+	// The other routes of the wired server, each checked by the contract.
+	for _, tc := range []struct {
+		method, path string
+		status       int
+	}{
+		{"GET", server.PathHealthz, 200}, {"HEAD", server.PathHealthz, 200}, {"GET", server.PathReadyz, 200},
+		{"HEAD", server.PathMetrics, 200}, {"GET", server.PathAccessToken, 401}, {"DELETE", server.PathPhoneNumber, 405},
+		{"GET", "/v1/phone-number/", 404}, {"GET", "/%6Detrics", 404},
+	} {
+		req, _ := http.NewRequest(tc.method, base+tc.path, nil)
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status {
+			t.Errorf("%s %s: %d, want %d", tc.method, tc.path, resp.StatusCode, tc.status)
+		}
 	}
 	cancel()
 	if err := <-errc; err != nil {

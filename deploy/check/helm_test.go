@@ -24,12 +24,6 @@ import (
 
 const chartDir = "../helm/wxphone"
 
-// pendingSettings are variables the chart sets (metrics.adminPort) that
-// issue 13's admin address adds to wxphone on another branch at the same
-// time; until config.Settings lists one, it is logged instead of failing.
-// Delete this list when that work is merged.
-var pendingSettings = map[string]bool{"WXPHONE_ADMIN_ADDR": true}
-
 // helmBin finds helm: $HELM, else PATH. Outside CI a missing helm skips
 // the chart tests; in CI (CI set) it fails them.
 func helmBin(t *testing.T) string {
@@ -78,13 +72,18 @@ type chartCase struct {
 var chartCases = []chartCase{
 	{
 		name:  "defaults",
-		kinds: []string{"ConfigMap", "Deployment", "PodDisruptionBudget", "Service", "ServiceAccount"},
+		kinds: []string{"ConfigMap", "Deployment", "PodDisruptionBudget", "Service", "Service", "ServiceAccount"},
+	},
+	{
+		name:  "metrics on the API port",
+		args:  []string{"--set", "metrics.adminPort=0", "--set", "serviceMonitor.enabled=true", "--set", "networkPolicy.enabled=true"},
+		kinds: []string{"ConfigMap", "Deployment", "NetworkPolicy", "PodDisruptionBudget", "Service", "ServiceAccount", "ServiceMonitor"},
 	},
 	{
 		name: "every optional part",
 		args: []string{"-f", chartDir + "/ci/all-values.yaml"},
 		kinds: []string{"ConfigMap", "ConfigMap", "Deployment", "HorizontalPodAutoscaler", "NetworkPolicy",
-			"PodDisruptionBudget", "PrometheusRule", "Service", "ServiceAccount", "ServiceMonitor"},
+			"PodDisruptionBudget", "PrometheusRule", "Service", "Service", "ServiceAccount", "ServiceMonitor"},
 		redis: true,
 	},
 }
@@ -210,8 +209,6 @@ func checkManifests(t *testing.T, objs []Object, redis bool) {
 	for _, e := range c.Env {
 		s, ok := known[e.Name]
 		switch {
-		case !ok && pendingSettings[e.Name]:
-			t.Logf("variable %s is not a wxphone setting yet (pendingSettings: issue 13's admin address)", e.Name)
 		case !ok && e.Name != "GOMEMLIMIT" && !strings.HasPrefix(e.Name, "OTEL_"):
 			t.Errorf("variable %s is not a wxphone setting (config.Settings)", e.Name)
 		case ok && s.Secret && e.Name == s.Env:
@@ -282,15 +279,23 @@ func checkManifests(t *testing.T, objs []Object, redis bool) {
 	if !matches(d.Spec.Selector.MatchLabels) {
 		t.Error("the Deployment's selector does not match its pods")
 	}
-	sports := map[string]bool{}
-	for _, s := range find[*corev1.Service](objs) {
+	// With an admin address, /metrics is served there only, and the API's
+	// Service does not expose that port.
+	admin := env["WXPHONE_ADMIN_ADDR"] != ""
+	if admin != cports["admin"] {
+		t.Errorf("WXPHONE_ADMIN_ADDR %q but container port admin %v", env["WXPHONE_ADMIN_ADDR"], cports["admin"])
+	}
+	services := find[*corev1.Service](objs)
+	for _, s := range services {
 		if !matches(s.Spec.Selector) {
 			t.Errorf("Service %s selects no pod of the Deployment", s.Name)
 		}
 		for _, p := range s.Spec.Ports {
-			sports[p.Name] = true
 			if !cports[p.TargetPort.StrVal] {
 				t.Errorf("Service port %s targets %q, not a container port", p.Name, p.TargetPort.StrVal)
+			}
+			if p.TargetPort.StrVal == "admin" && s.Labels["app.kubernetes.io/component"] != "metrics" {
+				t.Errorf("Service %s exposes the admin port", s.Name)
 			}
 		}
 	}
@@ -320,12 +325,26 @@ func checkManifests(t *testing.T, objs []Object, redis bool) {
 		}
 	}
 	for _, sm := range find[*monitoringv1.ServiceMonitor](objs) {
-		if !matches(sm.Spec.Selector.MatchLabels) {
-			t.Error("the ServiceMonitor selects no Service of the chart")
+		var selected []*corev1.Service
+		for _, s := range services {
+			ok := len(sm.Spec.Selector.MatchLabels) > 0
+			for k, v := range sm.Spec.Selector.MatchLabels {
+				ok = ok && s.Labels[k] == v
+			}
+			if ok {
+				selected = append(selected, s)
+			}
+		}
+		if len(selected) != 1 {
+			t.Fatalf("the ServiceMonitor selects %d Services, want 1", len(selected))
+		}
+		want := "http"
+		if admin {
+			want = "admin"
 		}
 		for _, e := range sm.Spec.Endpoints {
-			if !sports[e.Port] || e.Path != "/metrics" {
-				t.Errorf("ServiceMonitor endpoint %s%s: want a Service port and /metrics", e.Port, e.Path)
+			if e.Port != want || e.Path != "/metrics" || !slices.ContainsFunc(selected[0].Spec.Ports, func(p corev1.ServicePort) bool { return p.Name == e.Port }) {
+				t.Errorf("ServiceMonitor endpoint %s%s on Service %s: want port %s of that Service, /metrics", e.Port, e.Path, selected[0].Name, want)
 			}
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	"sigs.k8s.io/yaml"
 
@@ -19,9 +20,9 @@ import (
 )
 
 // exported returns every series name wxphone serve exports: the real
-// replica is wired as serve wires it (in memory, and in fleet mode with a
-// Redis that is never dialled) against the emulator, and its registry
-// lists what metrics.New registered and what was registered while wiring.
+// replica is wired as serve wires it (in memory, and in fleet mode on a
+// private miniredis) against the emulator, and its registry lists what
+// metrics.New registered and what was registered while wiring.
 func exported(t *testing.T) map[string]bool {
 	t.Helper()
 	emu, err := wxmock.New(wxmock.Options{Apps: []wxmock.App{{AppID: "wxcheckmetrics001", Secret: "check-secret-0123456789"}}})
@@ -31,7 +32,7 @@ func exported(t *testing.T) map[string]bool {
 	ets := httptest.NewServer(emu)
 	t.Cleanup(ets.Close)
 	all := map[string]bool{}
-	for _, redisURL := range []string{"", "redis://127.0.0.1:1/0"} {
+	for _, redisURL := range []string{"", "redis://" + miniredis.RunT(t).Addr() + "/0"} {
 		env := map[string]string{
 			"WX_APPID": "wxcheckmetrics001", "WX_SECRET": "check-secret-0123456789", "WX_API_BASE": ets.URL,
 			"WXPHONE_API_KEYS": "check-api-key-0123456789",
@@ -69,6 +70,7 @@ func TestExportedMetrics(t *testing.T) {
 		"wxphone_outcome_unknown_total", "wxphone_degraded", // vectors with no series yet
 		"wxphone_upstream_duration_seconds_bucket", "wxphone_http_request_duration_seconds_count", // histogram series
 		"process_resident_memory_bytes", "go_goroutines", "go_gc_duration_seconds_count", // a summary
+		"wxphone_quota_daily_limit", "wxphone_quota_used", "wxphone_quota_remaining", "wxphone_force_refresh_remaining", // quota probe
 	} {
 		if !names[want] {
 			t.Errorf("%s is missing from the exported names", want)
@@ -126,17 +128,6 @@ func TestMetricNames(t *testing.T) {
 	}
 }
 
-// pendingMetrics are metrics the quota and force-budget alerts and panels
-// use, which issue 13's quota probe and force-budget gauges add (package
-// quota, developed on another branch at the same time). While wxphone does
-// not export one of them, each rule or panel using it is skipped, by name
-// (go test -v shows it); once exported, it is checked like any other name.
-// Delete this list when that work is merged.
-var pendingMetrics = map[string]bool{
-	"wxphone_quota_daily_limit": true, "wxphone_quota_used": true, "wxphone_quota_remaining": true,
-	"wxphone_force_refresh_remaining": true,
-}
-
 // checkExprs fails for every expression that does not parse or names a
 // metric wxphone does not export (one subtest per expression).
 func checkExprs(t *testing.T, exprs map[string]string, names map[string]bool) {
@@ -153,18 +144,10 @@ func checkExprs(t *testing.T, exprs map[string]string, names map[string]bool) {
 			if len(used) == 0 {
 				t.Errorf("%q reads no metric", e)
 			}
-			var pending []string
 			for _, n := range used {
-				switch {
-				case names[n]:
-				case pendingMetrics[n]:
-					pending = append(pending, n)
-				default:
+				if !names[n] {
 					t.Errorf("%q uses %s, which wxphone does not export", e, n)
 				}
-			}
-			if len(pending) > 0 {
-				t.Skipf("uses %v, not exported yet (pendingMetrics: issue 13's quota probe)", pending)
 			}
 		})
 	}

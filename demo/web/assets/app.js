@@ -59,8 +59,12 @@ async function seen(code) {
 }
 
 async function exchange(code) {
-  setState("Backend: POST /v1/phone-number …");
-  const res = await postJSON("/v1/phone-number", { code }, { Authorization: "Bearer " + apiKey });
+  // The switch selects the backend that exchanges in WeChat's API
+  // security mode (encrypted request, signed and verified answer).
+  const path = ($("secure").checked ? "/secure" : "") + "/v1/phone-number";
+  setState("Backend: POST " + path + " …");
+  const res = await postJSON(path, { code }, { Authorization: "Bearer " + apiKey });
+  $("mode").textContent = $("secure").checked ? "API security mode (encrypted, signed)" : "plain";
   show(res);
   await seen(code);
   setState(res.status === 200 ? "Signed in." : "Failed: " + (res.json && res.json.error ? res.json.error.code : res.status));
@@ -102,8 +106,8 @@ async function fault(name) {
 
 async function init() {
   try {
-    const res = await fetch("/demo/config");
-    const cfg = await res.json();
+    const res = await postJSON("/demo/config", {});
+    const cfg = res.json;
     apiKey = cfg.apiKey;
     $("tap").disabled = false;
     setState("Ready (" + cfg.appid + "). Tap the green button.");
