@@ -353,3 +353,50 @@ func TestMemoryIsBounded(t *testing.T) {
 		}
 	})
 }
+
+// slowFirstClaim answers its first claim slowly but successfully, and fails
+// every later one at once: a Redis whose reply to the first request came
+// just in time, and whose next reply a client gave up on.
+type slowFirstClaim struct {
+	replay.Store
+	release chan struct{}
+	calls   atomic.Int32
+}
+
+func (s *slowFirstClaim) Claim(ctx context.Context, c replay.Claim) (replay.ClaimResult, error) {
+	if s.calls.Add(1) > 1 {
+		return replay.ClaimResult{}, replaytest.ErrDown
+	}
+	<-s.release
+	return s.Store.Claim(ctx, c)
+}
+
+// TestDuplicateNeverClaimsLocallyBehindASlowClaim (issue 10, violation 4,
+// the exact interleaving): the first request's shared claim is slow and
+// succeeds; a duplicate in the same process must not make a claim of its
+// own (which would time out, open the breaker, and claim the code locally:
+// two sends). It waits for the first.
+func TestDuplicateNeverClaimsLocallyBehindASlowClaim(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := &slowFirstClaim{Store: replay.NewMemory(), release: make(chan struct{})}
+		l := newLedger(t, Options{Shared: st, Fallback: true})
+		first := make(chan Begun, 1)
+		go func() { first <- begin(t, l, "k", "o") }()
+		synctest.Wait()
+		second := make(chan Begun, 1)
+		go func() { second <- begin(t, l, "k", "o") }()
+		synctest.Wait()
+		close(st.release)
+		b := <-first
+		if b.Claim == nil {
+			t.Fatalf("first = %+v, want the claim", b)
+		}
+		b.Claim.Finish(context.Background(), []byte("number"), true)
+		if d := <-second; d.Claim != nil || string(d.Sealed) != "number" {
+			t.Fatalf("duplicate = %+v, want the first's outcome", d)
+		}
+		if n := st.calls.Load(); n != 1 {
+			t.Fatalf("%d shared claims, want 1", n)
+		}
+	})
+}

@@ -416,3 +416,28 @@ func TestCloseWaitsForInFlightExchanges(t *testing.T) {
 		t.Fatalf("after Close: err = %v, want ErrClosed", err)
 	}
 }
+
+// TestTaintAfterSystemBusySurvivesTheRelease (issue 10, violation 3): WeChat
+// used the code and answered -1; the one retry met 45011, so the exchange
+// ended without an answer and the claim was released. The caller's next
+// retry meets 40029, which must read outcome_unknown: before the fix the
+// release was clean and the 40029 was stored and replayed as invalid_code.
+func TestTaintAfterSystemBusySurvivesTheRelease(t *testing.T) {
+	f := newFixture(t, []string{appA}, Config{})
+	if err := f.svc.Warm(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	f.fault(t, wxmock.Fault{Endpoint: wxmock.EndpointPhone, Kind: wxmock.FaultErrcode, Errcode: -1, Consume: true, Count: 1})
+	f.fault(t, wxmock.Fault{Endpoint: wxmock.EndpointPhone, Kind: wxmock.FaultErrcode, Errcode: 45011, Count: 1})
+	req := Request{Code: f.mint(t, appA, "13800138000"), Caller: "k1"}
+	_, err := f.svc.Exchange(context.Background(), req)
+	if !errors.Is(err, wxphone.ErrRateLimited) || !errors.Is(err, wxphone.ErrCodeMayBeUsed) {
+		t.Fatalf("first exchange: %v, want 45011 that says the code may have been used", err)
+	}
+	for i := range 2 {
+		_, err = f.svc.Exchange(context.Background(), req)
+		if !errors.Is(err, wxphone.ErrOutcomeUnknown) || errors.Is(err, wxphone.ErrInvalidCode) {
+			t.Fatalf("retry %d: %v, want outcome unknown", i+1, err)
+		}
+	}
+}
