@@ -30,6 +30,7 @@ B=(buildah --root "$work/storage" --runroot "$work/run" --storage-driver vfs)
 ctr="" pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   if [ -n "$ctr" ]; then "${B[@]}" umount "$ctr" >/dev/null 2>&1 || true; "${B[@]}" rm "$ctr" >/dev/null 2>&1 || true; fi
   "${B[@]}" rmi --all --force >/dev/null 2>&1 || true
   rm -rf "$work"
@@ -91,7 +92,9 @@ printf 'check-api-key-0123456789\n' >"$root/run/secrets/api-keys"
 chown -R "$user" "$root/run/secrets"
 chmod 0500 "$root/run/secrets" && chmod 0400 "$root/run/secrets"/*
 
-in_image /usr/local/bin/wxphone mock --addr 127.0.0.1:0 --app "$APPID:check-secret-0123456789" >"$work/mock.log" 2>&1 &
+# Started directly, not through the in_image function: $! is then the
+# emulator's own pid (env and chroot exec it), which cleanup ends.
+env -i $env chroot --userspec="$user" "$root" /usr/local/bin/wxphone mock --addr 127.0.0.1:0 --app "$APPID:check-secret-0123456789" >"$work/mock.log" 2>&1 &
 pids+=($!)
 wait_for() { # wait_for FILE REGEXP: the first match, within 10 s
   for _ in $(seq 1 100); do
