@@ -260,6 +260,9 @@ type checkResult struct {
 	exempt     []exemption
 	// excusedResends counts second uses excused by a Redis outage.
 	excusedResends int
+	// resendsAfterBusy counts sends that followed a -1 which had used the
+	// code (the documented resend after -1).
+	resendsAfterBusy int
 }
 
 // replicaCalls returns the code's calls from replicas, in Seq order.
@@ -347,6 +350,13 @@ func (h *history) check() checkResult {
 		degraded := false
 		for k := 1; k < len(uses); k++ {
 			prev, c := uses[k-1], uses[k]
+			if prev.Errcode == -1 && prev.Status == http.StatusOK {
+				// Documented (I1): wxphone resends once after -1, WeChat's
+				// "busy, retry"; -1 may follow a use, so I3 then forbids
+				// invalid_code.
+				res.resendsAfterBusy++
+				continue
+			}
 			out := h.redisOut(c.Received.Add(-p.redisWindow), c.Received) &&
 				h.replicaDegraded(c.replica, c.Received.Add(-p.redisWindow/2), c.Received)
 			if out || h.wiped(prev.Received, c.Received) {

@@ -262,14 +262,23 @@ func TestCheckerFindsEveryViolation(t *testing.T) {
 			s.obs(1, 1, 0, 0, 40, 200, "", number)
 			return s
 		}, []string{"I2"}, 0, 0},
-		{"I3: invalid_code after -1 used the code", func() *synth {
+		{"I3: invalid_code after -1 used the code (the resend after -1 is allowed)", func() *synth {
 			s := newSynth(codeValid, number)
 			s.call(0, 10, 20, usedBusy)
 			s.obs(1, 1, 0, 0, 40, 502, "wechat_busy", "")
 			s.call(1, 500, 20, refused)
 			s.obs(1, 2, 1, 490, 530, 422, "invalid_code", "")
 			return s
-		}, []string{"I1", "I3"}, 0, 0},
+		}, []string{"I3"}, 0, 0},
+		{"I1: a third send after -1 and the resend", func() *synth {
+			s := newSynth(codeValid, number)
+			s.call(0, 10, 20, usedBusy)
+			s.call(0, 100, 20, refused)
+			s.obs(1, 1, 0, 0, 130, 502, "outcome_unknown", "")
+			s.call(1, 500, 20, refused)
+			s.obs(2, 1, 1, 490, 530, 502, "outcome_unknown", "")
+			return s
+		}, []string{"I1"}, 0, 0},
 		{"I3: invalid_code for a code that never reached WeChat", func() *synth {
 			s := newSynth(codeValid, number)
 			s.obs(1, 1, 0, 0, 40, 422, "invalid_code", "")

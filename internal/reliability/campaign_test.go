@@ -975,7 +975,8 @@ func (c *campaign) printSummary(h *history, res checkResult) {
 	for _, e := range res.exempt {
 		ex[e.reason]++
 	}
-	fmt.Printf("campaign: exempt: %s; second sends excused by a Redis outage: %d\n", sortedCounts(ex), res.excusedResends)
+	fmt.Printf("campaign: exempt: %s; second sends excused by a Redis outage: %d; resends after a -1 that had used the code (documented): %d\n",
+		sortedCounts(ex), res.excusedResends, res.resendsAfterBusy)
 	for _, g := range h.gor {
 		fmt.Printf("campaign: replica %d: goroutines baseline %d, after %d; replay store on its local fallback %d times (from its log)\n",
 			g.replica, g.baseline, g.after, len(h.degraded[g.replica]))
