@@ -129,12 +129,22 @@ func TestCheckerFindsEveryViolation(t *testing.T) {
 			s.obs(2, 1, 1, 490, 530, 502, "outcome_unknown", "")
 			return s
 		}, nil, 0, 1},
-		{"I1: Redis paused, but the replica was not on its local fallback", func() *synth {
+		{"I1 excused: the first sender was on its local fallback, the second reached Redis", func() *synth {
+			s := newSynth(codeDup, number)
+			s.fault(faultRedis, "redis-stall", -1, 0, 400)
+			s.degraded(0, 300, 1400)
+			s.call(0, 500, 2, answered)
+			s.call(1, 501, 2, refused)
+			s.obs(1, 1, 0, 490, 510, 200, "", number)
+			s.obs(101, 1, 1, 490, 510, 502, "outcome_unknown", "")
+			return s
+		}, nil, 0, 1},
+		{"I1: Redis paused, but neither replica was on its local fallback", func() *synth {
 			s := newSynth(codeValid, number)
 			s.call(0, 10, 20, answered)
 			s.obs(1, 1, 0, 0, 40, 200, "", number)
 			s.fault(faultRedis, "redis-pause", -1, 400, 1200)
-			s.degraded(0, 480, 2300)
+			s.degraded(2, 480, 2300)
 			s.call(1, 500, 20, refused)
 			s.obs(2, 1, 1, 490, 530, 502, "outcome_unknown", "")
 			return s
@@ -396,4 +406,38 @@ func TestCheckerTimeline(t *testing.T) {
 		t.Fatalf("timeline shows a full phone number:\n%s", tl)
 	}
 	_ = fmt.Sprint(http.StatusOK)
+}
+
+// The replicas' logs tell the checker when each replay store was on its
+// local fallback, at the times the lines were logged.
+func TestRingLogWindows(t *testing.T) {
+	l := newRingLog(3)
+	lines := []string{
+		`{"time":"2026-01-02T03:04:05.100Z","level":"INFO","msg":"request","status":200}`,
+		`{"time":"2026-01-02T03:04:05.200Z","level":"WARN","msg":"Redis unavailable: serving from the local fallback","component":"ratelimit"}`,
+		`{"time":"2026-01-02T03:04:05.300Z","level":"WARN","msg":"Redis unavailable: serving from the local fallback","component":"replay"}`,
+		`{"time":"2026-01-02T03:04:05.400Z","level":"WARN","msg":"Redis unavailable: serving from the local fallback","component":"replay"}`,
+		`{"time":"2026-01-02T03:04:06.500Z","level":"INFO","msg":"Redis available again","component":"replay"}`,
+		`{"time":"2026-01-02T03:04:07.000Z","level":"WARN","msg":"Redis unavailable: serving from the local fallback","component":"replay"}`,
+	}
+	// Written in uneven pieces, as a pipe delivers them.
+	all := strings.Join(lines, "\n") + "\n"
+	for len(all) > 0 {
+		n := min(len(all), 37)
+		if _, err := l.Write([]byte(all[:n])); err != nil {
+			t.Fatal(err)
+		}
+		all = all[n:]
+	}
+	l.mu.Lock()
+	l.closeWindow(t0.Add(3 * time.Second)) // the process was stopped
+	l.mu.Unlock()
+	w := l.degradedWindows()
+	want := [][2]time.Time{{t0.Add(300 * time.Millisecond), t0.Add(1500 * time.Millisecond)}, {t0.Add(2 * time.Second), t0.Add(3 * time.Second)}}
+	if len(w) != 2 || !w[0][0].Equal(want[0][0]) || !w[0][1].Equal(want[0][1]) || !w[1][0].Equal(want[1][0]) || !w[1][1].Equal(want[1][1]) {
+		t.Fatalf("windows %v, want %v", w, want)
+	}
+	if tail := l.tail(10); strings.Contains(tail, `"level":"INFO"`) || strings.Count(tail, "\n") != 2 {
+		t.Fatalf("kept lines:\n%s", tail)
+	}
 }

@@ -391,6 +391,24 @@ type ringLog struct {
 
 func newRingLog(max int) *ringLog { return &ringLog{max: max} }
 
+// logTime returns the time a JSON log line was written (its "time"
+// field), or now.
+func logTime(line string, now time.Time) time.Time {
+	_, rest, ok := strings.Cut(line, `"time":"`)
+	if !ok {
+		return now
+	}
+	v, _, ok := strings.Cut(rest, `"`)
+	if !ok {
+		return now
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return now
+	}
+	return t
+}
+
 func (l *ringLog) Write(p []byte) (int, error) {
 	now := time.Now()
 	l.mu.Lock()
@@ -407,10 +425,10 @@ func (l *ringLog) Write(p []byte) (int, error) {
 		switch {
 		case replay && strings.Contains(line, `"msg":"Redis unavailable`):
 			if n := len(l.windows); n == 0 || !l.windows[n-1][1].IsZero() {
-				l.windows = append(l.windows, [2]time.Time{now, {}})
+				l.windows = append(l.windows, [2]time.Time{logTime(line, now), {}})
 			}
 		case replay && strings.Contains(line, `"msg":"Redis available again"`):
-			l.closeWindow(now)
+			l.closeWindow(logTime(line, now))
 		}
 		if strings.Contains(line, `"level":"INFO"`) || strings.Contains(line, `"level":"DEBUG"`) {
 			continue
