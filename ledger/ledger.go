@@ -536,14 +536,19 @@ func (c *Claim) Release(ctx context.Context, tainted bool) {
 		return
 	}
 	err := l.sharedOp(ctx, "release", func(ctx context.Context) error { return l.shared.Release(ctx, c.key, id, tainted) })
-	if err != nil && !errors.Is(err, replay.ErrNotClaimed) {
+	switch {
+	case err == nil:
+		l.markSynced(c.key, e, id)
+	case errors.Is(err, replay.ErrNotClaimed):
+		// The claim is gone from the store (its data was lost): publish
+		// the taint, if any, as a released record.
+		l.restore(ctx, c.key, e)
+	default:
 		// Other replicas see the claim until it is released (the
 		// background loop retries) or its lease passes.
 		l.log.Warn("shared replay store: cannot release a claim; retrying in the background", "err", err)
 		l.requestSync()
-		return
 	}
-	l.markSynced(c.key, e, id)
 }
 
 // markSynced notes that Shared holds e's current state (claim id): a
@@ -684,7 +689,10 @@ func (l *Ledger) heartbeat(ctx context.Context, leave bool) (replay.Epoch, error
 	default:
 		return replay.Epoch{}, err
 	}
-	now := time.Now()
+	now := f.Now // the store's clock, which wrote the members' times
+	if now.IsZero() {
+		now = time.Now()
+	}
 	stale := 3 * l.o.Heartbeat
 	l.mu.Lock()
 	if l.report.Equal(report) {
@@ -822,7 +830,8 @@ func (l *Ledger) evict() {
 		l.head++
 		e := l.entries[it.key]
 		switch {
-		case e == nil:
+		case e == nil || !e.expires.Equal(it.expires):
+			// Gone, or a later entry of the same code: not the oldest.
 		case e.state == done || e.state == released:
 			if !e.synced {
 				l.log.Warn("ledger full: forgetting an outcome the shared store has not recorded", "max_entries", l.o.MaxEntries)

@@ -308,16 +308,13 @@ func (s *ReplayStore) Heartbeat(ctx context.Context, b replay.Beat) (replay.Flee
 		epochs[i], taints[i] = s.epochKey(g), s.taintKey(g)
 	}
 	var all *goredis.MapStringStringCmd
+	var beat *goredis.Cmd
 	get := func(write bool) ([]*goredis.StringCmd, []*goredis.StringCmd, error) {
 		ec := make([]*goredis.StringCmd, len(epochs))
 		tc := make([]*goredis.StringCmd, len(taints))
 		_, err := s.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
 			if write {
-				if b.Leave {
-					p.HDel(ctx, members, b.Member)
-				} else {
-					p.HSet(ctx, members, b.Member, now.UnixMilli())
-				}
+				beat = beatScript.Eval(ctx, p, []string{members}, b.Member, flag(b.Leave))
 				if !b.TaintUntil.IsZero() {
 					for _, k := range taints {
 						raiseScript.Eval(ctx, p, []string{k}, b.TaintUntil.UnixMilli(), durMS(time.Until(b.TaintUntil)+time.Minute))
@@ -379,11 +376,15 @@ func (s *ReplayStore) Heartbeat(ctx context.Context, b replay.Beat) (replay.Flee
 		}
 	}
 	f.Epoch.ID = hex.EncodeToString(h.Sum(nil)[:12])
+	f.Now = now
+	if ms, err := beat.Int64(); err == nil {
+		f.Now = time.UnixMilli(ms) // Redis's clock, which wrote the members' times
+	}
 	f.Members = map[string]time.Time{}
 	var gone []string
 	for id, v := range all.Val() {
 		ms, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || now.Sub(time.UnixMilli(ms)) > memberForget {
+		if err != nil || f.Now.Sub(time.UnixMilli(ms)) > memberForget {
 			gone = append(gone, id)
 			continue
 		}
@@ -398,6 +399,18 @@ func (s *ReplayStore) Heartbeat(ctx context.Context, b replay.Beat) (replay.Flee
 // memberForget is how long a silent member stays listed: long enough for
 // every replica to see that it went silent (see ledger).
 const memberForget = 10 * time.Minute
+
+// beatScript: KEYS members; ARGV member, leave. Records the member's
+// heartbeat at Redis's clock (or removes it) and returns that clock in
+// unix ms.
+var beatScript = goredis.NewScript(nowMS + `
+if ARGV[2] == '1' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+else
+  redis.call('HSET', KEYS[1], ARGV[1], nowms)
+end
+return nowms
+`)
 
 // raiseScript: KEYS taint key; ARGV unix ms, ttl ms. Keeps the larger
 // time.

@@ -185,7 +185,7 @@ func (m *Memory) Heartbeat(_ context.Context, b Beat) (Fleet, error) {
 	if b.TaintUntil.After(m.taint) {
 		m.taint = b.TaintUntil
 	}
-	f := Fleet{Members: make(map[string]time.Time, len(m.members)), TaintUntil: m.taint}
+	f := Fleet{Members: make(map[string]time.Time, len(m.members)), TaintUntil: m.taint, Now: time.Now()}
 	for k, v := range m.members {
 		f.Members[k] = v
 	}

@@ -123,8 +123,11 @@ type Beat struct {
 type Fleet struct {
 	// Epoch is the store's epoch (see Store.Heartbeat).
 	Epoch Epoch
-	// Members maps each replica id to its last heartbeat.
+	// Members maps each replica id to its last heartbeat, on the store's
+	// clock.
 	Members map[string]time.Time
+	// Now is the store's clock at the heartbeat.
+	Now time.Time
 	// TaintUntil is the latest Beat.TaintUntil any replica reported.
 	TaintUntil time.Time
 }
