@@ -88,10 +88,22 @@ type callLog struct {
 	log []Call
 }
 
-func (l *callLog) add(c Call) {
+// add appends c and returns its index (for undeliver).
+func (l *callLog) add(c Call) int {
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	l.log = append(l.log, c)
-	l.mu.Unlock()
+	return len(l.log) - 1
+}
+
+// undeliver marks the call at i, logged as delivered, as gone: the write
+// of its answer failed. A reset of the log since makes it a no-op.
+func (l *callLog) undeliver(i int, seq int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if i < len(l.log) && l.log[i].Seq == seq {
+		l.log[i].Result, l.log[i].Delivered = CallGone, false
+	}
 }
 
 func (l *callLog) reset() {

@@ -308,6 +308,11 @@ func (s *Server) serveWeChat(w http.ResponseWriter, r *http.Request, ep endpoint
 		s.finish(ep, &o, call, CallGone)
 		return
 	}
+	// The answer is counted as delivered before it is written, so that a
+	// client that got it finds it in the statistics and the call log; a
+	// failed write takes that back.
+	o.delivered = true
+	logged := s.finish(ep, &o, call, CallDelivered)
 	switch {
 	case f == nil:
 		if rid, body := s.writeResult(w, now, res); rid != "" {
@@ -335,39 +340,45 @@ func (s *Server) serveWeChat(w http.ResponseWriter, r *http.Request, ep endpoint
 		w.WriteHeader(f.Status)
 		_, _ = w.Write(gatewayPage(f.Status))
 	}
-	o.delivered = flushed(w, r)
-	result := CallDelivered
-	if !o.delivered {
-		result = CallGone
+	if !flushed(w) {
+		s.stats.undeliver(&o)
+		if call != nil {
+			s.calls.undeliver(logged, call.Seq)
+		}
 	}
-	s.finish(ep, &o, call, result)
 }
 
-// flushed flushes what was written and reports whether it reached a client
-// that was still connected: the write succeeded and the request context is
-// live. (A client that leaves in the very instant of the write may still
-// miss an answer reported delivered, as on any network.)
-func flushed(w http.ResponseWriter, r *http.Request) bool {
-	if err := http.NewResponseController(w).Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
-		return false
-	}
-	return r.Context().Err() == nil
+// flushed flushes what was written and reports whether the write reached
+// the connection; the caller checked just before writing that the client
+// was still connected. (The request context is not looked at again: a
+// client that got the whole answer may close the connection at once, which
+// cancels it. A client that leaves in the very instant of the write may
+// still miss an answer reported delivered, as on any network.)
+func flushed(w http.ResponseWriter) bool {
+	err := http.NewResponseController(w).Flush()
+	return err == nil || errors.Is(err, http.ErrNotSupported)
 }
 
 // finish records a request in the statistics and, when call is set, in the
 // call log.
-func (s *Server) finish(ep endpointIdx, o *outcome, call *Call, result string) {
+//
+// The call log is written first: a test that sees the statistics change
+// finds the call in the log too.
+//
+// It returns the call's index in the log (-1 without a call).
+func (s *Server) finish(ep endpointIdx, o *outcome, call *Call, result string) int {
+	i := -1
+	if call != nil {
+		if call.Seq == 0 {
+			call.Seq = s.calls.seq.Add(1)
+		}
+		call.Done = time.Now()
+		call.Result = result
+		call.Delivered = result == CallDelivered
+		i = s.calls.add(*call)
+	}
 	s.stats.record(ep, o)
-	if call == nil {
-		return
-	}
-	if call.Seq == 0 {
-		call.Seq = s.calls.seq.Add(1)
-	}
-	call.Done = time.Now()
-	call.Result = result
-	call.Delivered = result == CallDelivered
-	s.calls.add(*call)
+	return i
 }
 
 // queueReset arranges for the RST_STREAM of this HTTP/2 request to carry

@@ -217,6 +217,20 @@ func (st *statsStore) record(ep endpointIdx, o *outcome) {
 	st.mu.Unlock()
 }
 
+// undeliver takes back the delivery of an answer recorded as delivered
+// whose write then failed.
+func (st *statsStore) undeliver(o *outcome) {
+	if o.code == "" || !o.answered {
+		return
+	}
+	st.mu.Lock()
+	if cc, ok := st.codes[o.code]; ok && cc.delivered > 0 {
+		cc.delivered--
+		st.codes[o.code] = cc
+	}
+	st.mu.Unlock()
+}
+
 // Stats returns a snapshot of all counters.
 func (s *Server) Stats() Stats {
 	out := Stats{Codes: map[string]CodeStats{}, Apps: map[string]AppStats{}, RealtimeGrants: s.stats.realtime.Load()}
