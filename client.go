@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/url"
-	"strconv"
 	"sync/atomic"
 	"time"
 )
@@ -112,21 +111,14 @@ type PhoneRequest struct {
 	OpenID string
 }
 
-// MaxOpenIDLen bounds PhoneRequest.OpenID (WeChat's openids are 28
-// characters).
-const MaxOpenIDLen = 128
-
 // Exchange is PhoneNumber with options (see PhoneRequest). Codes from
 // getRealtimePhoneNumber (手机号实时验证) are exchanged the same way: WeChat
 // answers them at the same endpoint with the same data.
 func (c *Client) Exchange(ctx context.Context, r PhoneRequest) (*PhoneInfo, error) {
+	if err := r.Validate(); err != nil {
+		return nil, err
+	}
 	code := r.Code
-	if err := ValidateCode(code); err != nil {
-		return nil, err
-	}
-	if err := validateOpenID(r.OpenID); err != nil {
-		return nil, err
-	}
 	openid := r.OpenID
 	if c.noOpenID {
 		openid = ""
@@ -215,23 +207,6 @@ func appendASCIIJSON(b []byte, v string) []byte {
 		b = append(b, v[i])
 	}
 	return b
-}
-
-// validateOpenID accepts "" or up to MaxOpenIDLen printable ASCII bytes
-// without spaces. The error never contains the openid.
-func validateOpenID(id string) error {
-	if id == "" {
-		return nil
-	}
-	if len(id) > MaxOpenIDLen {
-		return &InputError{Field: "openid", Reason: "longer than " + strconv.Itoa(MaxOpenIDLen) + " bytes"}
-	}
-	for i := 0; i < len(id); i++ {
-		if c := id[i]; c <= ' ' || c > '~' {
-			return &InputError{Field: "openid", Reason: "must be printable ASCII without spaces"}
-		}
-	}
-	return nil
 }
 
 // attempts tracks what an exchange has already done with its code.

@@ -2,7 +2,6 @@ package wxphone
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -11,6 +10,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/wxphone/wxphone/apisec"
+	"github.com/wxphone/wxphone/internal/valid"
 )
 
 // Config configures a Client or a TokenManager for one Mini Program.
@@ -165,20 +165,12 @@ func (o TokenOptions) withDefaults() (TokenOptions, error) {
 	return o, nil
 }
 
-// maxAppIDLen bounds an appid (real ones are "wx" and 16 hex digits).
-const maxAppIDLen = 64
-
 func validateAppID(id string) error {
-	if id == "" {
+	switch {
+	case id == "":
 		return errors.New("wxphone: AppID is required")
-	}
-	if len(id) > maxAppIDLen {
-		return fmt.Errorf("wxphone: AppID longer than %d bytes", maxAppIDLen)
-	}
-	for i := 0; i < len(id); i++ {
-		if c := id[i]; c <= ' ' || c > '~' {
-			return errors.New("wxphone: AppID must be printable ASCII without spaces")
-		}
+	case !valid.AppID(id):
+		return errors.New("wxphone: AppID must be " + valid.AppIDRule)
 	}
 	return nil
 }

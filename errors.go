@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/wxphone/wxphone/apisec"
+	"github.com/wxphone/wxphone/internal/valid"
 )
 
 // Operation names, as carried by the typed errors and the Hooks events.
@@ -227,7 +228,7 @@ func parseRID(msg string) string {
 		}
 		s := strings.TrimLeft(msg[i+len(marker):], " ")
 		end := 0
-		for end < len(s) && end < 64 && isRIDChar(s[end]) {
+		for end < len(s) && end < 64 && valid.IDChar(s[end]) {
 			end++
 		}
 		if end > 0 {
@@ -235,10 +236,6 @@ func parseRID(msg string) string {
 		}
 	}
 	return ""
-}
-
-func isRIDChar(c byte) bool {
-	return c == '-' || c == '_' || ('0' <= c && c <= '9') || ('a' <= c && c <= 'z') || ('A' <= c && c <= 'Z')
 }
 
 // maxErrMsg bounds how much of WeChat's errmsg an error carries.

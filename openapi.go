@@ -10,6 +10,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/wxphone/wxphone/internal/valid"
 )
 
 // Operation names of WeChat's management APIs (see Client.APIQuota and
@@ -53,7 +55,7 @@ type quotaResp struct {
 // minutes, not per request. A rejected access token is replaced once;
 // nothing else is retried.
 func (c *Client) APIQuota(ctx context.Context, cgiPath string) (APIQuota, error) {
-	if len(cgiPath) < 2 || len(cgiPath) > 256 || cgiPath[0] != '/' || !printableNoSpace(cgiPath) || strings.ContainsAny(cgiPath, "?#") {
+	if len(cgiPath) < 2 || len(cgiPath) > 256 || cgiPath[0] != '/' || !valid.Printable(cgiPath) || strings.ContainsAny(cgiPath, "?#") {
 		return APIQuota{}, &InputError{Field: "cgi_path", Reason: "want an API path such as /wxa/business/getuserphonenumber"}
 	}
 	body, err := json.Marshal(struct {
@@ -119,7 +121,7 @@ type ridResp struct {
 // once; nothing else is retried.
 func (c *Client) RIDInfo(ctx context.Context, rid string) (*RIDInfo, error) {
 	rid = strings.TrimSpace(rid)
-	if !validRID(rid) {
+	if !valid.ID(rid, 64) {
 		return nil, &InputError{Field: "rid", Reason: "want WeChat's rid, e.g. 632d16be-15ad5486-1e378de4"}
 	}
 	body, err := json.Marshal(struct {
@@ -179,28 +181,6 @@ func (c *Client) callWithTokenValue(ctx context.Context, op, path string, body [
 			return err
 		}
 	}
-}
-
-// validRID accepts 1..64 characters of [A-Za-z0-9_-].
-func validRID(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !isRIDChar(s[i]) {
-			return false
-		}
-	}
-	return true
-}
-
-func printableNoSpace(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c <= ' ' || c > '~' {
-			return false
-		}
-	}
-	return true
 }
 
 // scrub replaces every known secret value (of at least 8 bytes) in s.

@@ -28,6 +28,7 @@ import (
 
 	"github.com/wxphone/wxphone"
 	"github.com/wxphone/wxphone/apisec"
+	"github.com/wxphone/wxphone/internal/valid"
 	"github.com/wxphone/wxphone/seal"
 )
 
@@ -497,7 +498,7 @@ func parseKeys(s, src string) ([]wxphone.Secret, error) {
 			return nil, fmt.Errorf("config: %s: key %d is shorter than %d characters", src, n, MinAPIKeyLen)
 		case len(k) > 256:
 			return nil, fmt.Errorf("config: %s: key %d is longer than 256 characters", src, n)
-		case !printable(k):
+		case !valid.Printable(k):
 			return nil, fmt.Errorf("config: %s: key %d must be printable ASCII without spaces", src, n)
 		case seen[k]:
 			return nil, fmt.Errorf("config: %s: key %d repeats an earlier key", src, n)
@@ -511,30 +512,8 @@ func parseKeys(s, src string) ([]wxphone.Secret, error) {
 	return out, nil
 }
 
-func printable(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c <= ' ' || c > '~' {
-			return false
-		}
-	}
-	return true
-}
-
-func validAppID(id string) bool {
-	if id == "" || len(id) > 64 {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
-
 func checkSecret(src, secret string) error {
-	if len(secret) > 256 || !printable(secret) {
+	if len(secret) > 256 || !valid.Printable(secret) {
 		return fmt.Errorf("config: %s: the AppSecret must be at most 256 printable ASCII characters without spaces", src)
 	}
 	return nil
@@ -578,8 +557,8 @@ func (l *loader) apps() ([]App, error) {
 	case id == "" && secret != "":
 		return nil, fmt.Errorf("config: %s is set but WX_APPID (--appid) is not", secSrc)
 	case id != "":
-		if !validAppID(id) {
-			return nil, fmt.Errorf("config: %s: the appid must be 1..64 characters of [A-Za-z0-9_-]", idSrc)
+		if !valid.AppID(id) {
+			return nil, fmt.Errorf("config: %s: the appid must be %s", idSrc, valid.AppIDRule)
 		}
 		if err := checkSecret(secSrc, secret); err != nil {
 			return nil, err
@@ -624,8 +603,8 @@ func (l *loader) apps() ([]App, error) {
 		}
 		for i, e := range f.Apps {
 			where := fmt.Sprintf("%s: %s: app %d", src, path, i+1)
-			if !validAppID(e.AppID) {
-				return nil, fmt.Errorf("config: %s: \"appid\" must be 1..64 characters of [A-Za-z0-9_-]", where)
+			if !valid.AppID(e.AppID) {
+				return nil, fmt.Errorf("config: %s: \"appid\" must be %s", where, valid.AppIDRule)
 			}
 			where += " (" + e.AppID + ")"
 			if len(e.Secret) > 0 {

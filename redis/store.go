@@ -6,7 +6,10 @@ import (
 	"io"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
+
+	"github.com/wxphone/wxphone/internal/valid"
 )
 
 // DefaultPrefix starts every key this package writes.
@@ -49,14 +52,11 @@ func checkName(what, s string, max int, noBraces bool) error {
 	if len(s) > max {
 		return fmt.Errorf("redis: %s longer than %d bytes", what, max)
 	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c <= ' ' || c > '~' {
-			return fmt.Errorf("redis: %s must be printable ASCII without spaces", what)
-		}
-		if noBraces && (c == '{' || c == '}') {
-			return fmt.Errorf("redis: %s must not contain braces", what)
-		}
+	if !valid.Printable(s) {
+		return fmt.Errorf("redis: %s must be printable ASCII without spaces", what)
+	}
+	if noBraces && strings.ContainsAny(s, "{}") {
+		return fmt.Errorf("redis: %s must not contain braces", what)
 	}
 	return nil
 }

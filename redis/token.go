@@ -12,6 +12,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/wxphone/wxphone"
+	"github.com/wxphone/wxphone/internal/valid"
 	"github.com/wxphone/wxphone/seal"
 )
 
@@ -52,8 +53,8 @@ func NewTokenStore(c goredis.UniversalClient, kr *seal.Keyring, o StoreOptions) 
 
 // key returns the app's key of the given kind: <prefix>:{<appid>}:<kind>.
 func (s *TokenStore) key(appID, kind string) (string, error) {
-	if err := checkName("appid", appID, 64, true); err != nil {
-		return "", err
+	if !valid.AppID(appID) {
+		return "", errors.New("redis: the appid must be " + valid.AppIDRule)
 	}
 	return s.prefix + ":{" + appID + "}:" + kind, nil
 }

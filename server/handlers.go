@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wxphone/wxphone"
+	"github.com/wxphone/wxphone/internal/valid"
 	"github.com/wxphone/wxphone/metrics"
 	"github.com/wxphone/wxphone/service"
 )
@@ -177,11 +178,9 @@ func (s *Server) handleInvalidate(w http.ResponseWriter, r *http.Request, rc *re
 		s.writeError(w, rc, newError(http.StatusBadRequest, CodeInvalidRequest, "\"access_token\" (the token WeChat rejected) is required, at most 512 bytes."))
 		return
 	}
-	for i := 0; i < len(req.AccessToken); i++ {
-		if c := req.AccessToken[i]; c <= ' ' || c > '~' {
-			s.writeError(w, rc, newError(http.StatusBadRequest, CodeInvalidRequest, "\"access_token\" must be printable ASCII."))
-			return
-		}
+	if !valid.Printable(req.AccessToken) {
+		s.writeError(w, rc, newError(http.StatusBadRequest, CodeInvalidRequest, "\"access_token\" must be printable ASCII."))
+		return
 	}
 	tok, err := s.svc.InvalidateToken(r.Context(), req.AppID, req.AccessToken)
 	if err != nil {

@@ -47,10 +47,6 @@ var (
 	ErrStore = errors.New("service: replay store unavailable")
 )
 
-// MaxOpenIDLen bounds the optional openid of a request (WeChat's openids are
-// 28 characters).
-const MaxOpenIDLen = 128
-
 // MaxReplayTTL is the longest a replay record lives: a code's own life.
 const MaxReplayTTL = 5 * time.Minute
 
@@ -260,18 +256,11 @@ func (s *Service) beginError(appID string, err error) error {
 	return err // the caller's deadline: nothing was sent
 }
 
-// validate checks a request's code and openid.
+// validate checks a request's code and openid (as the exchange will) and
+// its kind, before the code is claimed.
 func validate(req *Request) error {
-	if err := wxphone.ValidateCode(req.Code); err != nil {
+	if err := (wxphone.PhoneRequest{Code: req.Code, OpenID: req.OpenID}).Validate(); err != nil {
 		return err
-	}
-	if len(req.OpenID) > MaxOpenIDLen {
-		return &wxphone.InputError{Field: "openid", Reason: fmt.Sprintf("longer than %d bytes", MaxOpenIDLen)}
-	}
-	for i := 0; i < len(req.OpenID); i++ {
-		if ch := req.OpenID[i]; ch <= ' ' || ch > '~' {
-			return &wxphone.InputError{Field: "openid", Reason: "must be printable ASCII without spaces"}
-		}
 	}
 	switch req.Kind {
 	case "", KindQuick, KindRealtime:

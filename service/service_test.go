@@ -290,7 +290,7 @@ func TestBadRequestsNeverReachWeChat(t *testing.T) {
 		{"empty code", Request{AppID: appA}, wxphone.ErrInvalidInput},
 		{"code with space", Request{AppID: appA, Code: "a b"}, wxphone.ErrInvalidInput},
 		{"long code", Request{AppID: appA, Code: strings.Repeat("a", wxphone.MaxCodeLen+1)}, wxphone.ErrInvalidInput},
-		{"long openid", Request{AppID: appA, Code: "abc", OpenID: strings.Repeat("o", MaxOpenIDLen+1)}, wxphone.ErrInvalidInput},
+		{"long openid", Request{AppID: appA, Code: "abc", OpenID: strings.Repeat("o", wxphone.MaxOpenIDLen+1)}, wxphone.ErrInvalidInput},
 		{"openid with control char", Request{AppID: appA, Code: "abc", OpenID: "o\n1"}, wxphone.ErrInvalidInput},
 	}
 	for _, tt := range tests {
