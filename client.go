@@ -150,7 +150,7 @@ func (c *Client) phoneNumber(ctx context.Context, code, openid string, st *attem
 			return c.checkPhone(r.PhoneInfo.info())
 		}
 		var ae *APIError
-		if errors.As(err, &ae) && tokenErrcodes[ae.ErrCode] && !st.tokenRetried {
+		if errors.As(err, &ae) && ae.Is(ErrTokenInvalid) && !st.tokenRetried {
 			inv, ok := c.tokens.(TokenInvalidator)
 			if !ok {
 				return nil, err
@@ -232,11 +232,10 @@ func (c *Client) decide(ctx context.Context, op string, st *attempts, err error)
 		st.unsent++
 		return sleepCtx(ctx, jitter(50*time.Millisecond, 150*time.Millisecond)), err
 	case errors.As(err, &ae):
-		if ae.ErrCode == -1 {
-			st.busyAnswered = true
-		}
+		busy := ae.ErrCode == ErrcodeSystemBusy
+		st.busyAnswered = st.busyAnswered || busy
 		switch {
-		case ae.ErrCode == -1 && !st.busyRetried:
+		case busy && !st.busyRetried:
 			st.busyRetried = true
 			if !sleepCtx(ctx, jitter(100*time.Millisecond, 300*time.Millisecond)) {
 				return false, err
@@ -244,7 +243,7 @@ func (c *Client) decide(ctx context.Context, op string, st *attempts, err error)
 			st.resent = true
 			c.log.Info("WeChat busy (-1); retrying once", "op", op, "rid", ae.RID)
 			return true, nil
-		case st.resent && (ae.ErrCode == 40029 || (op == OpCode2Session && ae.ErrCode == 40163)):
+		case st.resent && ae.Is(ErrInvalidCode):
 			// The first send may have used the code.
 			return false, &OutcomeUnknownError{Op: op, Err: err}
 		}

@@ -169,7 +169,7 @@ func (c *Client) callWithTokenValue(ctx context.Context, op, path string, body [
 		*used = tok.Value
 		err := c.up.call(ctx, op, http.MethodPost, path, c.tokenQuery(tok.Value), body, out, tok.Value)
 		var ae *APIError
-		if err == nil || retried || !errors.As(err, &ae) || !tokenErrcodes[ae.ErrCode] {
+		if err == nil || retried || !errors.As(err, &ae) || !ae.Is(ErrTokenInvalid) {
 			return err
 		}
 		inv, ok := c.tokens.(TokenInvalidator)

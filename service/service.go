@@ -415,19 +415,17 @@ func (s *Service) record(parent context.Context, appID, kind, key string, claim 
 }
 
 // mayHaveUsed reports whether a non-final exchange error leaves the code
-// possibly used, so that a later 40029 for it reads as outcome unknown:
-// an attempt answered -1, and any errcode of the exchange that WeChat does
-// not document as a refusal before processing (token errors, 45011).
+// possibly used, so that a later 40029 for it reads as outcome unknown: an
+// attempt may have used it (wxphone.ErrCodeMayBeUsed), the exchange's
+// errcode says WeChat may have (wxphone's errcode table, see
+// APIError.MayHaveUsedCode), or WeChat answered -1 anywhere, even to the
+// token fetch before the code was sent (cautious).
 func mayHaveUsed(err error) bool {
 	if errors.Is(err, wxphone.ErrCodeMayBeUsed) || errors.Is(err, wxphone.ErrSystemBusy) {
 		return true
 	}
 	var ae *wxphone.APIError
-	// The API security mode's refusals (40230–40240) come before WeChat
-	// reads the request: the code was not used.
-	return errors.As(err, &ae) && ae.Op == wxphone.OpPhoneNumber &&
-		!errors.Is(err, wxphone.ErrTokenInvalid) && !errors.Is(err, wxphone.ErrRateLimited) &&
-		!errors.Is(err, wxphone.ErrAPISecurity)
+	return errors.As(err, &ae) && ae.Op == wxphone.OpPhoneNumber && ae.MayHaveUsedCode()
 }
 
 // replayed opens a stored outcome.
