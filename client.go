@@ -144,8 +144,7 @@ func (c *Client) phoneNumber(ctx context.Context, code, openid string, st *attem
 	for {
 		var r phoneResp
 		// getuserphonenumber supports the API security mode ("支持加密请求").
-		err := c.up.callSealed(ctx, OpPhoneNumber, "/wxa/business/getuserphonenumber",
-			c.tokenQuery(tok.Value), body, &r, code, tok.Value)
+		err := c.up.callSealed(ctx, epPhoneNumber, c.tokenQuery(tok.Value), body, &r, code, tok.Value)
 		if err == nil {
 			return c.checkPhone(r.PhoneInfo.info())
 		}

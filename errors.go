@@ -13,18 +13,6 @@ import (
 	"github.com/wxphone/wxphone/internal/valid"
 )
 
-// Operation names, as carried by the typed errors and the Hooks events.
-const (
-	OpPhoneNumber  = "getuserphonenumber"
-	OpStableToken  = "stable_token"
-	OpToken        = "token"
-	OpCode2Session = "jscode2session"
-	// OpAPIDomainIP is GET /cgi-bin/get_api_domain_ip, the cheap call
-	// that needs a valid access token, used to check whether WeChat still
-	// accepts a token before a force refresh is spent on it.
-	OpAPIDomainIP = "get_api_domain_ip"
-)
-
 // Sentinel errors. Every error this package returns matches one or more of
 // them with errors.Is; the concrete types below carry the details.
 var (

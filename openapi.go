@@ -6,27 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"net/http"
 	"net/url"
 	"strings"
 	"time"
 
 	"github.com/wxphone/wxphone/internal/valid"
-)
-
-// Operation names of WeChat's management APIs (see Client.APIQuota and
-// Client.RIDInfo).
-const (
-	OpAPIQuota = "quota_get"
-	OpRIDInfo  = "rid_get"
-)
-
-// CGI paths of the WeChat APIs wxphone calls, as Client.APIQuota names
-// them.
-const (
-	CGIPathPhoneNumber = "/wxa/business/getuserphonenumber"
-	CGIPathStableToken = "/cgi-bin/stable_token" // #nosec G101 -- an API path, not a credential
-	CGIPathToken       = "/cgi-bin/token"        // #nosec G101 -- an API path, not a credential
 )
 
 // APIQuota is one API's daily call quota for the app (WeChat's day,
@@ -65,7 +49,7 @@ func (c *Client) APIQuota(ctx context.Context, cgiPath string) (APIQuota, error)
 		return APIQuota{}, err
 	}
 	var r quotaResp
-	if err := c.callWithToken(ctx, OpAPIQuota, "/cgi-bin/openapi/quota/get", body, &r); err != nil {
+	if _, err := c.callWithToken(ctx, epAPIQuota, body, &r); err != nil {
 		return APIQuota{}, err
 	}
 	if r.Quota == nil {
@@ -131,8 +115,8 @@ func (c *Client) RIDInfo(ctx context.Context, rid string) (*RIDInfo, error) {
 		return nil, err
 	}
 	var r ridResp
-	var tok string
-	if err := c.callWithTokenValue(ctx, OpRIDInfo, "/cgi-bin/openapi/rid/get", body, &r, &tok); err != nil {
+	tok, err := c.callWithToken(ctx, epRIDInfo, body, &r)
+	if err != nil {
 		return nil, err
 	}
 	if r.Request == nil {
@@ -151,34 +135,26 @@ func (c *Client) RIDInfo(ctx context.Context, rid string) (*RIDInfo, error) {
 	}, nil
 }
 
-// callWithToken POSTs body to path with the current access token,
-// replacing the token once if WeChat rejects it.
-func (c *Client) callWithToken(ctx context.Context, op, path string, body []byte, out enveloped) error {
-	var tok string
-	return c.callWithTokenValue(ctx, op, path, body, out, &tok)
-}
-
-// callWithTokenValue is callWithToken that also reports the last token
-// used.
-func (c *Client) callWithTokenValue(ctx context.Context, op, path string, body []byte, out enveloped, used *string) error {
+// callWithToken POSTs body to ep with the current access token, replacing
+// the token once if WeChat rejects it, and returns the token last used.
+func (c *Client) callWithToken(ctx context.Context, ep endpoint, body []byte, out enveloped) (string, error) {
 	tok, err := c.tokens.Token(ctx)
 	if err != nil {
-		return err
+		return "", err
 	}
 	for retried := false; ; retried = true {
-		*used = tok.Value
-		err := c.up.call(ctx, op, http.MethodPost, path, c.tokenQuery(tok.Value), body, out, tok.Value)
+		err := c.up.call(ctx, ep, c.tokenQuery(tok.Value), body, out, tok.Value)
 		var ae *APIError
 		if err == nil || retried || !errors.As(err, &ae) || !ae.Is(ErrTokenInvalid) {
-			return err
+			return tok.Value, err
 		}
 		inv, ok := c.tokens.(TokenInvalidator)
 		if !ok {
-			return err
+			return tok.Value, err
 		}
-		c.log.Info("access token rejected; invalidating and retrying once", "op", op, "errcode", ae.ErrCode, "rid", ae.RID, "token", tok)
+		c.log.Info("access token rejected; invalidating and retrying once", "op", ep.op, "errcode", ae.ErrCode, "rid", ae.RID, "token", tok)
 		if tok, err = inv.Invalidate(ctx, tok.Value); err != nil {
-			return err
+			return "", err
 		}
 	}
 }
