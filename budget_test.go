@@ -5,6 +5,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/wxphone/wxphone/internal/budget"
 )
 
 func TestForceRefreshRemaining(t *testing.T) {
@@ -35,7 +37,7 @@ func TestForceRefreshRemaining(t *testing.T) {
 		t.Errorf("other app %d", n)
 	}
 	// Yesterday's reservations do not count today.
-	if n, _ := store.ForceRefreshesOn(ctx, testAppID, NextWeChatMidnight(now)); n != 0 {
+	if n, _ := store.ForceRefreshesOn(ctx, testAppID, budget.NextMidnight(now)); n != 0 {
 		t.Errorf("next day %d", n)
 	}
 

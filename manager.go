@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sync/singleflight"
+
+	"github.com/wxphone/wxphone/internal/budget"
 )
 
 // Token fetch kinds and triggers, as reported in TokenFetchEvent.
@@ -606,7 +608,7 @@ func (m *TokenManager) startCooldown(err error) time.Time {
 // blockForce stops force refreshes until WeChat's next midnight, after
 // WeChat refused one with 45009, and returns that time.
 func (m *TokenManager) blockForce(err error) time.Time {
-	until := NextWeChatMidnight(time.Now())
+	until := budget.NextMidnight(time.Now())
 	m.mu.Lock()
 	m.forceBlockedUntil, m.forceBlockedErr = until, err
 	m.mu.Unlock()

@@ -13,6 +13,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/wxphone/wxphone/internal/budget"
 	"github.com/wxphone/wxphone/wxmock"
 )
 
@@ -281,7 +282,7 @@ func TestForceRefused45009StopsOnlyForcing(t *testing.T) {
 		time.Sleep(time.Minute)
 		_, err = a.Invalidate(ctx, t1.Value)
 		var tue *TokenUnavailableError
-		if !errors.As(err, &tue) || !errors.Is(err, ErrForceRefreshLimited) || !tue.Until.Equal(NextWeChatMidnight(time.Now())) {
+		if !errors.As(err, &tue) || !errors.Is(err, ErrForceRefreshLimited) || !tue.Until.Equal(budget.NextMidnight(time.Now())) {
 			t.Fatalf("second Invalidate: %v; want force refreshes refused until midnight UTC+8", err)
 		}
 		if _, forces := refA.counts(); forces != 1 {

@@ -28,6 +28,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wxphone/wxphone"
+	"github.com/wxphone/wxphone/internal/budget"
 )
 
 // API is one WeChat API whose quota is probed.
@@ -196,7 +197,7 @@ func (p *Prober) Probe(ctx context.Context) []Result {
 		if r.Err != nil {
 			p.errs.WithLabelValues(r.AppID, r.API.Name).Inc()
 			p.log.Warn("quota probe failed", "appid", r.AppID, "api", r.API.Name, "err", r.Err)
-			if last, ok := p.lastAt[key]; ok && wxphone.WeChatDay(last) != wxphone.WeChatDay(now) {
+			if last, ok := p.lastAt[key]; ok && budget.Day(last) != budget.Day(now) {
 				// Yesterday's numbers would claim today's quota.
 				for _, g := range []*prometheus.GaugeVec{p.limit, p.used, p.remaining} {
 					g.DeleteLabelValues(r.AppID, r.API.Name)
