@@ -135,6 +135,8 @@ type Ledger struct {
 	br     *breaker.Breaker
 	log    *slog.Logger
 
+	id string // this replica's member id in the shared store
+
 	mu        sync.Mutex
 	entries   map[string]*entry
 	order     []orderItem // insertion order, for expiry and eviction
@@ -142,6 +144,13 @@ type Ledger struct {
 	closed    bool
 	knownBorn time.Time // the youngest epoch seen; zero before the first
 	fullSync  bool      // publish every entry, not only the unsynced ones
+	// suspect: until then every claim is tainted, because a replica
+	// (this one or another) was cut off from the shared store and may
+	// have sent codes that no record shows.
+	suspect time.Time
+	// report: a taint to tell the other replicas at the next heartbeat
+	// (this replica was cut off until recently).
+	report time.Time
 
 	wake   chan struct{} // asks the background loop to sync now
 	cancel context.CancelFunc
@@ -181,9 +190,17 @@ type orderItem struct {
 // store): heartbeats, and publishing what could not be recorded.
 func New(o Options) *Ledger {
 	o.defaults()
-	l := &Ledger{o: o, shared: o.Shared, log: o.Logger, entries: make(map[string]*entry), wake: make(chan struct{}, 1)}
+	l := &Ledger{o: o, shared: o.Shared, log: o.Logger, entries: make(map[string]*entry), wake: make(chan struct{}, 1), id: newID()[:16]}
 	l.br = breaker.New(o.CoolOff, func(down bool) {
 		if !down {
+			// Codes claimed here during the outage may be retried on
+			// other replicas within their life, and other replicas may
+			// have claimed codes on their own too: taint claims until
+			// then, here and, through the store, everywhere.
+			until := time.Now().Add(l.o.TTL + l.o.Lease)
+			l.mu.Lock()
+			l.suspect, l.report = later(l.suspect, until), later(l.report, until)
+			l.mu.Unlock()
 			l.requestSync()
 		}
 		if o.OnState != nil {
@@ -226,6 +243,7 @@ func (l *Ledger) Close(ctx context.Context) {
 		l.cancel()
 		l.wg.Wait()
 		l.sync(ctx)
+		_, _ = l.heartbeat(ctx, true) // leave: a replica that shut down is not cut off
 	}
 }
 
@@ -356,8 +374,7 @@ func (l *Ledger) claim(ctx context.Context, key, owner string, e, prior *entry, 
 		}
 		return Begun{}, true, errSettled
 	case res.Claimed:
-		young := res.Epoch.ID != "" && time.Since(res.Epoch.Born) < l.o.TTL
-		return Begun{Claim: l.run(key, e, true, taint || res.Record.Tainted || young)}, false, nil
+		return Begun{Claim: l.run(key, e, true, taint || res.Record.Tainted || l.suspicious(res))}, false, nil
 	}
 	l.abort(key, e, prior)
 	rec := res.Record
@@ -376,6 +393,26 @@ func (l *Ledger) claim(ctx context.Context, key, owner string, e, prior *entry, 
 		}
 	}
 	return Begun{}, true, nil
+}
+
+// suspicious reports whether a claim answered res must be tainted: the
+// store's data is younger than a code's life (it lost it), or a replica was
+// recently cut off from it (see Ledger.suspect and replay.Beat).
+func (l *Ledger) suspicious(res replay.ClaimResult) bool {
+	now := time.Now()
+	if res.Epoch.ID != "" && now.Sub(res.Epoch.Born) < l.o.TTL {
+		return true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return now.Before(l.suspect) || now.Before(res.TaintUntil)
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // local claims key in this process only (the shared store is down).
@@ -499,14 +536,19 @@ func (c *Claim) Release(ctx context.Context, tainted bool) {
 		return
 	}
 	err := l.sharedOp(ctx, "release", func(ctx context.Context) error { return l.shared.Release(ctx, c.key, id, tainted) })
-	if err != nil && !errors.Is(err, replay.ErrNotClaimed) {
+	switch {
+	case err == nil:
+		l.markSynced(c.key, e, id)
+	case errors.Is(err, replay.ErrNotClaimed):
+		// The claim is gone from the store (its data was lost): publish
+		// the taint, if any, as a released record.
+		l.restore(ctx, c.key, e)
+	default:
 		// Other replicas see the claim until it is released (the
 		// background loop retries) or its lease passes.
 		l.log.Warn("shared replay store: cannot release a claim; retrying in the background", "err", err)
 		l.requestSync()
-		return
 	}
-	l.markSynced(c.key, e, id)
 }
 
 // markSynced notes that Shared holds e's current state (claim id): a
@@ -614,31 +656,57 @@ func (l *Ledger) loop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-first:
-			_, _ = l.heartbeat(ctx)
+			_, _ = l.heartbeat(ctx, false)
 		case <-t.C:
-			_, _ = l.heartbeat(ctx)
+			_, _ = l.heartbeat(ctx, false)
 		case <-l.wake:
 		}
 		l.sync(ctx)
 	}
 }
 
-// heartbeat reads the shared store's epoch. It is also the breaker's
-// probe, at every beat even during the cool-off: a store that is back is
-// used again within a beat, and one still down keeps the breaker open.
-func (l *Ledger) heartbeat(ctx context.Context) (replay.Epoch, error) {
+// heartbeat registers this replica with the shared store and reads what
+// the store knows: its epoch (a new one means lost data), the latest taint
+// a replica reported, and the other replicas' last heartbeats (one that
+// went silent may be cut off and sending codes on its own: claims are
+// tainted for the life of the codes it may hold). It is also the
+// breaker's probe, at every beat even during the cool-off: a store that
+// is back is used again within a beat, one still down keeps it open.
+func (l *Ledger) heartbeat(ctx context.Context, leave bool) (replay.Epoch, error) {
 	hctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	ep, err := l.shared.Epoch(hctx)
+	l.mu.Lock()
+	report := l.report
+	l.mu.Unlock()
+	f, err := l.shared.Heartbeat(hctx, replay.Beat{Member: l.id, Leave: leave, TaintUntil: report})
 	switch {
 	case err == nil:
 		l.br.Success()
-		l.observe(ep)
 	case ctx.Err() == nil:
 		l.br.Failure()
-		l.o.OnFallback("epoch", err)
+		l.o.OnFallback("heartbeat", err)
+		return replay.Epoch{}, err
+	default:
+		return replay.Epoch{}, err
 	}
-	return ep, err
+	now := f.Now // the store's clock, which wrote the members' times
+	if now.IsZero() {
+		now = time.Now()
+	}
+	stale := 3 * l.o.Heartbeat
+	l.mu.Lock()
+	if l.report.Equal(report) {
+		l.report = time.Time{}
+	}
+	l.suspect = later(l.suspect, f.TaintUntil)
+	for id, seen := range f.Members {
+		if id != l.id && now.Sub(seen) > stale {
+			l.suspect = later(l.suspect, seen.Add(l.o.TTL+l.o.Lease))
+		}
+	}
+	l.mu.Unlock()
+	l.observe(f.Epoch)
+	return f.Epoch, nil
 }
 
 // Settle waits, within ctx, until the shared store's epoch is old enough
@@ -651,7 +719,7 @@ func (l *Ledger) Settle(ctx context.Context) error {
 	if l.shared == nil {
 		return nil
 	}
-	ep, err := l.heartbeat(ctx)
+	ep, err := l.heartbeat(ctx, false)
 	if err != nil || ep.ID == "" {
 		return err
 	}
@@ -762,7 +830,8 @@ func (l *Ledger) evict() {
 		l.head++
 		e := l.entries[it.key]
 		switch {
-		case e == nil:
+		case e == nil || !e.expires.Equal(it.expires):
+			// Gone, or a later entry of the same code: not the oldest.
 		case e.state == done || e.state == released:
 			if !e.synced {
 				l.log.Warn("ledger full: forgetting an outcome the shared store has not recorded", "max_entries", l.o.MaxEntries)

@@ -400,3 +400,78 @@ func TestDuplicateNeverClaimsLocallyBehindASlowClaim(t *testing.T) {
 		}
 	})
 }
+
+// TestCutOffReplicaTaintsTheFleet: a replica that cannot reach the shared
+// store (others can) claims codes on its own. Once its heartbeats stop, the
+// others taint their claims for the life of the codes it may hold; when it
+// is back it reports the outage, so a replica that never saw it taints too.
+// Without this, a retry on another replica of a code the cut-off replica
+// sent would read WeChat's 40029 as "invalid code".
+func TestCutOffReplicaTaintsTheFleet(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sw := replaytest.NewSwitch()
+		la, lb := sw.Link(), sw.Link()
+		a := newLedger(t, Options{Shared: la, Fallback: true})
+		b := newLedger(t, Options{Shared: lb, Fallback: true})
+		time.Sleep(time.Second) // both registered
+		if c := begin(t, b, "before", "o"); c.Claim.Tainted() {
+			t.Fatal("a claim before any outage is tainted")
+		}
+		la.SetDown(true)
+		ca := begin(t, a, "k", "o") // a sends the code on its own
+		if !ca.Claim.Tainted() {
+			t.Fatal("a claim made on its own is not tainted")
+		}
+		time.Sleep(3 * time.Second) // b's heartbeats see a silent
+		if c := begin(t, b, "k", "o"); c.Claim == nil || !c.Claim.Tainted() {
+			t.Fatalf("b's claim while a is cut off = %+v, want tainted", c)
+		}
+		la.SetDown(false)
+		time.Sleep(2 * time.Second) // a is back and reports
+		c := newLedger(t, Options{Shared: sw.Link(), Fallback: true})
+		time.Sleep(time.Second)
+		if cl := begin(t, c, "fresh", "o"); cl.Claim == nil || !cl.Claim.Tainted() {
+			t.Fatalf("a new replica's claim after the outage = %+v, want tainted", cl)
+		}
+		time.Sleep(6 * time.Minute)
+		if cl := begin(t, c, "later", "o"); cl.Claim == nil || cl.Claim.Tainted() {
+			t.Fatalf("a claim after the codes' life = %+v, want clean", cl)
+		}
+	})
+}
+
+// TestRecoveredReplicaTaintsItsClaims: after its own outage a replica taints
+// its claims for the codes' life: other replicas, cut off at the same time,
+// may not have published their own claims yet.
+func TestRecoveredReplicaTaintsItsClaims(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sw := replaytest.NewSwitch()
+		l := newLedger(t, Options{Shared: sw, Fallback: true})
+		sw.SetDown(true)
+		time.Sleep(time.Second)
+		sw.SetDown(false)
+		time.Sleep(time.Second)
+		if l.Degraded() {
+			t.Fatal("still degraded")
+		}
+		if c := begin(t, l, "k", "o"); c.Claim == nil || !c.Claim.Tainted() {
+			t.Fatalf("claim right after the outage = %+v, want tainted", c)
+		}
+	})
+}
+
+// TestGracefulLeaveTaintsNothing: a replica that shuts down leaves the
+// fleet; the others do not take its silence for a cut-off.
+func TestGracefulLeaveTaintsNothing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sw := replaytest.NewSwitch()
+		a := New(Options{Shared: sw.Link(), Fallback: true})
+		b := newLedger(t, Options{Shared: sw.Link(), Fallback: true})
+		time.Sleep(time.Second)
+		a.Close(context.Background())
+		time.Sleep(3 * time.Second)
+		if c := begin(t, b, "k", "o"); c.Claim == nil || c.Claim.Tainted() {
+			t.Fatalf("claim after a graceful leave = %+v, want clean", c)
+		}
+	})
+}

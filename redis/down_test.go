@@ -108,7 +108,7 @@ func TestRedisDown(t *testing.T) {
 					_, err := rs.Restore(ctx, "k", replay.Record{State: replay.Done, ClaimID: "id"}, time.Minute)
 					return err
 				})
-				prompt("Epoch", func() error { _, err := rs.Epoch(ctx); return err })
+				prompt("Heartbeat", func() error { _, err := rs.Heartbeat(ctx, replay.Beat{Member: "m"}); return err })
 				prompt("Allow", func() error {
 					ok, _, err := lim.Allow(ctx, "k")
 					if ok {

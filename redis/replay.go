@@ -27,7 +27,10 @@ import (
 // already; this store adds no hashing of its own.
 //
 // Each group has an epoch key, <prefix>:epoch:{g}, holding "<id>:<unix
-// ms>", written once per life of the data that holds it and never expiring.
+// ms>", written once per life of the data that holds it and never expiring,
+// and a taint key, <prefix>:taint:{g}, holding the unix ms until which
+// claims are tainted (see replay.Beat). Replicas register in
+// <prefix>:members.
 // A Redis that restarts without persistence loses it with the records:
 // the next claim or Epoch call writes a new one, which is how replicas learn
 // that records were lost (see replay.Epoch). The hash tag keeps a record
@@ -73,15 +76,16 @@ local tm = redis.call('TIME')
 local nowms = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)
 `
 
-// claimScript: KEYS record, epoch; ARGV claim id, owner, lease ms, ttl ms,
+// claimScript: KEYS record, epoch, taint; ARGV claim id, owner, lease ms, ttl ms,
 // tainted, settle ms, a new epoch id. A missing epoch key is written (a new
 // epoch, born now). While the epoch is younger than settle nothing is
 // claimed. A Pending record of the same claim id is the caller's own (a
 // retried call). A Pending or Done record is returned untouched; a Released
 // one is taken over keeping its TTL and taint; anything else is replaced by
 // a new Pending record that expires after ttl. Returns {claimed, settling,
-// epoch, st, cid, own, lease, sealed, t, n}.
+// epoch, st, cid, own, lease, sealed, t, n, taint-until}.
 var claimScript = goredis.NewScript(nowMS + `
+local tu = redis.call('GET', KEYS[3]) or '0'
 local ep = redis.call('GET', KEYS[2])
 if not ep then
   ep = ARGV[7] .. ':' .. nowms
@@ -89,14 +93,14 @@ if not ep then
 end
 local born = tonumber(string.match(ep, ':(%d+)$')) or 0
 if nowms - born < tonumber(ARGV[6]) then
-  return {0, 1, ep, false, false, false, false, false, false, false}
+  return {0, 1, ep, false, false, false, false, false, false, false, tu}
 end
 local r = redis.call('HMGET', KEYS[1], 'st', 'cid', 'own', 'lease', 'sealed', 't', 'n')
 if r[1] == '1' and r[2] == ARGV[1] then
-  return {1, 0, ep, r[1], r[2], r[3], r[4], r[5], r[6], r[7]}
+  return {1, 0, ep, r[1], r[2], r[3], r[4], r[5], r[6], r[7], tu}
 end
 if r[1] == '1' or r[1] == '2' then
-  return {0, 0, ep, r[1], r[2], r[3], r[4], r[5], r[6], r[7]}
+  return {0, 0, ep, r[1], r[2], r[3], r[4], r[5], r[6], r[7], tu}
 end
 local t = ARGV[5]
 if r[1] == '3' then
@@ -106,12 +110,12 @@ if r[1] == '3' then
   if redis.call('PTTL', KEYS[1]) < 0 then
     redis.call('PEXPIRE', KEYS[1], ARGV[4])
   end
-  return {1, 0, ep, '1', ARGV[1], ARGV[2], ARGV[3], false, t, '0'}
+  return {1, 0, ep, '1', ARGV[1], ARGV[2], ARGV[3], false, t, '0', tu}
 end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'st', '1', 'cid', ARGV[1], 'own', ARGV[2], 'lease', ARGV[3], 't', t, 'n', '0')
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
-return {1, 0, ep, '1', ARGV[1], ARGV[2], ARGV[3], false, t, '0'}
+return {1, 0, ep, '1', ARGV[1], ARGV[2], ARGV[3], false, t, '0', tu}
 `)
 
 // finishScript: KEYS record; ARGV claim id, target state ('2' or '3'),
@@ -183,21 +187,25 @@ func (s *ReplayStore) Claim(ctx context.Context, c replay.Claim) (replay.ClaimRe
 	if err != nil {
 		return replay.ClaimResult{}, err
 	}
+	tk := s.taintKey(strings.ToLower(c.Key[:1]))
 	if err := checkName("claim id", c.ID, 64, true); err != nil {
 		return replay.ClaimResult{}, err
 	}
 	if c.TTL < time.Millisecond {
 		return replay.ClaimResult{}, errors.New("redis: replay TTL must be at least 1ms")
 	}
-	res, err := claimScript.Run(ctx, s.c, []string{k, ek}, c.ID, c.Owner, c.Lease.UnixMilli(), durMS(c.TTL),
+	res, err := claimScript.Run(ctx, s.c, []string{k, ek, tk}, c.ID, c.Owner, c.Lease.UnixMilli(), durMS(c.TTL),
 		flag(c.Tainted), durMS(c.Settle), newEpochID()).Slice()
 	if err != nil {
 		return replay.ClaimResult{}, fmt.Errorf("redis: replay claim: %w", err)
 	}
-	if len(res) != 10 {
+	if len(res) != 11 {
 		return replay.ClaimResult{}, errReply("claim")
 	}
 	var out replay.ClaimResult
+	if ms, ok := toInt64(res[10]); ok && ms > 0 {
+		out.TaintUntil = time.UnixMilli(ms)
+	}
 	if out.Epoch, err = parseEpoch(res[2]); err != nil {
 		return replay.ClaimResult{}, err
 	}
@@ -207,7 +215,7 @@ func (s *ReplayStore) Claim(ctx context.Context, c replay.Claim) (replay.ClaimRe
 	if out.Settling {
 		return out, nil
 	}
-	if out.Record, err = record(res[3:]); err != nil {
+	if out.Record, err = record(res[3:10]); err != nil {
 		return replay.ClaimResult{}, err
 	}
 	return out, nil
@@ -280,70 +288,141 @@ func (s *ReplayStore) Restore(ctx context.Context, key string, rec replay.Record
 	return record(res[1:])
 }
 
-// Epoch implements replay.Store: it reads every group's epoch key, writes
-// the missing ones (a new epoch, born now) and combines them: the ID
-// changes when any group's data was lost, and Born is the youngest group's.
-func (s *ReplayStore) Epoch(ctx context.Context) (replay.Epoch, error) {
-	keys := make([]string, replayGroups)
-	for i := range keys {
-		keys[i] = s.epochKey(strconv.FormatInt(int64(i), 16))
+// Heartbeat implements replay.Store. It records the member in
+// <prefix>:members (a hash of member id to unix ms; members silent for
+// longer than memberForget are dropped), raises every group's taint key
+// <prefix>:taint:{g} to b.TaintUntil, and reads every group's epoch key,
+// writing the missing ones (a new epoch, born now). The epochs combine
+// into one: its ID changes when any group's data was lost, and its Born
+// is the youngest group's.
+func (s *ReplayStore) Heartbeat(ctx context.Context, b replay.Beat) (replay.Fleet, error) {
+	if err := checkName("member", b.Member, 64, true); err != nil {
+		return replay.Fleet{}, err
 	}
-	get := func() ([]*goredis.StringCmd, error) {
-		cmds := make([]*goredis.StringCmd, len(keys))
+	now := time.Now()
+	members := s.prefix + ":members"
+	epochs := make([]string, replayGroups)
+	taints := make([]string, replayGroups)
+	for i := range epochs {
+		g := strconv.FormatInt(int64(i), 16)
+		epochs[i], taints[i] = s.epochKey(g), s.taintKey(g)
+	}
+	var all *goredis.MapStringStringCmd
+	var beat *goredis.Cmd
+	get := func(write bool) ([]*goredis.StringCmd, []*goredis.StringCmd, error) {
+		ec := make([]*goredis.StringCmd, len(epochs))
+		tc := make([]*goredis.StringCmd, len(taints))
 		_, err := s.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
-			for i, k := range keys {
-				cmds[i] = p.Get(ctx, k)
+			if write {
+				beat = beatScript.Eval(ctx, p, []string{members}, b.Member, flag(b.Leave))
+				if !b.TaintUntil.IsZero() {
+					for _, k := range taints {
+						raiseScript.Eval(ctx, p, []string{k}, b.TaintUntil.UnixMilli(), durMS(time.Until(b.TaintUntil)+time.Minute))
+					}
+				}
+				all = p.HGetAll(ctx, members)
+			}
+			for i := range epochs {
+				ec[i], tc[i] = p.Get(ctx, epochs[i]), p.Get(ctx, taints[i])
 			}
 			return nil
 		})
 		if err != nil && !errors.Is(err, goredis.Nil) {
-			return nil, fmt.Errorf("redis: replay epoch: %w", err)
+			return nil, nil, fmt.Errorf("redis: replay heartbeat: %w", err)
 		}
-		return cmds, nil
+		return ec, tc, nil
 	}
-	cmds, err := get()
+	ec, tc, err := get(true)
 	if err != nil {
-		return replay.Epoch{}, err
+		return replay.Fleet{}, err
 	}
 	var missing []string
-	for i, c := range cmds {
+	for i, c := range ec {
 		if errors.Is(c.Err(), goredis.Nil) {
-			missing = append(missing, keys[i])
+			missing = append(missing, epochs[i])
 		}
 	}
 	if len(missing) > 0 {
-		now := strconv.FormatInt(time.Now().UnixMilli(), 10)
+		ms := strconv.FormatInt(now.UnixMilli(), 10)
 		if _, err := s.c.Pipelined(ctx, func(p goredis.Pipeliner) error {
 			for _, k := range missing {
-				p.SetNX(ctx, k, newEpochID()+":"+now, 0)
+				p.SetNX(ctx, k, newEpochID()+":"+ms, 0)
 			}
 			return nil
 		}); err != nil {
-			return replay.Epoch{}, fmt.Errorf("redis: replay epoch: %w", err)
+			return replay.Fleet{}, fmt.Errorf("redis: replay heartbeat: %w", err)
 		}
-		if cmds, err = get(); err != nil {
-			return replay.Epoch{}, err
+		if ec, tc, err = get(false); err != nil {
+			return replay.Fleet{}, err
 		}
 	}
+	var f replay.Fleet
 	h := sha256.New()
-	var out replay.Epoch
-	for _, c := range cmds {
+	for i, c := range ec {
 		v, err := c.Result()
 		if err != nil {
-			return replay.Epoch{}, fmt.Errorf("redis: replay epoch: %w", err)
+			return replay.Fleet{}, fmt.Errorf("redis: replay heartbeat: %w", err)
 		}
 		e, err := parseEpoch(v)
 		if err != nil {
-			return replay.Epoch{}, err
+			return replay.Fleet{}, err
 		}
 		h.Write([]byte(v))
-		if e.Born.After(out.Born) {
-			out.Born = e.Born
+		if e.Born.After(f.Epoch.Born) {
+			f.Epoch.Born = e.Born
+		}
+		if ms, err := tc[i].Int64(); err == nil && time.UnixMilli(ms).After(f.TaintUntil) {
+			f.TaintUntil = time.UnixMilli(ms)
 		}
 	}
-	out.ID = hex.EncodeToString(h.Sum(nil)[:12])
-	return out, nil
+	f.Epoch.ID = hex.EncodeToString(h.Sum(nil)[:12])
+	f.Now = now
+	if ms, err := beat.Int64(); err == nil {
+		f.Now = time.UnixMilli(ms) // Redis's clock, which wrote the members' times
+	}
+	f.Members = map[string]time.Time{}
+	var gone []string
+	for id, v := range all.Val() {
+		ms, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || f.Now.Sub(time.UnixMilli(ms)) > memberForget {
+			gone = append(gone, id)
+			continue
+		}
+		f.Members[id] = time.UnixMilli(ms)
+	}
+	if len(gone) > 0 {
+		_ = s.c.HDel(ctx, members, gone...).Err() // tidying only
+	}
+	return f, nil
 }
+
+// memberForget is how long a silent member stays listed: long enough for
+// every replica to see that it went silent (see ledger).
+const memberForget = 10 * time.Minute
+
+// beatScript: KEYS members; ARGV member, leave. Records the member's
+// heartbeat at Redis's clock (or removes it) and returns that clock in
+// unix ms.
+var beatScript = goredis.NewScript(nowMS + `
+if ARGV[2] == '1' then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+else
+  redis.call('HSET', KEYS[1], ARGV[1], nowms)
+end
+return nowms
+`)
+
+// raiseScript: KEYS taint key; ARGV unix ms, ttl ms. Keeps the larger
+// time.
+var raiseScript = goredis.NewScript(`
+local v = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > v then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+return 1
+`)
+
+func (s *ReplayStore) taintKey(group string) string { return s.prefix + ":taint:{" + group + "}" }
 
 func newEpochID() string {
 	var b [8]byte

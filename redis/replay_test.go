@@ -295,12 +295,19 @@ func TestReplayEpoch(t *testing.T) {
 	e := newEnv(t)
 	ctx := testCtx(t)
 	s := newReplayStore(t, e)
-	ep1, err := s.Epoch(ctx)
-	if err != nil || ep1.ID == "" || ep1.Born.IsZero() {
-		t.Fatalf("Epoch = %+v, %v", ep1, err)
+	beat := func() replay.Epoch {
+		t.Helper()
+		f, err := s.Heartbeat(ctx, replay.Beat{Member: "m1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f.Epoch
 	}
-	ep2, err := s.Epoch(ctx)
-	if err != nil || ep2 != ep1 {
+	ep1 := beat()
+	if ep1.ID == "" || ep1.Born.IsZero() {
+		t.Fatalf("Epoch = %+v", ep1)
+	}
+	if ep2 := beat(); ep2 != ep1 {
 		t.Fatalf("Epoch changed without a data loss: %+v then %+v", ep1, ep2)
 	}
 	key := randHex(32)
@@ -322,9 +329,8 @@ func TestReplayEpoch(t *testing.T) {
 	if _, err := s.Get(ctx, key); !errors.Is(err, replay.ErrNotFound) {
 		t.Fatalf("a settling claim wrote a record: %v", err)
 	}
-	ep3, err := s.Epoch(ctx)
-	if err != nil || ep3.ID == ep1.ID || !ep3.Born.After(ep1.Born) {
-		t.Fatalf("Epoch after the loss = %+v (before %+v), %v", ep3, ep1, err)
+	if ep3 := beat(); ep3.ID == ep1.ID || !ep3.Born.After(ep1.Born) {
+		t.Fatalf("Epoch after the loss = %+v (before %+v)", ep3, ep1)
 	}
 }
 
@@ -363,5 +369,35 @@ func TestReplayConcurrentClaims(t *testing.T) {
 		if winners != 1 || len(ids) != 1 {
 			t.Errorf("round %d: %d winners, %d distinct claim ids", round, winners, len(ids))
 		}
+	}
+}
+
+// TestReplayHeartbeat: members are listed with their last beat and removed
+// when they leave; a reported taint reaches every group, where claims see
+// it, and only ever grows.
+func TestReplayHeartbeat(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := testCtx(t)
+	s := newReplayStore(t, e)
+	if _, err := s.Heartbeat(ctx, replay.Beat{Member: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	until := time.Now().Add(time.Minute).Truncate(time.Millisecond)
+	f, err := s.Heartbeat(ctx, replay.Beat{Member: "b", TaintUntil: until})
+	if err != nil || len(f.Members) != 2 || !f.TaintUntil.Equal(until) {
+		t.Fatalf("fleet = %+v, %v", f, err)
+	}
+	if f, _ = s.Heartbeat(ctx, replay.Beat{Member: "a", TaintUntil: until.Add(-time.Second)}); !f.TaintUntil.Equal(until) {
+		t.Fatalf("an earlier taint lowered it: %+v", f)
+	}
+	for _, k := range []string{"0abc", "fabc"} {
+		res, err := s.Claim(ctx, claimOf(k+randHex(8), "c", "o", time.Now().Add(time.Minute), time.Minute))
+		if err != nil || !res.TaintUntil.Equal(until) {
+			t.Fatalf("claim in group %c: %+v, %v", k[0], res, err)
+		}
+	}
+	if f, _ = s.Heartbeat(ctx, replay.Beat{Member: "b", Leave: true}); len(f.Members) != 1 {
+		t.Fatalf("after b left: %+v", f.Members)
 	}
 }

@@ -16,6 +16,8 @@ type Memory struct {
 	recs      map[string]*memRec
 	waiters   map[string]chan struct{}
 	lastSweep time.Time
+	members   map[string]time.Time
+	taint     time.Time
 }
 
 type memRec struct {
@@ -64,7 +66,7 @@ func (m *Memory) Claim(_ context.Context, c Claim) (ClaimResult, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.sweep(now, false)
-	var res ClaimResult
+	res := ClaimResult{TaintUntil: m.taint}
 	r := m.get(c.Key, now)
 	if r != nil && r.State == Pending && r.ClaimID == c.ID {
 		res.Record, res.Claimed = r.copy(), true // a repeated call
@@ -167,8 +169,28 @@ func Adds(cur *Record, rec Record) bool {
 	return false
 }
 
-// Epoch implements Store: the zero Epoch (no data loss to detect).
-func (m *Memory) Epoch(context.Context) (Epoch, error) { return Epoch{}, nil }
+// Heartbeat implements Store, with the zero Epoch (no data loss to
+// detect).
+func (m *Memory) Heartbeat(_ context.Context, b Beat) (Fleet, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.members == nil {
+		m.members = map[string]time.Time{}
+	}
+	if b.Leave {
+		delete(m.members, b.Member)
+	} else if b.Member != "" {
+		m.members[b.Member] = time.Now()
+	}
+	if b.TaintUntil.After(m.taint) {
+		m.taint = b.TaintUntil
+	}
+	f := Fleet{Members: make(map[string]time.Time, len(m.members)), TaintUntil: m.taint, Now: time.Now()}
+	for k, v := range m.members {
+		f.Members[k] = v
+	}
+	return f, nil
+}
 
 // Wait implements Waiter: it returns when key's pending record is completed
 // or released, or when ctx ends.

@@ -106,6 +106,32 @@ type Claim struct {
 	Settle time.Duration
 }
 
+// Beat is what a replica tells the shared store at each heartbeat.
+type Beat struct {
+	// Member is the replica's id, unique per process.
+	Member string
+	// Leave removes the member (a graceful shutdown) instead of
+	// recording it.
+	Leave bool
+	// TaintUntil, when set, marks every claim made before it as possibly
+	// used: the replica was cut off from the store and may have sent
+	// codes no record shows. The store keeps the latest such time.
+	TaintUntil time.Time
+}
+
+// Fleet is what the shared store knows of the replicas sharing it.
+type Fleet struct {
+	// Epoch is the store's epoch (see Store.Heartbeat).
+	Epoch Epoch
+	// Members maps each replica id to its last heartbeat, on the store's
+	// clock.
+	Members map[string]time.Time
+	// Now is the store's clock at the heartbeat.
+	Now time.Time
+	// TaintUntil is the latest Beat.TaintUntil any replica reported.
+	TaintUntil time.Time
+}
+
 // ClaimResult is the answer to a Claim.
 type ClaimResult struct {
 	// Record is the record after the call: the caller's new Pending
@@ -118,6 +144,8 @@ type ClaimResult struct {
 	// Settling reports that nothing was claimed because the store's epoch
 	// is younger than Claim.Settle; retry once it is old enough.
 	Settling bool
+	// TaintUntil is the store's Fleet.TaintUntil at the time of the call.
+	TaintUntil time.Time
 }
 
 // ErrNotFound is returned by Get for a key with no record.
@@ -156,9 +184,10 @@ type Store interface {
 	// record stored afterwards. Replicas use it to republish what they
 	// hold after an outage or a data loss.
 	Restore(ctx context.Context, key string, rec Record, ttl time.Duration) (Record, error)
-	// Epoch returns the store's current epoch, starting a new one if the
-	// store finds that it lost its data.
-	Epoch(ctx context.Context) (Epoch, error)
+	// Heartbeat records b and returns what the store knows of the fleet,
+	// including its current epoch, which it starts anew if it finds that
+	// it lost its data.
+	Heartbeat(ctx context.Context, b Beat) (Fleet, error)
 }
 
 // Waiter is implemented by stores that can signal a change of a record, so

@@ -6,6 +6,7 @@
 //	wxphone quota     print WeChat's daily quotas of each configured app
 //	wxphone rid       look up a failed WeChat call by its rid
 //	wxphone version   print the version
+//	wxphone healthcheck  probe /healthz of a running serve (exit 0 or 1)
 //
 // Each subcommand takes -h. This command only wires packages together:
 // config loads the settings, the wxphone clients talk to WeChat, service
@@ -53,6 +54,7 @@ Usage:
   wxphone quota [flags]     print WeChat's daily quotas of each configured app
   wxphone rid [flags] RID   look up a failed WeChat call by its rid (secrets masked)
   wxphone version           print the version
+  wxphone healthcheck       probe /healthz of a running serve (for HEALTHCHECK)
 
 Run "wxphone <command> -h" for a command's flags.
 `
@@ -75,6 +77,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 		err = quotaCmd(ctx, args[1:], stdout, stderr, getenv)
 	case "rid":
 		err = ridCmd(ctx, args[1:], stdout, stderr, getenv)
+	case "healthcheck":
+		err = healthcheck(ctx, args[1:], stdout, stderr, getenv)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "wxphone", version())
 	case "help", "-h", "--help":
@@ -96,13 +100,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv fu
 // errUsage marks a command-line mistake already reported.
 var errUsage = errors.New("usage")
 
-// version returns the module version from the build information.
+// buildVersion is set at link time by release and image builds
+// (-ldflags "-X main.buildVersion=v1.2.3"); it is never written at run
+// time. Empty: the module version from the build information.
+var buildVersion string
+
+// version returns the version: buildVersion, or the module version from
+// the build information, with the VCS revision and the Go version.
 func version() string {
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
 		return "(unknown)"
 	}
 	v := bi.Main.Version
+	if buildVersion != "" {
+		v = buildVersion
+	}
 	if v == "" {
 		v = "(devel)"
 	}

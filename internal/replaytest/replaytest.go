@@ -6,6 +6,7 @@ package replaytest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,8 +50,10 @@ func (d Down) Restore(_ context.Context, key string, _ replay.Record, _ time.Dur
 	return replay.Record{}, d.err(key)
 }
 
-// Epoch implements replay.Store.
-func (d Down) Epoch(context.Context) (replay.Epoch, error) { return replay.Epoch{}, d.err("") }
+// Heartbeat implements replay.Store.
+func (d Down) Heartbeat(context.Context, replay.Beat) (replay.Fleet, error) {
+	return replay.Fleet{}, d.err("")
+}
 
 // Stalled is a replay.Store whose every call blocks until its caller's
 // context ends (a Redis that stopped answering, seen from a caller whose
@@ -87,32 +90,41 @@ func (Stalled) Restore(ctx context.Context, _ string, _ replay.Record, _ time.Du
 	return replay.Record{}, ctx.Err()
 }
 
-// Epoch implements replay.Store.
-func (Stalled) Epoch(ctx context.Context) (replay.Epoch, error) {
+// Heartbeat implements replay.Store.
+func (Stalled) Heartbeat(ctx context.Context, _ replay.Beat) (replay.Fleet, error) {
 	<-ctx.Done()
-	return replay.Epoch{}, ctx.Err()
+	return replay.Fleet{}, ctx.Err()
 }
 
 // Switch is a replay.Store over a replay.Memory that a test can take down,
 // slow down, hold (every call waits until released) or wipe (a Redis that
-// restarted empty: a new epoch begins), while it runs. It counts calls per
+// restarted empty: a new epoch begins), while it runs. Link gives another
+// view of the same records with switches of its own: one replica's
+// connection to a store that others still reach. It counts calls per
 // operation.
 type Switch struct {
 	down  atomic.Bool
 	delay atomic.Int64 // nanoseconds added to every call
+	mu    sync.Mutex
+	hold  chan struct{} // non-nil: calls wait for it to close
+	sh    *switchData
+}
 
+type switchData struct {
 	mu    sync.Mutex
 	mem   *replay.Memory
 	epoch replay.Epoch
 	gen   int
-	hold  chan struct{} // non-nil: calls wait for it to close
 	calls map[string]int
 }
 
 // NewSwitch returns a working Switch whose first epoch was born long ago.
 func NewSwitch() *Switch {
-	return &Switch{mem: replay.NewMemory(), epoch: replay.Epoch{ID: "epoch-0", Born: time.Now().Add(-time.Hour)}, calls: map[string]int{}}
+	return &Switch{sh: &switchData{mem: replay.NewMemory(), epoch: replay.Epoch{ID: "epoch-0", Born: time.Now().Add(-time.Hour)}, calls: map[string]int{}}}
 }
+
+// Link returns a working view of the same store with its own switches.
+func (s *Switch) Link() *Switch { return &Switch{sh: s.sh} }
 
 // SetDown takes the store down (every call fails with ErrDown) or up.
 func (s *Switch) SetDown(down bool) { s.down.Store(down) }
@@ -141,30 +153,33 @@ func (s *Switch) Hold() (release func()) {
 
 // Wipe loses every record and starts a new epoch, born now.
 func (s *Switch) Wipe() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.gen++
-	s.mem = replay.NewMemory()
-	s.epoch = replay.Epoch{ID: "epoch-" + string(rune('0'+s.gen%10)) + time.Now().Format("150405.000000"), Born: time.Now()}
+	s.sh.mu.Lock()
+	defer s.sh.mu.Unlock()
+	s.sh.gen++
+	s.sh.mem = replay.NewMemory()
+	s.sh.epoch = replay.Epoch{ID: fmt.Sprintf("epoch-%d", s.sh.gen), Born: time.Now()}
 }
 
 // Memory returns the current records (for inspection).
 func (s *Switch) Memory() *replay.Memory {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.mem
+	s.sh.mu.Lock()
+	defer s.sh.mu.Unlock()
+	return s.sh.mem
 }
 
-// Calls returns how many calls op ("claim", "complete", …) received.
+// Calls returns how many calls op ("claim", "complete", …) received,
+// through every view.
 func (s *Switch) Calls(op string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.calls[op]
+	s.sh.mu.Lock()
+	defer s.sh.mu.Unlock()
+	return s.sh.calls[op]
 }
 
 func (s *Switch) enter(ctx context.Context, op string) (*replay.Memory, replay.Epoch, error) {
+	s.sh.mu.Lock()
+	s.sh.calls[op]++
+	s.sh.mu.Unlock()
 	s.mu.Lock()
-	s.calls[op]++
 	hold := s.hold
 	s.mu.Unlock()
 	if hold != nil {
@@ -186,9 +201,9 @@ func (s *Switch) enter(ctx context.Context, op string) (*replay.Memory, replay.E
 	if s.down.Load() {
 		return nil, replay.Epoch{}, ErrDown
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.mem, s.epoch, nil
+	s.sh.mu.Lock()
+	defer s.sh.mu.Unlock()
+	return s.sh.mem, s.sh.epoch, nil
 }
 
 // Claim implements replay.Store, with the epoch and Settle rules of a store
@@ -242,8 +257,13 @@ func (s *Switch) Restore(ctx context.Context, key string, rec replay.Record, ttl
 	return m.Restore(ctx, key, rec, ttl)
 }
 
-// Epoch implements replay.Store.
-func (s *Switch) Epoch(ctx context.Context) (replay.Epoch, error) {
-	_, ep, err := s.enter(ctx, "epoch")
-	return ep, err
+// Heartbeat implements replay.Store.
+func (s *Switch) Heartbeat(ctx context.Context, b replay.Beat) (replay.Fleet, error) {
+	m, ep, err := s.enter(ctx, "heartbeat")
+	if err != nil {
+		return replay.Fleet{}, err
+	}
+	f, err := m.Heartbeat(ctx, b)
+	f.Epoch = ep
+	return f, err
 }
