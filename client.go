@@ -95,13 +95,14 @@ func (c *Client) Close() error {
 // refused with a *WatermarkError. A nil result always comes with a non-nil
 // error.
 func (c *Client) PhoneNumber(ctx context.Context, code string) (*PhoneInfo, error) {
-	return c.Exchange(ctx, PhoneRequest{Code: code})
+	return c.Exchange(ctx, PhoneRequest{Code: Secret(code)})
 }
 
 // PhoneRequest is an exchange with its options; see Client.Exchange.
 type PhoneRequest struct {
-	// Code is the getPhoneNumber (or getRealtimePhoneNumber) code.
-	Code string
+	// Code is the getPhoneNumber (or getRealtimePhoneNumber) code. Like
+	// every secret it never prints.
+	Code Secret
 	// OpenID, when set, is the user the caller expects the code to belong
 	// to. It is sent to WeChat (getuserphonenumber's optional openid),
 	// which then checks that the code was issued to that user and answers
@@ -118,7 +119,7 @@ func (c *Client) Exchange(ctx context.Context, r PhoneRequest) (*PhoneInfo, erro
 	if err := r.Validate(); err != nil {
 		return nil, err
 	}
-	code := r.Code
+	code := r.Code.Reveal()
 	openid := r.OpenID
 	if c.noOpenID {
 		openid = ""

@@ -41,7 +41,7 @@ const MaxOpenIDLen = 128
 // does, and its OpenID, which is "" or up to MaxOpenIDLen printable ASCII
 // bytes without spaces. The error never contains either.
 func (r PhoneRequest) Validate() error {
-	if err := ValidateCode(r.Code); err != nil {
+	if err := ValidateCode(r.Code.Reveal()); err != nil {
 		return err
 	}
 	switch {

@@ -82,7 +82,7 @@ type TokenOptions struct {
 	// the same token back. Classic mode allows up to 1 h.
 	Margin time.Duration
 	// ServeMargin is the "serve until" point: the least life a token may
-	// have left when a request uses it; default 60 s, at least 10 s and
+	// have left when a request uses it; default DefaultServeMargin (60 s), at least 10 s and
 	// at most Margin. Between Margin and ServeMargin requests keep using
 	// the held token without waiting, while the background refresh runs
 	// and retries (capped, jittered backoff) until the token is replaced.
@@ -119,9 +119,11 @@ type TokenOptions struct {
 	LockWait time.Duration
 }
 
+// DefaultServeMargin is TokenOptions.ServeMargin's default.
+const DefaultServeMargin = 60 * time.Second
+
 const (
 	stableMargin   = 300 * time.Second
-	defaultServe   = 60 * time.Second
 	minServeMargin = 10 * time.Second
 	minForceGap    = 30 * time.Second
 )
@@ -133,7 +135,7 @@ func (o TokenOptions) withDefaults() (TokenOptions, error) {
 		}
 	}
 	def(&o.Margin, stableMargin)
-	def(&o.ServeMargin, min(defaultServe, o.Margin))
+	def(&o.ServeMargin, min(DefaultServeMargin, o.Margin))
 	def(&o.RefreshLead, time.Minute)
 	def(&o.RefreshTimeout, 15*time.Second)
 	def(&o.ForceInterval, minForceGap)

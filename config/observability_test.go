@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/wxphone/wxphone/quota"
 )
 
 func TestObservabilitySettings(t *testing.T) {
@@ -15,7 +17,7 @@ func TestObservabilitySettings(t *testing.T) {
 		err   string
 	}{
 		{check: func(c *Config) bool {
-			return c.AdminAddr == "" && !c.AdminPprof && c.QuotaInterval == DefaultQuotaInterval
+			return c.AdminAddr == "" && !c.AdminPprof && c.QuotaInterval == quota.DefaultInterval
 		}},
 		{env: map[string]string{"WXPHONE_ADMIN_ADDR": ":9090", "WXPHONE_ADMIN_PPROF": "true"}, check: func(c *Config) bool { return c.AdminAddr == ":9090" && c.AdminPprof }},
 		{args: []string{"--admin-addr", "127.0.0.1:9091", "--quota-interval", "5m"}, check: func(c *Config) bool {

@@ -143,7 +143,7 @@ func Run(ctx context.Context, opts Options, out io.Writer) error {
 		return err
 	}
 	srv, err := server.New(server.Config{
-		Service: svc, APIKeys: []string{info.APIKey}, TokenAPIKeys: []string{info.TokenAPIKey},
+		Service: svc, APIKeys: []wxphone.Secret{wxphone.Secret(info.APIKey)}, TokenAPIKeys: []wxphone.Secret{wxphone.Secret(info.TokenAPIKey)},
 		RateLimit: ratelimit.Limit{Rate: 20, Burst: 40}, Metrics: m, Logger: logger,
 		Fallback: newPage(emu, info, secure),
 	})
@@ -219,7 +219,7 @@ func secureBackend(emu *wxmock.Server, info Info, logger *slog.Logger, m *metric
 		return nil, nil, err
 	}
 	srv, err := server.New(server.Config{
-		Service: svc, APIKeys: []string{info.APIKey},
+		Service: svc, APIKeys: []wxphone.Secret{wxphone.Secret(info.APIKey)},
 		RateLimit: ratelimit.Limit{Rate: 20, Burst: 40}, Metrics: m, Logger: logger,
 	})
 	if err != nil {

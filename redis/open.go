@@ -15,6 +15,8 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/logging"
 	"github.com/redis/go-redis/v9/maintnotifications"
+
+	"github.com/wxphone/wxphone"
 )
 
 // Client is the go-redis client Open returns, named here so that other
@@ -64,11 +66,20 @@ type Options struct {
 	// themselves (Sentinel URLs only), when they require it; the URL's
 	// sentinel_username and sentinel_password parameters override them.
 	SentinelUsername string
-	SentinelPassword string
+	SentinelPassword wxphone.Secret
 	// Lazy skips the PING with which Open checks the connection and the
 	// credentials: Open then succeeds while Redis is down, and the first
 	// commands fail instead.
 	Lazy bool
+}
+
+// Format prints the Options as fmt would, for every verb, the sentinels'
+// password redacted: without it, a *Options inside another value printed
+// with %s or %q would go through fmt's error path, which calls no method
+// of the fields and so shows the password.
+func (o Options) Format(f fmt.State, verb rune) {
+	type plain Options
+	fmt.Fprintf(f, fmt.FormatString(f, verb), plain(o))
 }
 
 type mode int
@@ -108,6 +119,15 @@ func Open(ctx context.Context, rawURL string, opts Options) (goredis.UniversalCl
 		}
 	}
 	return c, nil
+}
+
+// CheckURL reports whether Open accepts rawURL (with opts' TLS settings
+// left unset), without connecting: the rules Open applies, so that a
+// configuration is refused when it is loaded. Its errors quote no part of
+// rawURL.
+func CheckURL(rawURL string) error {
+	_, err := buildOptions(rawURL, Options{})
+	return err
 }
 
 func newClient(rawURL string, o Options) (goredis.UniversalClient, error) {
@@ -154,7 +174,7 @@ func buildOptions(rawURL string, o Options) (any, error) {
 		u := scheme + "://" + t.hosts[0] + "/" + strings.Join(t.segments, "") + encodeQuery(q)
 		ro, err := goredis.ParseURL(u)
 		if err != nil {
-			return nil, err
+			return nil, reason(err)
 		}
 		ro.Username, ro.Password = t.user, t.pass
 		ro.ContextTimeoutEnabled = true
@@ -177,7 +197,7 @@ func buildOptions(rawURL string, o Options) (any, error) {
 		}
 		co, err := goredis.ParseClusterURL(scheme + "://" + t.hosts[0] + encodeQuery(q))
 		if err != nil {
-			return nil, err
+			return nil, reason(err)
 		}
 		co.Username, co.Password = t.user, t.pass
 		co.ContextTimeoutEnabled = true
@@ -195,7 +215,7 @@ func buildOptions(rawURL string, o Options) (any, error) {
 		if len(t.segments) < 1 || len(t.segments) > 2 || t.segments[0] == "" {
 			return nil, errors.New("a sentinel URL's path is /<master name>[/<db>]")
 		}
-		sentUser, sentPass := o.SentinelUsername, o.SentinelPassword
+		sentUser, sentPass := o.SentinelUsername, o.SentinelPassword.Reveal()
 		if q.Has("sentinel_username") {
 			sentUser = q.Get("sentinel_username")
 			q.Del("sentinel_username")
@@ -217,7 +237,7 @@ func buildOptions(rawURL string, o Options) (any, error) {
 		}
 		fo, err := goredis.ParseFailoverURL(scheme + "://" + t.hosts[0] + "/" + db + encodeQuery(q))
 		if err != nil {
-			return nil, err
+			return nil, reason(err)
 		}
 		fo.Username, fo.Password = t.user, t.pass
 		fo.SentinelUsername, fo.SentinelPassword = sentUser, sentPass
@@ -293,6 +313,15 @@ func apply(o Options, t *target, s settings) error {
 	return nil
 }
 
+// reason is a go-redis parse error without the URL a *url.Error quotes.
+func reason(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
 func encodeQuery(q url.Values) string {
 	if len(q) == 0 {
 		return ""
@@ -306,7 +335,7 @@ func encodeQuery(q url.Values) string {
 func parseTarget(rawURL string) (*target, error) {
 	scheme, rest, ok := strings.Cut(rawURL, "://")
 	if !ok {
-		return nil, errors.New("not a URL: want redis://, rediss://, redis+sentinel://, rediss+sentinel://, redis+cluster:// or rediss+cluster://")
+		return nil, errors.New("not a valid URL: want redis://, rediss://, redis+sentinel://, rediss+sentinel://, redis+cluster:// or rediss+cluster://")
 	}
 	t := &target{}
 	switch strings.ToLower(scheme) {
@@ -322,7 +351,7 @@ func parseTarget(rawURL string) (*target, error) {
 	case "rediss+cluster":
 		t.mode, t.tls = cluster, true
 	default:
-		return nil, errors.New("unsupported scheme: want redis, rediss, redis+sentinel, rediss+sentinel, redis+cluster or rediss+cluster")
+		return nil, errors.New("the scheme must be redis, rediss, redis+sentinel, rediss+sentinel, redis+cluster or rediss+cluster")
 	}
 	if strings.Contains(rest, "#") {
 		return nil, errors.New("a URL fragment is not allowed (percent-encode '#' in a password as %23)")
@@ -391,8 +420,8 @@ func parseTarget(rawURL string) (*target, error) {
 func hostPort(h, defPort string) (string, error) {
 	var host, port string
 	switch {
-	case h == "":
-		return "", errors.New("empty host in the URL")
+	case strings.TrimSpace(h) == "":
+		return "", errors.New("the URL has no host")
 	case strings.HasPrefix(h, "["):
 		end := strings.Index(h, "]")
 		if end < 0 {

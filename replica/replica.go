@@ -175,7 +175,7 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (*Replica, error)
 		return nil, err
 	}
 	srv, err := server.New(server.Config{
-		Service: svc, APIKeys: config.Reveal(cfg.APIKeys), TokenAPIKeys: config.Reveal(cfg.TokenAPIKeys),
+		Service: svc, APIKeys: cfg.APIKeys, TokenAPIKeys: cfg.TokenAPIKeys,
 		Limiter: limiter, RateLimit: limit,
 		Metrics: m, Logger: logger, RequestTimeout: cfg.RequestTimeout, ShutdownTimeout: cfg.ShutdownTimeout,
 		Addr: cfg.Addr, ReadyChecks: checks, NoWarm: o.NoWarm, H2C: cfg.H2C,

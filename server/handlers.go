@@ -98,7 +98,7 @@ func (s *Server) handlePhone(w http.ResponseWriter, r *http.Request, rc *reqCtx)
 		return
 	}
 	rc.appID = s.knownApp(req.AppID)
-	res, err := s.svc.Exchange(r.Context(), service.Request{AppID: req.AppID, Code: req.Code, OpenID: req.OpenID, Kind: req.Kind, Caller: rc.caller})
+	res, err := s.svc.Exchange(r.Context(), service.Request{AppID: req.AppID, Code: wxphone.Secret(req.Code), OpenID: req.OpenID, Kind: req.Kind, Caller: rc.caller})
 	if err != nil {
 		s.writeError(w, rc, classify(err))
 		return

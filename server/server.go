@@ -44,6 +44,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/wxphone/wxphone"
 	"github.com/wxphone/wxphone/metrics"
 	"github.com/wxphone/wxphone/ratelimit"
 	"github.com/wxphone/wxphone/service"
@@ -51,6 +52,8 @@ import (
 
 // Defaults and limits.
 const (
+	// DefaultAddr is ListenAndServe's default listen address.
+	DefaultAddr = ":8080"
 	// MaxBodyBytes bounds a request body (4 KiB).
 	MaxBodyBytes = 4 << 10
 	// DefaultRequestTimeout is the default per-request deadline.
@@ -86,10 +89,11 @@ type Config struct {
 	Service *service.Service
 	// APIKeys may call POST /v1/phone-number. At least one of APIKeys and
 	// TokenAPIKeys is required; every key is at least MinAPIKeyLen bytes.
-	APIKeys []string
+	// New keeps only their digests and caller ids.
+	APIKeys []wxphone.Secret
 	// TokenAPIKeys may call the central token endpoints. A key may be in
 	// both lists.
-	TokenAPIKeys []string
+	TokenAPIKeys []wxphone.Secret
 	// Limiter limits requests per API key. Default: an in-memory token
 	// bucket of RateLimit, or no limit when RateLimit.Rate is 0.
 	Limiter ratelimit.Limiter
@@ -114,7 +118,7 @@ type Config struct {
 	// serve. A request whose path holds percent-encoding that is not
 	// needed (URL.RawPath set, as in /%64emo) never reaches it: 404.
 	Fallback http.Handler
-	// Addr is the listen address of ListenAndServe; default ":8080".
+	// Addr is the listen address of ListenAndServe; default DefaultAddr.
 	Addr string
 	// NoWarm disables Run's background token warm-up (tests).
 	NoWarm bool
@@ -136,6 +140,15 @@ type Config struct {
 	// carries the outcome (route, appid, error code, errcode, rid,
 	// replayed), never a secret; nil: no tracing.
 	TracerProvider trace.TracerProvider
+}
+
+// Format prints the Config as fmt would, for every verb, its API keys
+// redacted: without it, a *Config inside another value printed with %s or
+// %q would go through fmt's error path, which calls no method of the
+// fields and so shows the keys.
+func (c Config) Format(f fmt.State, verb rune) {
+	type plain Config
+	fmt.Fprintf(f, fmt.FormatString(f, verb), plain(c))
 }
 
 // Server is the HTTP API. Create it with New.
@@ -214,7 +227,7 @@ func New(cfg Config) (*Server, error) {
 		fallback: cfg.Fallback, addr: cfg.Addr, noWarm: cfg.NoWarm, h2c: cfg.H2C,
 		adminAddr: cfg.AdminAddr, adminPprof: cfg.AdminPprof,
 	}
-	add := func(list []string, which string, phone bool) error {
+	add := func(list []wxphone.Secret, which string, phone bool) error {
 		for i, k := range list {
 			if len(k) < MinAPIKeyLen {
 				return fmt.Errorf("server: %s key %d is shorter than %d bytes", which, i+1, MinAPIKeyLen)
@@ -232,7 +245,7 @@ func New(cfg Config) (*Server, error) {
 				}
 			}
 			if !found {
-				caller, err := CallerID(k)
+				caller, err := CallerID(k.Reveal())
 				if err != nil {
 					return fmt.Errorf("server: %s key %d: %w", which, i+1, err)
 				}
@@ -275,7 +288,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("server: ShutdownTimeout must be positive")
 	}
 	if s.addr == "" {
-		s.addr = ":8080"
+		s.addr = DefaultAddr
 	}
 	for _, c := range s.checks {
 		if c.Name == "" || c.Check == nil {

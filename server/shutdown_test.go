@@ -56,7 +56,7 @@ func TestGracefulShutdown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(server.Config{Service: svc, APIKeys: []string{keyPhone}, Metrics: m, Logger: logger, ShutdownTimeout: 20 * time.Second})
+	srv, err := server.New(server.Config{Service: svc, APIKeys: []wxphone.Secret{keyPhone}, Metrics: m, Logger: logger, ShutdownTimeout: 20 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

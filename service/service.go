@@ -176,8 +176,8 @@ func (s *Service) Client(appID string) (*wxphone.Client, error) {
 type Request struct {
 	// AppID selects the Mini Program; optional when only one is served.
 	AppID string
-	// Code is the getPhoneNumber code.
-	Code string
+	// Code is the getPhoneNumber code; it never prints.
+	Code wxphone.Secret
 	// OpenID optionally binds the exchange to the caller's user: a replay
 	// must carry the same one.
 	OpenID string
@@ -190,6 +190,13 @@ type Request struct {
 	// (getRealtimePhoneNumber, ¥0.04). Both are exchanged the same way;
 	// the kind only labels the grants metric. "" counts as unspecified.
 	Kind string
+}
+
+// Format prints the Request with its code redacted, for every verb, as fmt
+// would print it (see Result.Format).
+func (r Request) Format(f fmt.State, verb rune) {
+	type plain Request
+	fmt.Fprintf(f, fmt.FormatString(f, verb), plain(r))
 }
 
 // Code kinds of Request.Kind.
@@ -207,6 +214,15 @@ type Result struct {
 	// Replayed reports that the answer came from the replay store, with no
 	// upstream call made for this request.
 	Replayed bool
+}
+
+// Format prints the Result as fmt would, with the phone numbers masked,
+// for every verb: without it, a *Result inside another value printed with
+// %s or %q would go through fmt's error path, which calls no method of the
+// fields and so shows the full number.
+func (r Result) Format(f fmt.State, verb rune) {
+	type plain Result
+	fmt.Fprintf(f, fmt.FormatString(f, verb), plain(r))
 }
 
 // Exchange exchanges req.Code, or replays the outcome of an earlier exchange
@@ -275,9 +291,9 @@ func validate(req *Request) error {
 // key may hold this code's record under that key's index.
 func (s *Service) keys(ctx context.Context, appID string, req *Request) (key, owner string) {
 	if s.keyring.Len() == 1 {
-		return s.keyring.Index("phone", appID, req.Code), s.owner(req.Caller, appID, req.OpenID)
+		return s.keyring.Index("phone", appID, req.Code.Reveal()), s.owner(req.Caller, appID, req.OpenID)
 	}
-	keys := s.keyring.Indexes("phone", appID, req.Code)
+	keys := s.keyring.Indexes("phone", appID, req.Code.Reveal())
 	owners := s.keyring.Indexes("owner", req.Caller, appID, req.OpenID)
 	key, owner = keys[0], owners[0]
 	for i := 1; i < len(keys); i++ {

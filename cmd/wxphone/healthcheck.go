@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/wxphone/wxphone/config"
 	"github.com/wxphone/wxphone/server"
 )
 
@@ -22,7 +21,7 @@ import (
 func healthcheck(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
 	fs := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
 	fs.SetOutput(stdout)
-	addr := fs.String("addr", envOr(getenv, "WXPHONE_ADDR", config.DefaultAddr), "address of wxphone serve (env WXPHONE_ADDR)")
+	addr := fs.String("addr", envOr(getenv, "WXPHONE_ADDR", server.DefaultAddr), "address of wxphone serve (env WXPHONE_ADDR)")
 	timeout := fs.Duration("timeout", 3*time.Second, "give up after this long")
 	quiet := fs.Bool("q", false, "print nothing on success")
 	fs.Usage = func() {
