@@ -11,7 +11,7 @@ import (
 
 func TestForceRefreshRemaining(t *testing.T) {
 	store := NewMemoryTokenStore()
-	m, err := NewTokenManager(Config{AppID: testAppID, Secret: testSecret, BaseURL: "http://127.0.0.1:1", Token: TokenOptions{Store: store, ForceDailyBudget: 3}})
+	m, err := NewTokenManager(TokenConfig{AppID: testAppID, Secret: testSecret, BaseURL: "http://127.0.0.1:1", Token: TokenOptions{Store: store, ForceDailyBudget: 3}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +41,7 @@ func TestForceRefreshRemaining(t *testing.T) {
 		t.Errorf("next day %d", n)
 	}
 
-	m2, err := NewTokenManager(Config{AppID: testAppID, Secret: testSecret, BaseURL: "http://127.0.0.1:1", Token: TokenOptions{Store: storeOnly{store}}})
+	m2, err := NewTokenManager(TokenConfig{AppID: testAppID, Secret: testSecret, BaseURL: "http://127.0.0.1:1", Token: TokenOptions{Store: storeOnly{store}}})
 	if err != nil {
 		t.Fatal(err)
 	}

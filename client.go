@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"sync/atomic"
 	"time"
+
+	"github.com/wxphone/wxphone/apisec"
 )
 
 // Client exchanges codes with WeChat for one Mini Program. It is safe for
@@ -43,13 +45,24 @@ func (c *Client) tokenQuery(tok string) string {
 // Client owns a TokenManager (stable tokens, refreshed in the background)
 // built from cfg. New makes no network call; see Client.Warm.
 func New(cfg Config) (*Client, error) {
-	up, log, err := cfg.newUpstream()
+	tc := cfg.tokenConfig()
+	up, log, err := tc.newUpstream()
 	if err != nil {
 		return nil, err
 	}
+	if k := cfg.APISecurity; k != nil {
+		if k.AppID != cfg.AppID {
+			return nil, errors.New("wxphone: APISecurity.AppID must be the Config's AppID")
+		}
+		if up.sec, err = apisec.NewClient(*k, nil); err != nil {
+			return nil, err
+		}
+	}
 	c := &Client{appID: cfg.AppID, secret: cfg.Secret, up: up, tokens: cfg.TokenSource, log: log, noOpenID: cfg.NoOpenIDBinding}
 	if c.tokens == nil {
-		m, err := NewTokenManager(cfg)
+		// The manager shares the Client's HTTP stack: one transport, one
+		// connection pool for exchanges and token fetches.
+		m, err := newTokenManager(up, tc)
 		if err != nil {
 			return nil, err
 		}

@@ -177,8 +177,34 @@ func validateAppID(id string) error {
 	return nil
 }
 
-// newUpstream validates the shared part of a Config.
-func (c Config) newUpstream() (*upstream, *slog.Logger, error) {
+// TokenConfig configures a TokenManager made on its own with
+// NewTokenManager: what fetching tokens needs, and nothing else. Each field
+// means what the Config field of the same name does; a Client builds its
+// manager from its Config, on its own HTTP stack.
+type TokenConfig struct {
+	AppID          string
+	Secret         Secret
+	BaseURL        string
+	HTTPClient     *http.Client
+	H2C            bool
+	Logger         *slog.Logger
+	Hooks          Hooks
+	TracerProvider trace.TracerProvider
+	Token          TokenOptions
+}
+
+// tokenConfig is the part of c that its TokenManager uses.
+func (c Config) tokenConfig() TokenConfig {
+	return TokenConfig{
+		AppID: c.AppID, Secret: c.Secret, BaseURL: c.BaseURL, HTTPClient: c.HTTPClient, H2C: c.H2C,
+		Logger: c.Logger, Hooks: c.Hooks, TracerProvider: c.TracerProvider, Token: c.Token,
+	}
+}
+
+// newUpstream validates the connection settings and builds the HTTP stack
+// the calls to WeChat go through: one per Client, shared by its
+// TokenManager.
+func (c TokenConfig) newUpstream() (*upstream, *slog.Logger, error) {
 	if err := validateAppID(c.AppID); err != nil {
 		return nil, nil, err
 	}
@@ -210,13 +236,5 @@ func (c Config) newUpstream() (*upstream, *slog.Logger, error) {
 	}
 	log = log.With("appid", c.AppID)
 	u.log = log
-	if c.APISecurity != nil {
-		if c.APISecurity.AppID != c.AppID {
-			return nil, nil, errors.New("wxphone: APISecurity.AppID must be the Config's AppID")
-		}
-		if u.sec, err = apisec.NewClient(*c.APISecurity, nil); err != nil {
-			return nil, nil, err
-		}
-	}
 	return u, log, nil
 }

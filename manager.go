@@ -98,13 +98,19 @@ const (
 	checkTimeout = 5 * time.Second
 )
 
-// NewTokenManager returns a TokenManager for cfg.AppID. It fetches nothing
-// until the first Token or Warm call. Close stops its background refresh.
-func NewTokenManager(cfg Config) (*TokenManager, error) {
-	up, log, err := cfg.newUpstream()
+// NewTokenManager returns a TokenManager for cfg.AppID, on an HTTP stack of
+// its own. It fetches nothing until the first Token or Warm call. Close
+// stops its background refresh.
+func NewTokenManager(cfg TokenConfig) (*TokenManager, error) {
+	up, _, err := cfg.newUpstream()
 	if err != nil {
 		return nil, err
 	}
+	return newTokenManager(up, cfg)
+}
+
+// newTokenManager returns a TokenManager that calls WeChat through up.
+func newTokenManager(up *upstream, cfg TokenConfig) (*TokenManager, error) {
 	if cfg.Secret == "" {
 		return nil, errors.New("wxphone: Secret is required to fetch tokens")
 	}
@@ -115,7 +121,7 @@ func NewTokenManager(cfg Config) (*TokenManager, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &TokenManager{
 		appID: cfg.AppID, secret: cfg.Secret, up: up, opts: opts,
-		log: log, hooks: cfg.Hooks, ctx: ctx, cancel: cancel,
+		log: up.log, hooks: cfg.Hooks, ctx: ctx, cancel: cancel,
 	}
 	m.locker, _ = opts.Store.(TokenLocker)
 	return m, nil

@@ -22,7 +22,7 @@ import (
 
 func newManager(t testing.TB, cfg Config) *TokenManager {
 	t.Helper()
-	m, err := NewTokenManager(cfg)
+	m, err := NewTokenManager(cfg.tokenConfig())
 	if err != nil {
 		t.Fatalf("NewTokenManager: %v", err)
 	}
@@ -755,7 +755,7 @@ func TestTokenManagerClose(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
 		env := newMemEnv(t)
-		m, err := NewTokenManager(env.config())
+		m, err := NewTokenManager(env.config().tokenConfig())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -787,7 +787,7 @@ func TestCloseCancelsRefreshInFlight(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		env := newMemEnv(t)
 		addFault(t, env.emu, wxmock.Fault{Endpoint: wxmock.EndpointStableToken, Kind: wxmock.FaultLatency, LatencyMS: 10_000})
-		m, err := NewTokenManager(env.config())
+		m, err := NewTokenManager(env.config().tokenConfig())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -902,13 +902,13 @@ func TestTokenOptionsValidation(t *testing.T) {
 		{QuotaCooldown: -time.Second},
 	}
 	for _, o := range bad {
-		if _, err := NewTokenManager(Config{AppID: testAppID, Secret: testSecret, Token: o}); err == nil {
+		if _, err := NewTokenManager(TokenConfig{AppID: testAppID, Secret: testSecret, Token: o}); err == nil {
 			t.Errorf("NewTokenManager accepted %+v", o)
 		}
 	}
 	good := []TokenOptions{{}, {Margin: 30 * time.Second}, {Classic: true, Margin: time.Hour}, {ForceDailyBudget: 19}, {ForceInterval: time.Minute}}
 	for _, o := range good {
-		m, err := NewTokenManager(Config{AppID: testAppID, Secret: testSecret, Token: o})
+		m, err := NewTokenManager(TokenConfig{AppID: testAppID, Secret: testSecret, Token: o})
 		if err != nil {
 			t.Errorf("NewTokenManager(%+v): %v", o, err)
 			continue
