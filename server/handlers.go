@@ -282,12 +282,12 @@ func registerInFlight(m *metrics.Metrics, n *atomic.Int64) error {
 // tokenCollector exports each app's token state from service.Status at
 // scrape time.
 type tokenCollector struct {
-	svc       *service.Service
+	svc       Backend
 	remaining *prometheus.Desc
 	usable    *prometheus.Desc
 }
 
-func registerTokenCollector(m *metrics.Metrics, svc *service.Service) error {
+func registerTokenCollector(m *metrics.Metrics, svc Backend) error {
 	c := &tokenCollector{
 		svc: svc,
 		remaining: prometheus.NewDesc("wxphone_token_remaining_seconds",

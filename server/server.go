@@ -1,4 +1,4 @@
-// Package server is wxphone's HTTP API over a *service.Service:
+// Package server is wxphone's HTTP API over a Backend (a *service.Service):
 //
 //	POST /v1/phone-number            exchange a getPhoneNumber code (phone keys)
 //	GET  /v1/access-token            the current access token (token keys)
@@ -83,10 +83,30 @@ type Check struct {
 	Degrades bool
 }
 
+// Backend is what the server serves: code exchanges and the central token
+// endpoint's tokens, for the apps it names. *service.Service implements
+// it; the server neither creates nor closes it.
+type Backend interface {
+	// Exchange exchanges a code, or replays the outcome of an earlier
+	// exchange of it.
+	Exchange(ctx context.Context, req service.Request) (*service.Result, error)
+	// AccessToken returns appID's current access token ("" selects the
+	// only app).
+	AccessToken(ctx context.Context, appID string) (wxphone.Token, error)
+	// InvalidateToken handles a report that WeChat rejected the token
+	// rejected, and returns a usable one.
+	InvalidateToken(ctx context.Context, appID, rejected string) (wxphone.Token, error)
+	// Status reports every app's token state, for /readyz and /metrics.
+	Status() []service.AppStatus
+	// Apps returns the served appids, sorted.
+	Apps() []string
+}
+
 // Config configures a Server.
 type Config struct {
-	// Service answers the requests. Required. Run closes it on shutdown.
-	Service *service.Service
+	// Service answers the requests. Required. Its owner closes it, after
+	// Run returned.
+	Service Backend
 	// APIKeys may call POST /v1/phone-number. At least one of APIKeys and
 	// TokenAPIKeys is required; every key is at least MinAPIKeyLen bytes.
 	// New keeps only their digests and caller ids.
@@ -120,8 +140,6 @@ type Config struct {
 	Fallback http.Handler
 	// Addr is the listen address of ListenAndServe; default DefaultAddr.
 	Addr string
-	// NoWarm disables Run's background token warm-up (tests).
-	NoWarm bool
 	// H2C makes Run accept unencrypted HTTP/2 with prior knowledge next
 	// to HTTP/1.1 on the same listener, for a load balancer that speaks
 	// h2c to its backends. Requests then share connections, so a request
@@ -153,7 +171,7 @@ func (c Config) Format(f fmt.State, verb rune) {
 
 // Server is the HTTP API. Create it with New.
 type Server struct {
-	svc      *service.Service
+	svc      Backend
 	keys     []keyEntry
 	limiter  ratelimit.Limiter
 	metrics  *metrics.Metrics
@@ -163,7 +181,6 @@ type Server struct {
 	checks   []Check
 	fallback http.Handler
 	addr     string
-	noWarm   bool
 	h2c      bool
 	routes   map[string][]*route
 
@@ -224,7 +241,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		svc: cfg.Service, limiter: cfg.Limiter, metrics: cfg.Metrics, log: cfg.Logger,
 		timeout: cfg.RequestTimeout, shutdown: cfg.ShutdownTimeout, checks: cfg.ReadyChecks,
-		fallback: cfg.Fallback, addr: cfg.Addr, noWarm: cfg.NoWarm, h2c: cfg.H2C,
+		fallback: cfg.Fallback, addr: cfg.Addr, h2c: cfg.H2C,
 		adminAddr: cfg.AdminAddr, adminPprof: cfg.AdminPprof,
 	}
 	add := func(list []wxphone.Secret, which string, phone bool) error {
@@ -340,11 +357,9 @@ func (s *Server) ListenAndServe(ctx context.Context) error {
 }
 
 // Run serves on ln until ctx is cancelled, then shuts down gracefully: it
-// stops accepting connections, lets requests in flight finish (bounded by
-// ShutdownTimeout), then closes the Service, which waits for detached
-// exchanges and stops the token refreshers. Unless NoWarm is set it also
-// fetches every app's token in the background until that succeeds, so that
-// /readyz turns ready without waiting for traffic. Run may be called once.
+// stops accepting connections and lets requests in flight finish (bounded
+// by ShutdownTimeout). The Service is its owner's to close afterwards (its
+// detached exchanges may still be running). Run may be called once.
 //
 // Run also refuses, and closes, an HTTP/1 connection that carries a request
 // with both Transfer-Encoding and Content-Length; Handler served by another
@@ -372,12 +387,6 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		hs.Protocols.SetHTTP1(true)
 		hs.Protocols.SetUnencryptedHTTP2(true)
 	}
-	warmCtx, stopWarm := context.WithCancel(ctx)
-	var warmDone sync.WaitGroup
-	if !s.noWarm {
-		warmDone.Add(1)
-		go func() { defer warmDone.Done(); s.warm(warmCtx) }()
-	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(edgeListener{ln}) }()
 	s.log.Info("listening", "addr", ln.Addr().String(), "apps", s.svc.Apps())
@@ -389,8 +398,6 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	case <-ctx.Done():
 	}
 	s.closing.Store(true)
-	stopWarm()
-	warmDone.Wait()
 	s.log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.shutdown)
 	defer cancel()
@@ -404,35 +411,6 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
-	if cerr := s.svc.Close(sctx); cerr != nil {
-		s.log.Warn("service close", "err", cerr)
-		if err == nil {
-			err = cerr
-		}
-	}
 	s.log.Info("stopped")
 	return err
-}
-
-// warm fetches every app's token, retrying with capped backoff until it
-// succeeds or ctx ends.
-func (s *Server) warm(ctx context.Context) {
-	backoff := time.Second
-	for {
-		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		err := s.svc.Warm(wctx)
-		cancel()
-		if err == nil || ctx.Err() != nil {
-			return
-		}
-		s.log.Warn("token warm-up failed; retrying", "retry_in", backoff, "err", err)
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-		backoff = min(backoff*2, 30*time.Second)
-	}
 }

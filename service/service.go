@@ -58,6 +58,16 @@ const DefaultExchangeTimeout = 15 * time.Second
 // before other replicas consider its claimant dead.
 const LeaseMargin = 5 * time.Second
 
+// Lease is the claim lease of a ledger serving a Service whose
+// ExchangeTimeout is exchangeTimeout (0: DefaultExchangeTimeout): the
+// timeout plus LeaseMargin. A Service builds its default ledger with it.
+func Lease(exchangeTimeout time.Duration) time.Duration {
+	if exchangeTimeout <= 0 {
+		exchangeTimeout = DefaultExchangeTimeout
+	}
+	return exchangeTimeout + LeaseMargin
+}
+
 // Config configures a Service.
 type Config struct {
 	// Clients are the Mini Programs served, one per appid. The Service
@@ -147,7 +157,7 @@ func New(cfg Config) (*Service, error) {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	if s.ledger == nil {
-		s.ledger = ledger.New(ledger.Options{Shared: cfg.Replay, TTL: ttl, Lease: s.timeout + LeaseMargin, Logger: s.log})
+		s.ledger = ledger.New(ledger.Options{Shared: cfg.Replay, TTL: ttl, Lease: Lease(s.timeout), Logger: s.log})
 	} else if s.ledger.Lease() <= s.timeout {
 		return nil, errors.New("service: the ledger's lease must exceed ExchangeTimeout")
 	}

@@ -154,7 +154,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 		}
 		defer stopPprof()
 	}
-	return r.Server.ListenAndServe(ctx)
+	return r.ListenAndServe(ctx)
 }
 
 // servePprof serves net/http/pprof on addr (config allows loopback only),
