@@ -2,7 +2,10 @@ package wxphone
 
 import (
 	"errors"
+	"net/http"
+	"strings"
 	"testing"
+	"time"
 )
 
 // oldRules is the errcode knowledge as it stood spread over errors.go,
@@ -111,5 +114,122 @@ func TestErrcodeTableKeepsTheRules(t *testing.T) {
 		if KnownErrcode(code) {
 			t.Errorf("errcode %d is known", code)
 		}
+	}
+}
+
+func TestAPIErrorIs(t *testing.T) {
+	t.Parallel()
+	sentinels := map[string]error{
+		"ErrInvalidCode": ErrInvalidCode, "ErrAppIDMismatch": ErrAppIDMismatch, "ErrRateLimited": ErrRateLimited,
+		"ErrSystemBusy": ErrSystemBusy, "ErrTokenInvalid": ErrTokenInvalid, "ErrTokenFetchRefused": ErrTokenFetchRefused,
+		"ErrQuotaExhausted": ErrQuotaExhausted, "ErrOutcomeUnknown": ErrOutcomeUnknown,
+	}
+	tests := []struct {
+		op   string
+		code int
+		want []string
+	}{
+		{OpPhoneNumber, 40029, []string{"ErrInvalidCode"}},
+		{OpPhoneNumber, 40013, []string{"ErrAppIDMismatch"}},
+		{OpPhoneNumber, 45011, []string{"ErrRateLimited"}},
+		{OpPhoneNumber, -1, []string{"ErrSystemBusy"}},
+		{OpPhoneNumber, 40001, []string{"ErrTokenInvalid"}},
+		{OpPhoneNumber, 40014, []string{"ErrTokenInvalid"}},
+		{OpPhoneNumber, 42001, []string{"ErrTokenInvalid"}},
+		{OpPhoneNumber, 41001, []string{"ErrTokenInvalid"}},
+		{OpPhoneNumber, 40163, nil},
+		{OpPhoneNumber, 47001, nil},
+		{OpCode2Session, 40029, []string{"ErrInvalidCode"}},
+		{OpCode2Session, 40163, []string{"ErrInvalidCode"}},
+		{OpCode2Session, -1, []string{"ErrSystemBusy"}},
+		{OpStableToken, 40013, []string{"ErrTokenFetchRefused"}},
+		{OpStableToken, 40125, []string{"ErrTokenFetchRefused"}},
+		{OpStableToken, 40164, []string{"ErrTokenFetchRefused"}},
+		{OpStableToken, 40243, []string{"ErrTokenFetchRefused"}},
+		{OpStableToken, 45009, []string{"ErrTokenFetchRefused", "ErrQuotaExhausted"}},
+		{OpStableToken, 89503, []string{"ErrTokenFetchRefused"}},
+		{OpStableToken, -1, []string{"ErrSystemBusy"}},
+		{OpStableToken, 45011, []string{"ErrRateLimited"}},
+		{OpToken, 40001, []string{"ErrTokenFetchRefused"}},
+		{OpToken, 40164, []string{"ErrTokenFetchRefused"}},
+		{OpToken, 45009, []string{"ErrTokenFetchRefused", "ErrQuotaExhausted"}},
+	}
+	for _, tt := range tests {
+		err := error(&APIError{Op: tt.op, ErrCode: tt.code})
+		for name, s := range sentinels {
+			want := false
+			for _, w := range tt.want {
+				want = want || w == name
+			}
+			if got := errors.Is(err, s); got != want {
+				t.Errorf("%s errcode %d: errors.Is(%s) = %v, want %v", tt.op, tt.code, name, got, want)
+			}
+		}
+	}
+}
+
+func TestParseRID(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ msg, want string }{
+		{"invalid code hint: [hElexSDNRa-XiBFgA] rid: 632d16be-15ad5486-1e378de4", "632d16be-15ad5486-1e378de4"},
+		{"invalid code, hints: [ req_id: GEbaO6yFe-g8Msfa ]", "GEbaO6yFe-g8Msfa"},
+		{"code been used, hints: [ req_id: abc123 ]", "abc123"},
+		{"access_token missing rid: 66739825-2e4f4a1d-0f8e7b6a", "66739825-2e4f4a1d-0f8e7b6a"},
+		{"rid:nospace", "nospace"},
+		{"system error", ""},
+		{"rid: ", ""},
+		{"req_id: ]", ""},
+		{"", ""},
+		{"rid: " + strings.Repeat("a", 100), strings.Repeat("a", 64)},
+	}
+	for _, tt := range tests {
+		if got := parseRID(tt.msg); got != tt.want {
+			t.Errorf("parseRID(%q) = %q, want %q", tt.msg, got, tt.want)
+		}
+	}
+}
+
+// TestAPIErrorFromStub covers rid formats the emulator does not produce and
+// the scrubbing of echoed secrets.
+func TestAPIErrorFromStub(t *testing.T) {
+	t.Parallel()
+	const code = "code-0123456789abcdef"
+	tests := []struct {
+		name, body string
+		errcode    int
+		rid        string
+		sentinel   error
+	}{
+		{"req_id format", `{"errcode":40029,"errmsg":"invalid code, hints: [ req_id: GEbaO6yFe-g8Msfa ]"}`, 40029, "GEbaO6yFe-g8Msfa", ErrInvalidCode},
+		{"rid format", `{"errcode":45011,"errmsg":"api minute-quota reach limit mustslower retry next minute rid: 632d16be-15ad5486-1e378de4"}`, 45011, "632d16be-15ad5486-1e378de4", ErrRateLimited},
+		{"errcode as string", `{"errcode":"40029","errmsg":"invalid code"}`, 40029, "", ErrInvalidCode},
+		{"echoes code and token", `{"errcode":40029,"errmsg":"invalid code ` + code + ` for STATIC-TOKEN-0123456789 rid: 1-2-3"}`, 40029, "1-2-3", ErrInvalidCode},
+		{"control characters", "{\"errcode\":40029,\"errmsg\":\"bad\\n\\u0000code\"}", 40029, "", ErrInvalidCode},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			stub := newStub(t, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, "text/plain", tt.body) })
+			c := stubClient(t, stub.URL)
+			_, err := c.PhoneNumber(ctxTimeout(t, 10*time.Second), code)
+			var ae *APIError
+			if !errors.As(err, &ae) || ae.ErrCode != tt.errcode || ae.RID != tt.rid || !errors.Is(err, tt.sentinel) {
+				t.Fatalf("err = %#v; want APIError %d rid %q", err, tt.errcode, tt.rid)
+			}
+			if s := err.Error(); strings.Contains(s, code) || strings.Contains(s, "STATIC-TOKEN") || strings.ContainsAny(s, "\n\x00") {
+				t.Errorf("error not sanitised: %q", s)
+			}
+		})
+	}
+}
+
+func TestAPIErrorMessageBounded(t *testing.T) {
+	t.Parallel()
+	msg := sanitizeMsg(strings.Repeat("é", 1000))
+	if n := len(msg); n > maxErrMsg+8 {
+		t.Errorf("sanitized message is %d bytes", n)
+	}
+	if !strings.HasSuffix(msg, "…") {
+		t.Errorf("truncated message lacks an ellipsis: %q", msg[len(msg)-8:])
 	}
 }
