@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/wxphone/wxphone/apisec"
+	"github.com/wxphone/wxphone/internal/wait"
 )
 
 // Client exchanges codes with WeChat for one Mini Program. It is safe for
@@ -278,12 +279,5 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d+50*time.Millisecond {
 		return false
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
+	return wait.Sleep(ctx, d) == nil
 }

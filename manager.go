@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/wxphone/wxphone/internal/budget"
+	"github.com/wxphone/wxphone/internal/wait"
 )
 
 // Token fetch kinds and triggers, as reported in TokenFetchEvent.
@@ -565,17 +566,13 @@ func (m *TokenManager) fetch(ctx context.Context, kind, trigger string) (Token, 
 		if !retryableFetch(kind, err) || attempt >= 6 {
 			return Token{}, err
 		}
-		wait := backoff/2 + rand.N(backoff/2+1) // #nosec G404 -- jitter, not a secret
-		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
+		pause := backoff/2 + rand.N(backoff/2+1) // #nosec G404 -- jitter, not a secret
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < pause {
 			return Token{}, err
 		}
 		m.log.Debug("token fetch failed; retrying", "kind", kind, "attempt", attempt, "err", err)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if wait.Sleep(ctx, pause) != nil {
 			return Token{}, err
-		case <-t.C:
 		}
 		backoff = min(backoff*2, 2*time.Second)
 	}

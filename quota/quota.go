@@ -29,6 +29,7 @@ import (
 
 	"github.com/wxphone/wxphone"
 	"github.com/wxphone/wxphone/internal/budget"
+	"github.com/wxphone/wxphone/internal/wait"
 )
 
 // API is one WeChat API whose quota is probed.
@@ -220,19 +221,15 @@ func (p *Prober) Probe(ctx context.Context) []Result {
 // an app holds no token yet (ErrNoToken), it probes again after a minute.
 func (p *Prober) Run(ctx context.Context) {
 	for {
-		wait := p.interval
+		next := p.interval
 		for _, r := range p.Probe(ctx) {
 			if errors.Is(r.Err, ErrNoToken) {
-				wait = min(wait, retryNoToken)
+				next = min(next, retryNoToken)
 			}
 		}
-		d := wait - wait/20 + rand.N(wait/10+1) // #nosec G404 -- jitter, not a secret
-		t := time.NewTimer(d)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		d := next - next/20 + rand.N(next/10+1) // #nosec G404 -- jitter, not a secret
+		if wait.Sleep(ctx, d) != nil {
 			return
-		case <-t.C:
 		}
 	}
 }
