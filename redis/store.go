@@ -85,6 +85,21 @@ func toString(v any) (string, bool) {
 	return s, ok
 }
 
+// verdict reads the reply of a script that answers {1} (allowed) or {0,
+// wait} (refused, wait in units of unit); what names the operation in
+// errors.
+func verdict(res []int64, err error, what string, unit time.Duration) (bool, time.Duration, error) {
+	switch {
+	case err != nil:
+		return false, 0, fmt.Errorf("redis: %s: %w", what, err)
+	case len(res) != 2:
+		return false, 0, errReply(what)
+	case res[0] == 1:
+		return true, 0, nil
+	}
+	return false, time.Duration(res[1]) * unit, nil
+}
+
 // errReply reports a script reply of an unexpected shape.
 func errReply(script string) error {
 	return fmt.Errorf("redis: unexpected reply from the %s script", script)

@@ -287,16 +287,7 @@ func (s *TokenStore) ReserveForceRefresh(ctx context.Context, appID, id string, 
 		now.UnixMilli(), budget.Day(now), durMS(minInterval), dailyLimit,
 		midnight.Sub(now).Milliseconds(), durMS(max(forceKeyTTL, 2*minInterval)), id,
 	).Int64Slice()
-	if err != nil {
-		return false, 0, fmt.Errorf("redis: reserve force refresh: %w", err)
-	}
-	if len(res) != 2 {
-		return false, 0, errReply("force")
-	}
-	if res[0] == 1 {
-		return true, 0, nil
-	}
-	return false, time.Duration(res[1]) * time.Millisecond, nil
+	return verdict(res, err, "reserve force refresh", time.Millisecond)
 }
 
 // LockRefresh implements wxphone.TokenLocker with bsm/redislock, without

@@ -269,14 +269,17 @@ func registerInFlight(m *metrics.Metrics, n *atomic.Int64) error {
 	g := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "wxphone_http_requests_in_flight", Help: "HTTP requests being served now.",
 	}, func() float64 { return float64(n.Load()) })
-	if err := m.Registry.Register(g); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			return nil
-		}
-		return err
+	return registerOnce(m, g)
+}
+
+// registerOnce registers c unless an equal collector is registered already
+// (a registry shared by several servers keeps the first one's).
+func registerOnce(m *metrics.Metrics, c prometheus.Collector) error {
+	err := m.Registry.Register(c)
+	if are := (prometheus.AlreadyRegisteredError{}); errors.As(err, &are) {
+		return nil
 	}
-	return nil
+	return err
 }
 
 // tokenCollector exports each app's token state from service.Status at
@@ -295,14 +298,7 @@ func registerTokenCollector(m *metrics.Metrics, svc Backend) error {
 		usable: prometheus.NewDesc("wxphone_token_usable",
 			"1 when the app holds a token usable for requests.", []string{"appid"}, nil),
 	}
-	if err := m.Registry.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			return nil
-		}
-		return err
-	}
-	return nil
+	return registerOnce(m, c)
 }
 
 // Describe implements prometheus.Collector.
