@@ -117,8 +117,17 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (*Replica, error)
 	if out == nil {
 		out = io.Discard
 	}
-	logger := server.NewLogger(out, cfg.LogLevel)
 	r := &Replica{Metrics: metrics.New()}
+	if err := r.build(ctx, cfg, o, server.NewLogger(out, cfg.LogLevel)); err != nil {
+		_ = r.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+// build is Build's work; what it opened is in r's closers, whether it
+// succeeds or not.
+func (r *Replica) build(ctx context.Context, cfg *config.Config, o Options, logger *slog.Logger) error {
 	limit := ratelimit.Limit{Rate: cfg.RateLimit, Burst: cfg.RateBurst}
 	s := Spec{
 		Server: server.Config{
@@ -135,8 +144,7 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (*Replica, error)
 	}
 	if cfg.RedisURL != "" {
 		if err := r.shareThroughRedis(ctx, cfg, o, &s, &tokOpts, limit); err != nil {
-			_ = r.Close()
-			return nil, err
+			return err
 		}
 	} else if !cfg.DataKeySet {
 		logger.Info("WXPHONE_DATA_KEY is not set: using a random per-process data key (replays survive only within this process)")
@@ -147,15 +155,10 @@ func Build(ctx context.Context, cfg *config.Config, o Options) (*Replica, error)
 			Token: tokOpts, TracerProvider: o.TracerProvider, APISecurity: a.APISecurity, NoOpenIDBinding: a.NoOpenIDBinding,
 		})
 	}
-	err := r.wire(ctx, s)
-	if err == nil {
-		err = r.watchQuotas(cfg, logger)
+	if err := r.wire(ctx, s); err != nil {
+		return err
 	}
-	if err != nil {
-		_ = r.Close()
-		return nil, err
-	}
-	return r, nil
+	return r.watchQuotas(cfg, logger)
 }
 
 // shareThroughRedis opens cfg.RedisURL and puts the fleet's shared state
