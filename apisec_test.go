@@ -254,12 +254,12 @@ func TestOpenIDBinding(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = c.Exchange(ctx, PhoneRequest{Code: code, OpenID: "o-user-2"})
+	_, err = c.Exchange(ctx, PhoneRequest{Code: Secret(code), OpenID: "o-user-2"})
 	var ae *APIError
 	if !errors.As(err, &ae) || ae.ErrCode != wxmock.DefaultOpenIDMismatchErrcode || ae.RID == "" || errors.Is(err, ErrOutcomeUnknown) || errors.Is(err, ErrInvalidCode) {
 		t.Fatalf("mismatch: %v", err)
 	}
-	if p, err := c.Exchange(ctx, PhoneRequest{Code: code, OpenID: "o-user-1"}); err != nil || p.PurePhoneNumber.Reveal() != testPhone {
+	if p, err := c.Exchange(ctx, PhoneRequest{Code: Secret(code), OpenID: "o-user-1"}); err != nil || p.PurePhoneNumber.Reveal() != testPhone {
 		t.Fatalf("match: %v, %v", p, err)
 	}
 	reqs := env.rec.requests()
@@ -271,7 +271,7 @@ func TestOpenIDBinding(t *testing.T) {
 	cfg.NoOpenIDBinding = true
 	off := newTestClient(t, cfg)
 	code, _ = env.emu.MintPhoneCode(wxmock.PhoneGrant{PurePhoneNumber: testPhone, OpenID: "o-user-1"})
-	if _, err := off.Exchange(ctx, PhoneRequest{Code: code, OpenID: "o-user-2"}); err != nil {
+	if _, err := off.Exchange(ctx, PhoneRequest{Code: Secret(code), OpenID: "o-user-2"}); err != nil {
 		t.Fatalf("binding off: %v", err)
 	}
 	reqs = env.rec.requests()
@@ -280,7 +280,7 @@ func TestOpenIDBinding(t *testing.T) {
 	}
 	// Bad openids never leave.
 	for _, id := range []string{"has space", strings.Repeat("x", MaxOpenIDLen+1), "tab\t"} {
-		if _, err := c.Exchange(ctx, PhoneRequest{Code: code, OpenID: id}); !errors.Is(err, ErrInvalidInput) || strings.Contains(err.Error(), id) {
+		if _, err := c.Exchange(ctx, PhoneRequest{Code: Secret(code), OpenID: id}); !errors.Is(err, ErrInvalidInput) || strings.Contains(err.Error(), id) {
 			t.Fatalf("openid %q: %v", id, err)
 		}
 	}
@@ -292,7 +292,7 @@ func TestOpenIDBindingSealed(t *testing.T) {
 	env := newSrvEnv(t)
 	c := secClient(t, env, secSetup(t, env.emu, 0), nil)
 	code, _ := env.emu.MintPhoneCode(wxmock.PhoneGrant{PurePhoneNumber: testPhone, OpenID: "o-user-1"})
-	_, err := c.Exchange(ctxTimeout(t, 20*time.Second), PhoneRequest{Code: code, OpenID: "o-user-2"})
+	_, err := c.Exchange(ctxTimeout(t, 20*time.Second), PhoneRequest{Code: Secret(code), OpenID: "o-user-2"})
 	var ae *APIError
 	if !errors.As(err, &ae) || ae.ErrCode != wxmock.DefaultOpenIDMismatchErrcode {
 		t.Fatalf("sealed mismatch: %v", err)

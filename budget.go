@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/wxphone/wxphone/internal/budget"
 )
 
 // ForceBudgetReader is implemented by token stores that can report the
@@ -20,7 +22,7 @@ type ForceBudgetReader interface {
 func (s *MemoryTokenStore) ForceRefreshesOn(_ context.Context, appID string, now time.Time) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if a := s.apps[appID]; a != nil && a.forceDay == WeChatDay(now) {
+	if a := s.apps[appID]; a != nil && a.forceDay == budget.Day(now) {
 		return a.forceCount, nil
 	}
 	return 0, nil

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/wxphone/wxphone/internal/budget"
 )
 
 func TestForceRefreshRemaining(t *testing.T) {
 	store := NewMemoryTokenStore()
-	m, err := NewTokenManager(Config{AppID: testAppID, Secret: testSecret, BaseURL: "http://127.0.0.1:1", Token: TokenOptions{Store: store, ForceDailyBudget: 3}})
+	m, err := NewTokenManager(TokenConfig{AppID: testAppID, Secret: testSecret, BaseURL: "http://127.0.0.1:1", Token: TokenOptions{Store: store, ForceDailyBudget: 3}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,11 +37,11 @@ func TestForceRefreshRemaining(t *testing.T) {
 		t.Errorf("other app %d", n)
 	}
 	// Yesterday's reservations do not count today.
-	if n, _ := store.ForceRefreshesOn(ctx, testAppID, NextWeChatMidnight(now)); n != 0 {
+	if n, _ := store.ForceRefreshesOn(ctx, testAppID, budget.NextMidnight(now)); n != 0 {
 		t.Errorf("next day %d", n)
 	}
 
-	m2, err := NewTokenManager(Config{AppID: testAppID, Secret: testSecret, BaseURL: "http://127.0.0.1:1", Token: TokenOptions{Store: storeOnly{store}}})
+	m2, err := NewTokenManager(TokenConfig{AppID: testAppID, Secret: testSecret, BaseURL: "http://127.0.0.1:1", Token: TokenOptions{Store: storeOnly{store}}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,9 +6,11 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/url"
-	"strconv"
 	"sync/atomic"
 	"time"
+
+	"github.com/wxphone/wxphone/apisec"
+	"github.com/wxphone/wxphone/internal/wait"
 )
 
 // Client exchanges codes with WeChat for one Mini Program. It is safe for
@@ -44,13 +46,24 @@ func (c *Client) tokenQuery(tok string) string {
 // Client owns a TokenManager (stable tokens, refreshed in the background)
 // built from cfg. New makes no network call; see Client.Warm.
 func New(cfg Config) (*Client, error) {
-	up, log, err := cfg.newUpstream()
+	tc := cfg.tokenConfig()
+	up, log, err := tc.newUpstream()
 	if err != nil {
 		return nil, err
 	}
+	if k := cfg.APISecurity; k != nil {
+		if k.AppID != cfg.AppID {
+			return nil, errors.New("wxphone: APISecurity.AppID must be the Config's AppID")
+		}
+		if up.sec, err = apisec.NewClient(*k, nil); err != nil {
+			return nil, err
+		}
+	}
 	c := &Client{appID: cfg.AppID, secret: cfg.Secret, up: up, tokens: cfg.TokenSource, log: log, noOpenID: cfg.NoOpenIDBinding}
 	if c.tokens == nil {
-		m, err := NewTokenManager(cfg)
+		// The manager shares the Client's HTTP stack: one transport, one
+		// connection pool for exchanges and token fetches.
+		m, err := newTokenManager(up, tc)
 		if err != nil {
 			return nil, err
 		}
@@ -96,13 +109,14 @@ func (c *Client) Close() error {
 // refused with a *WatermarkError. A nil result always comes with a non-nil
 // error.
 func (c *Client) PhoneNumber(ctx context.Context, code string) (*PhoneInfo, error) {
-	return c.Exchange(ctx, PhoneRequest{Code: code})
+	return c.Exchange(ctx, PhoneRequest{Code: Secret(code)})
 }
 
 // PhoneRequest is an exchange with its options; see Client.Exchange.
 type PhoneRequest struct {
-	// Code is the getPhoneNumber (or getRealtimePhoneNumber) code.
-	Code string
+	// Code is the getPhoneNumber (or getRealtimePhoneNumber) code. Like
+	// every secret it never prints.
+	Code Secret
 	// OpenID, when set, is the user the caller expects the code to belong
 	// to. It is sent to WeChat (getuserphonenumber's optional openid),
 	// which then checks that the code was issued to that user and answers
@@ -112,21 +126,14 @@ type PhoneRequest struct {
 	OpenID string
 }
 
-// MaxOpenIDLen bounds PhoneRequest.OpenID (WeChat's openids are 28
-// characters).
-const MaxOpenIDLen = 128
-
 // Exchange is PhoneNumber with options (see PhoneRequest). Codes from
 // getRealtimePhoneNumber (手机号实时验证) are exchanged the same way: WeChat
 // answers them at the same endpoint with the same data.
 func (c *Client) Exchange(ctx context.Context, r PhoneRequest) (*PhoneInfo, error) {
-	code := r.Code
-	if err := ValidateCode(code); err != nil {
+	if err := r.Validate(); err != nil {
 		return nil, err
 	}
-	if err := validateOpenID(r.OpenID); err != nil {
-		return nil, err
-	}
+	code := r.Code.Reveal()
 	openid := r.OpenID
 	if c.noOpenID {
 		openid = ""
@@ -152,13 +159,12 @@ func (c *Client) phoneNumber(ctx context.Context, code, openid string, st *attem
 	for {
 		var r phoneResp
 		// getuserphonenumber supports the API security mode ("支持加密请求").
-		err := c.up.callSealed(ctx, OpPhoneNumber, "/wxa/business/getuserphonenumber",
-			c.tokenQuery(tok.Value), body, &r, code, tok.Value)
+		err := c.up.callSealed(ctx, epPhoneNumber, c.tokenQuery(tok.Value), body, &r, code, tok.Value)
 		if err == nil {
 			return c.checkPhone(r.PhoneInfo.info())
 		}
 		var ae *APIError
-		if errors.As(err, &ae) && tokenErrcodes[ae.ErrCode] && !st.tokenRetried {
+		if errors.As(err, &ae) && ae.Is(ErrTokenInvalid) && !st.tokenRetried {
 			inv, ok := c.tokens.(TokenInvalidator)
 			if !ok {
 				return nil, err
@@ -217,23 +223,6 @@ func appendASCIIJSON(b []byte, v string) []byte {
 	return b
 }
 
-// validateOpenID accepts "" or up to MaxOpenIDLen printable ASCII bytes
-// without spaces. The error never contains the openid.
-func validateOpenID(id string) error {
-	if id == "" {
-		return nil
-	}
-	if len(id) > MaxOpenIDLen {
-		return &InputError{Field: "openid", Reason: "longer than " + strconv.Itoa(MaxOpenIDLen) + " bytes"}
-	}
-	for i := 0; i < len(id); i++ {
-		if c := id[i]; c <= ' ' || c > '~' {
-			return &InputError{Field: "openid", Reason: "must be printable ASCII without spaces"}
-		}
-	}
-	return nil
-}
-
 // attempts tracks what an exchange has already done with its code.
 type attempts struct {
 	unsent       int  // retries after failures where nothing was sent
@@ -257,11 +246,10 @@ func (c *Client) decide(ctx context.Context, op string, st *attempts, err error)
 		st.unsent++
 		return sleepCtx(ctx, jitter(50*time.Millisecond, 150*time.Millisecond)), err
 	case errors.As(err, &ae):
-		if ae.ErrCode == -1 {
-			st.busyAnswered = true
-		}
+		busy := ae.ErrCode == ErrcodeSystemBusy
+		st.busyAnswered = st.busyAnswered || busy
 		switch {
-		case ae.ErrCode == -1 && !st.busyRetried:
+		case busy && !st.busyRetried:
 			st.busyRetried = true
 			if !sleepCtx(ctx, jitter(100*time.Millisecond, 300*time.Millisecond)) {
 				return false, err
@@ -269,7 +257,7 @@ func (c *Client) decide(ctx context.Context, op string, st *attempts, err error)
 			st.resent = true
 			c.log.Info("WeChat busy (-1); retrying once", "op", op, "rid", ae.RID)
 			return true, nil
-		case st.resent && (ae.ErrCode == 40029 || (op == OpCode2Session && ae.ErrCode == 40163)):
+		case st.resent && ae.Is(ErrInvalidCode):
 			// The first send may have used the code.
 			return false, &OutcomeUnknownError{Op: op, Err: err}
 		}
@@ -291,12 +279,5 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d+50*time.Millisecond {
 		return false
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
+	return wait.Sleep(ctx, d) == nil
 }

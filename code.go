@@ -1,6 +1,10 @@
 package wxphone
 
-import "strconv"
+import (
+	"strconv"
+
+	"github.com/wxphone/wxphone/internal/valid"
+)
 
 // MaxCodeLen bounds the length of a code accepted by Client.PhoneNumber and
 // Client.Code2Session. Real phone codes are 64 hexadecimal characters (the
@@ -23,10 +27,28 @@ func validateCode(field, code string) error {
 	if len(code) > MaxCodeLen {
 		return &InputError{Field: field, Reason: "longer than " + strconv.Itoa(MaxCodeLen) + " bytes"}
 	}
-	for i := 0; i < len(code); i++ {
-		if c := code[i]; c <= ' ' || c > '~' {
-			return &InputError{Field: field, Reason: "contains a space, a control character or a non-ASCII byte at offset " + strconv.Itoa(i)}
-		}
+	if i := valid.Unprintable(code); i >= 0 {
+		return &InputError{Field: field, Reason: "contains a space, a control character or a non-ASCII byte at offset " + strconv.Itoa(i)}
+	}
+	return nil
+}
+
+// MaxOpenIDLen bounds PhoneRequest.OpenID (WeChat's openids are 28
+// characters).
+const MaxOpenIDLen = 128
+
+// Validate checks r before any network call: its Code as ValidateCode
+// does, and its OpenID, which is "" or up to MaxOpenIDLen printable ASCII
+// bytes without spaces. The error never contains either.
+func (r PhoneRequest) Validate() error {
+	if err := ValidateCode(r.Code.Reveal()); err != nil {
+		return err
+	}
+	switch {
+	case len(r.OpenID) > MaxOpenIDLen:
+		return &InputError{Field: "openid", Reason: "longer than " + strconv.Itoa(MaxOpenIDLen) + " bytes"}
+	case !valid.Printable(r.OpenID):
+		return &InputError{Field: "openid", Reason: "must be printable ASCII without spaces"}
 	}
 	return nil
 }

@@ -2,7 +2,6 @@ package wxphone
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -11,6 +10,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/wxphone/wxphone/apisec"
+	"github.com/wxphone/wxphone/internal/valid"
 )
 
 // Config configures a Client or a TokenManager for one Mini Program.
@@ -82,7 +82,7 @@ type TokenOptions struct {
 	// the same token back. Classic mode allows up to 1 h.
 	Margin time.Duration
 	// ServeMargin is the "serve until" point: the least life a token may
-	// have left when a request uses it; default 60 s, at least 10 s and
+	// have left when a request uses it; default DefaultServeMargin (60 s), at least 10 s and
 	// at most Margin. Between Margin and ServeMargin requests keep using
 	// the held token without waiting, while the background refresh runs
 	// and retries (capped, jittered backoff) until the token is replaced.
@@ -119,9 +119,11 @@ type TokenOptions struct {
 	LockWait time.Duration
 }
 
+// DefaultServeMargin is TokenOptions.ServeMargin's default.
+const DefaultServeMargin = 60 * time.Second
+
 const (
 	stableMargin   = 300 * time.Second
-	defaultServe   = 60 * time.Second
 	minServeMargin = 10 * time.Second
 	minForceGap    = 30 * time.Second
 )
@@ -133,7 +135,7 @@ func (o TokenOptions) withDefaults() (TokenOptions, error) {
 		}
 	}
 	def(&o.Margin, stableMargin)
-	def(&o.ServeMargin, min(defaultServe, o.Margin))
+	def(&o.ServeMargin, min(DefaultServeMargin, o.Margin))
 	def(&o.RefreshLead, time.Minute)
 	def(&o.RefreshTimeout, 15*time.Second)
 	def(&o.ForceInterval, minForceGap)
@@ -165,26 +167,44 @@ func (o TokenOptions) withDefaults() (TokenOptions, error) {
 	return o, nil
 }
 
-// maxAppIDLen bounds an appid (real ones are "wx" and 16 hex digits).
-const maxAppIDLen = 64
-
 func validateAppID(id string) error {
-	if id == "" {
+	switch {
+	case id == "":
 		return errors.New("wxphone: AppID is required")
-	}
-	if len(id) > maxAppIDLen {
-		return fmt.Errorf("wxphone: AppID longer than %d bytes", maxAppIDLen)
-	}
-	for i := 0; i < len(id); i++ {
-		if c := id[i]; c <= ' ' || c > '~' {
-			return errors.New("wxphone: AppID must be printable ASCII without spaces")
-		}
+	case !valid.AppID(id):
+		return errors.New("wxphone: AppID must be " + valid.AppIDRule)
 	}
 	return nil
 }
 
-// newUpstream validates the shared part of a Config.
-func (c Config) newUpstream() (*upstream, *slog.Logger, error) {
+// TokenConfig configures a TokenManager made on its own with
+// NewTokenManager: what fetching tokens needs, and nothing else. Each field
+// means what the Config field of the same name does; a Client builds its
+// manager from its Config, on its own HTTP stack.
+type TokenConfig struct {
+	AppID          string
+	Secret         Secret
+	BaseURL        string
+	HTTPClient     *http.Client
+	H2C            bool
+	Logger         *slog.Logger
+	Hooks          Hooks
+	TracerProvider trace.TracerProvider
+	Token          TokenOptions
+}
+
+// tokenConfig is the part of c that its TokenManager uses.
+func (c Config) tokenConfig() TokenConfig {
+	return TokenConfig{
+		AppID: c.AppID, Secret: c.Secret, BaseURL: c.BaseURL, HTTPClient: c.HTTPClient, H2C: c.H2C,
+		Logger: c.Logger, Hooks: c.Hooks, TracerProvider: c.TracerProvider, Token: c.Token,
+	}
+}
+
+// newUpstream validates the connection settings and builds the HTTP stack
+// the calls to WeChat go through: one per Client, shared by its
+// TokenManager.
+func (c TokenConfig) newUpstream() (*upstream, *slog.Logger, error) {
 	if err := validateAppID(c.AppID); err != nil {
 		return nil, nil, err
 	}
@@ -216,13 +236,5 @@ func (c Config) newUpstream() (*upstream, *slog.Logger, error) {
 	}
 	log = log.With("appid", c.AppID)
 	u.log = log
-	if c.APISecurity != nil {
-		if c.APISecurity.AppID != c.AppID {
-			return nil, nil, errors.New("wxphone: APISecurity.AppID must be the Config's AppID")
-		}
-		if u.sec, err = apisec.NewClient(*c.APISecurity, nil); err != nil {
-			return nil, nil, err
-		}
-	}
 	return u, log, nil
 }

@@ -10,18 +10,7 @@ import (
 	"time"
 
 	"github.com/wxphone/wxphone/apisec"
-)
-
-// Operation names, as carried by the typed errors and the Hooks events.
-const (
-	OpPhoneNumber  = "getuserphonenumber"
-	OpStableToken  = "stable_token"
-	OpToken        = "token"
-	OpCode2Session = "jscode2session"
-	// OpAPIDomainIP is GET /cgi-bin/get_api_domain_ip, the cheap call
-	// that needs a valid access token, used to check whether WeChat still
-	// accepts a token before a force refresh is spent on it.
-	OpAPIDomainIP = "get_api_domain_ip"
+	"github.com/wxphone/wxphone/internal/valid"
 )
 
 // Sentinel errors. Every error this package returns matches one or more of
@@ -118,37 +107,140 @@ var (
 	ErrClockSkew = errors.New("wxphone: clock skew: WeChat refused the request's timestamp")
 )
 
+// WeChat errcodes wxphone acts on, by name (those of the API security mode
+// are apisec's Errcode constants). What each means to wxphone is in one
+// table, errcodes, which APIError's methods, the Client, the token manager,
+// the metrics and the service all read.
+const (
+	ErrcodeSystemBusy             = -1    // system busy: retry later; WeChat may send it after using a code
+	ErrcodeOK                     = 0     // success
+	ErrcodeInvalidCredential      = 40001 // the access token is invalid or not the latest; on GET /cgi-bin/token, a wrong AppSecret
+	ErrcodeInvalidGrantType       = 40002 // invalid grant_type
+	ErrcodeInvalidOpenID          = 40003 // invalid openid
+	ErrcodeInvalidAppID           = 40013 // invalid appid; on the exchange, the code belongs to another appid
+	ErrcodeInvalidAccessToken     = 40014 // invalid access_token
+	ErrcodeInvalidCode            = 40029 // the code does not exist, expired or was used
+	ErrcodeInvalidSecret          = 40125 // invalid AppSecret
+	ErrcodeCodeBeenUsed           = 40163 // jscode2session: the login code was used
+	ErrcodeIPNotWhitelisted       = 40164 // the caller's IP is not on the API IP whitelist
+	ErrcodeHighRiskUser           = 40226 // jscode2session: login of a high-risk user blocked
+	ErrcodeSecretFrozen           = 40243 // the AppSecret is frozen
+	ErrcodeAccessTokenMissing     = 41001 // access_token missing
+	ErrcodeAppIDMissing           = 41002 // appid missing
+	ErrcodeSecretMissing          = 41004 // AppSecret missing
+	ErrcodeAccessTokenExpired     = 42001 // access_token expired
+	ErrcodeRequirePOST            = 43002 // the API requires POST
+	ErrcodeEmptyPostData          = 44002 // empty POST body
+	ErrcodeDailyQuota             = 45009 // the API's daily quota is spent
+	ErrcodeMinuteQuota            = 45011 // the per-minute limit: retry next minute
+	ErrcodeDataFormat             = 47001 // the body is not the expected JSON
+	ErrcodeTokenAPIForbidden      = 50004 // the token API may not be used
+	ErrcodeAccountFrozen          = 50007 // the account is frozen
+	ErrcodeThirdPartyToken        = 61024 // the API needs a third-party platform's token
+	ErrcodeIPAwaitingConfirmation = 89501 // the IP awaits the administrator's confirmation
+	ErrcodeIPNeedsConfirmation    = 89503 // the IP needs the administrator's confirmation
+	ErrcodeIPRefusedForDay        = 89506 // the administrator refused the IP twice within 24 h
+	ErrcodeIPRefusedForHour       = 89507 // the administrator refused the IP within the hour
+)
+
+// errcodeRule is what one errcode means to wxphone.
+type errcodeRule struct {
+	// sentinel is the sentinel error the errcode matches on any
+	// operation, if any.
+	sentinel error
+	// token: on a call made with an access token, WeChat rejected the
+	// token (ErrTokenInvalid); the Client invalidates it and resends once.
+	token bool
+	// retryable: the same request may succeed later (APIError.Temporary).
+	retryable bool
+	// refusal: on a token fetch, a refusal retrying will not fix
+	// (ErrTokenFetchRefused); the token manager cools down.
+	refusal bool
+	// mayHaveUsed: on an exchange, WeChat may have used the code before
+	// answering. Only the errcodes WeChat answers before it reads the
+	// request (a rejected token, the per-minute limit, the API security
+	// mode's refusals) leave the code unused; so does no errcode outside
+	// the table.
+	mayHaveUsed bool
+	// apiSecurity: a refusal of the API security mode (ErrAPISecurity).
+	apiSecurity bool
+	// settings names what to check when the errcode says the API security
+	// mode is misconfigured (ErrAPISecurityConfig).
+	settings string
+}
+
+// errcodes is the one table of the errcodes wxphone knows.
+var errcodes = map[int]errcodeRule{
+	ErrcodeSystemBusy:             {sentinel: ErrSystemBusy, retryable: true, mayHaveUsed: true},
+	ErrcodeOK:                     {mayHaveUsed: true},
+	ErrcodeInvalidCredential:      {token: true, refusal: true},
+	ErrcodeInvalidGrantType:       {refusal: true, mayHaveUsed: true},
+	ErrcodeInvalidOpenID:          {mayHaveUsed: true},
+	ErrcodeInvalidAppID:           {refusal: true, mayHaveUsed: true},
+	ErrcodeInvalidAccessToken:     {token: true},
+	ErrcodeInvalidCode:            {mayHaveUsed: true},
+	ErrcodeInvalidSecret:          {refusal: true, mayHaveUsed: true},
+	ErrcodeCodeBeenUsed:           {mayHaveUsed: true},
+	ErrcodeIPNotWhitelisted:       {refusal: true, mayHaveUsed: true},
+	ErrcodeHighRiskUser:           {mayHaveUsed: true},
+	ErrcodeSecretFrozen:           {refusal: true, mayHaveUsed: true},
+	ErrcodeAccessTokenMissing:     {token: true},
+	ErrcodeAppIDMissing:           {refusal: true, mayHaveUsed: true},
+	ErrcodeSecretMissing:          {refusal: true, mayHaveUsed: true},
+	ErrcodeAccessTokenExpired:     {token: true},
+	ErrcodeRequirePOST:            {mayHaveUsed: true},
+	ErrcodeEmptyPostData:          {mayHaveUsed: true},
+	ErrcodeDailyQuota:             {sentinel: ErrQuotaExhausted, refusal: true, mayHaveUsed: true},
+	ErrcodeMinuteQuota:            {sentinel: ErrRateLimited, retryable: true},
+	ErrcodeDataFormat:             {mayHaveUsed: true},
+	ErrcodeTokenAPIForbidden:      {refusal: true, mayHaveUsed: true},
+	ErrcodeAccountFrozen:          {refusal: true, mayHaveUsed: true},
+	ErrcodeThirdPartyToken:        {refusal: true, mayHaveUsed: true},
+	ErrcodeIPAwaitingConfirmation: {refusal: true, mayHaveUsed: true},
+	ErrcodeIPNeedsConfirmation:    {refusal: true, mayHaveUsed: true},
+	ErrcodeIPRefusedForDay:        {refusal: true, mayHaveUsed: true},
+	ErrcodeIPRefusedForHour:       {refusal: true, mayHaveUsed: true},
+
+	apisec.ErrcodeMissingSerial:    {apiSecurity: true},
+	apisec.ErrcodeMissingTimestamp: {apiSecurity: true},
+	apisec.ErrcodeMissingSignature: {apiSecurity: true},
+	apisec.ErrcodeMissingAppID:     {apiSecurity: true},
+	apisec.ErrcodeBadSignature: {apiSecurity: true, sentinel: ErrAPISecurityConfig,
+		settings: "the app private key and its number (WX_API_PRIVATE_KEY_FILE, WX_API_PRIVATE_KEY_SN) must match the app public key in the MP console"},
+	apisec.ErrcodeBadEncryption: {apiSecurity: true, sentinel: ErrAPISecurityConfig,
+		settings: "the symmetric key and its number (WX_API_SYM_KEY_FILE, WX_API_SYM_SN) must match the MP console's"},
+	apisec.ErrcodeBadAppID: {apiSecurity: true, sentinel: ErrAPISecurityConfig,
+		settings: "the appid (WX_APPID) must be the Mini Program whose API security mode is configured"},
+	apisec.ErrcodeAppIDNotToken: {apiSecurity: true, sentinel: ErrAPISecurityConfig,
+		settings: "the access token must belong to the same appid (WX_APPID, WX_SECRET)"},
+	apisec.ErrcodeNoSymKey: {apiSecurity: true, sentinel: ErrAPISecurityConfig,
+		settings: "no symmetric key is configured in the MP console (API安全 → API对称密钥) for this appid; check WX_API_SYM_KEY_FILE and WX_API_SYM_SN"},
+	apisec.ErrcodeNoPublicKey: {apiSecurity: true, sentinel: ErrAPISecurityConfig,
+		settings: "no app public key is configured in the MP console (API安全 → API非对称密钥) for this appid; check WX_API_PRIVATE_KEY_FILE and WX_API_PRIVATE_KEY_SN"},
+	apisec.ErrcodeExpiredTimestamp: {apiSecurity: true, sentinel: ErrClockSkew},
+}
+
+// ruleOf returns errcode's row of errcodes. An errcode outside the table
+// gets the cautious row: no token error, no retry, no refusal, and WeChat
+// may have used the code.
+func ruleOf(errcode int) errcodeRule {
+	if r, ok := errcodes[errcode]; ok {
+		return r
+	}
+	return errcodeRule{mayHaveUsed: true}
+}
+
+// KnownErrcode reports whether errcode is one wxphone knows (one of the
+// Errcode constants here or in apisec), for a bounded metric label.
+func KnownErrcode(errcode int) bool {
+	_, ok := errcodes[errcode]
+	return ok
+}
+
 // APISecuritySettings names what to check for an errcode of the API
 // security mode that means misconfiguration (see ErrAPISecurityConfig),
 // or "" for any other errcode.
-func APISecuritySettings(errcode int) string {
-	switch errcode {
-	case 40234:
-		return "the app private key and its number (WX_API_PRIVATE_KEY_FILE, WX_API_PRIVATE_KEY_SN) must match the app public key in the MP console"
-	case 40235:
-		return "the symmetric key and its number (WX_API_SYM_KEY_FILE, WX_API_SYM_SN) must match the MP console's"
-	case 40236:
-		return "the appid (WX_APPID) must be the Mini Program whose API security mode is configured"
-	case 40237:
-		return "the access token must belong to the same appid (WX_APPID, WX_SECRET)"
-	case 40238:
-		return "no symmetric key is configured in the MP console (API安全 → API对称密钥) for this appid; check WX_API_SYM_KEY_FILE and WX_API_SYM_SN"
-	case 40239:
-		return "no app public key is configured in the MP console (API安全 → API非对称密钥) for this appid; check WX_API_PRIVATE_KEY_FILE and WX_API_PRIVATE_KEY_SN"
-	}
-	return ""
-}
-
-// Token-related errcodes on business APIs.
-var tokenErrcodes = map[int]bool{40001: true, 40014: true, 42001: true, 41001: true}
-
-// Errcodes of a token fetch that retrying will not fix.
-var refusedFetchErrcodes = map[int]bool{
-	40001: true, // classic endpoint: AppSecret wrong
-	40002: true, 40013: true, 40125: true, 40164: true, 40243: true,
-	41002: true, 41004: true, 45009: true, 50004: true, 50007: true,
-	61024: true, 89501: true, 89503: true, 89506: true, 89507: true,
-}
+func APISecuritySettings(errcode int) string { return ruleOf(errcode).settings }
 
 func isTokenOp(op string) bool { return op == OpStableToken || op == OpToken }
 
@@ -175,46 +267,49 @@ func (e *APIError) Error() string {
 	return b.String()
 }
 
-// Is matches the sentinels that describe this errcode for this operation.
+// Is matches the sentinels that describe this errcode for this operation
+// (see the Errcode constants).
 func (e *APIError) Is(target error) bool {
-	switch target {
-	case ErrSystemBusy:
-		return e.ErrCode == -1
-	case ErrRateLimited:
-		return e.ErrCode == 45011
-	case ErrQuotaExhausted:
-		return e.ErrCode == 45009
-	case ErrAPISecurity:
-		return e.ErrCode >= 40230 && e.ErrCode <= 40240
-	case ErrAPISecurityConfig:
-		return e.ErrCode >= 40234 && e.ErrCode <= 40239
-	case ErrClockSkew:
-		return e.ErrCode == 40240
-	}
-	if isTokenOp(e.Op) {
-		return target == ErrTokenFetchRefused && refusedFetchErrcodes[e.ErrCode]
+	r := ruleOf(e.ErrCode)
+	switch {
+	case target == nil:
+		return false
+	case target == r.sentinel, target == ErrAPISecurity && r.apiSecurity:
+		return true
+	case isTokenOp(e.Op):
+		return target == ErrTokenFetchRefused && r.refusal
 	}
 	switch target {
 	case ErrInvalidCode:
-		return e.ErrCode == 40029 || (e.Op == OpCode2Session && e.ErrCode == 40163)
+		return e.ErrCode == ErrcodeInvalidCode || (e.Op == OpCode2Session && e.ErrCode == ErrcodeCodeBeenUsed)
 	case ErrAppIDMismatch:
-		return e.ErrCode == 40013
+		return e.ErrCode == ErrcodeInvalidAppID
 	case ErrTokenInvalid:
-		return tokenErrcodes[e.ErrCode]
+		return r.token
 	}
 	return false
 }
 
 // RetryAfter is how long to wait before trying again: a minute for 45011.
 func (e *APIError) RetryAfter() time.Duration {
-	if e.ErrCode == 45011 {
+	if e.ErrCode == ErrcodeMinuteQuota {
 		return time.Minute
 	}
 	return 0
 }
 
 // Temporary reports whether the same request may succeed later (-1, 45011).
-func (e *APIError) Temporary() bool { return e.ErrCode == -1 || e.ErrCode == 45011 }
+func (e *APIError) Temporary() bool { return ruleOf(e.ErrCode).retryable }
+
+// MayHaveUsedCode reports whether WeChat may have used the code an
+// exchange (OpPhoneNumber, OpCode2Session) carried before it answered this
+// errcode: true unless WeChat answers the errcode before it reads the
+// request (a rejected access token, the per-minute limit, a refusal of the
+// API security mode). A retry of such a code that WeChat answers 40029
+// cannot tell "invalid" from "used by the first attempt".
+func (e *APIError) MayHaveUsedCode() bool {
+	return (e.Op == OpPhoneNumber || e.Op == OpCode2Session) && ruleOf(e.ErrCode).mayHaveUsed
+}
 
 // parseRID extracts the rid from an errmsg such as
 // "invalid code hint: [xyz] rid: 632d16be-15ad5486-1e378de4" or the older
@@ -227,7 +322,7 @@ func parseRID(msg string) string {
 		}
 		s := strings.TrimLeft(msg[i+len(marker):], " ")
 		end := 0
-		for end < len(s) && end < 64 && isRIDChar(s[end]) {
+		for end < len(s) && end < 64 && valid.IDChar(s[end]) {
 			end++
 		}
 		if end > 0 {
@@ -235,10 +330,6 @@ func parseRID(msg string) string {
 		}
 	}
 	return ""
-}
-
-func isRIDChar(c byte) bool {
-	return c == '-' || c == '_' || ('0' <= c && c <= '9') || ('a' <= c && c <= 'z') || ('A' <= c && c <= 'Z')
 }
 
 // maxErrMsg bounds how much of WeChat's errmsg an error carries.

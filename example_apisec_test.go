@@ -32,12 +32,12 @@ func ExampleClient_Exchange() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
-	_, err = c.Exchange(ctx, wxphone.PhoneRequest{Code: code, OpenID: "oSomeoneElse"})
+	_, err = c.Exchange(ctx, wxphone.PhoneRequest{Code: wxphone.Secret(code), OpenID: "oSomeoneElse"})
 	var ae *wxphone.APIError
 	if errors.As(err, &ae) {
 		fmt.Println("refused by WeChat, errcode", ae.ErrCode)
 	}
-	info, err := c.Exchange(ctx, wxphone.PhoneRequest{Code: code, OpenID: "oUser1"})
+	info, err := c.Exchange(ctx, wxphone.PhoneRequest{Code: wxphone.Secret(code), OpenID: "oUser1"})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -121,7 +121,7 @@ func ExampleTokenManager() {
 	_, srv := newEmulator()
 	defer srv.Close()
 
-	m, err := wxphone.NewTokenManager(wxphone.Config{AppID: "wx4f4bc4dec97d474b", Secret: "example-app-secret", BaseURL: srv.URL})
+	m, err := wxphone.NewTokenManager(wxphone.TokenConfig{AppID: "wx4f4bc4dec97d474b", Secret: "example-app-secret", BaseURL: srv.URL})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -154,7 +154,7 @@ func ExampleTokenManager_InvalidateReported() {
 	emu, srv := newEmulator()
 	defer srv.Close()
 
-	m, err := wxphone.NewTokenManager(wxphone.Config{AppID: "wx4f4bc4dec97d474b", Secret: "example-app-secret", BaseURL: srv.URL})
+	m, err := wxphone.NewTokenManager(wxphone.TokenConfig{AppID: "wx4f4bc4dec97d474b", Secret: "example-app-secret", BaseURL: srv.URL})
 	if err != nil {
 		log.Fatal(err)
 	}

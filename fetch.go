@@ -3,7 +3,6 @@ package wxphone
 import (
 	"context"
 	"encoding/json"
-	"net/http"
 	"net/url"
 	"time"
 )
@@ -32,7 +31,7 @@ func (u *upstream) fetchStable(ctx context.Context, secret Secret, force bool) (
 	}
 	var r tokenResp
 	sent := time.Now()
-	if err := u.call(ctx, OpStableToken, http.MethodPost, "/cgi-bin/stable_token", "", body, &r, secret.Reveal()); err != nil {
+	if err := u.call(ctx, epStableToken, "", body, &r, secret.Reveal()); err != nil {
 		return Token{}, err
 	}
 	return r.token(OpStableToken, sent)
@@ -44,7 +43,7 @@ func (u *upstream) fetchClassic(ctx context.Context, secret Secret) (Token, erro
 	q := url.Values{"grant_type": {"client_credential"}, "appid": {u.appID}, "secret": {secret.Reveal()}}
 	var r tokenResp
 	sent := time.Now()
-	if err := u.call(ctx, OpToken, http.MethodGet, "/cgi-bin/token", q.Encode(), nil, &r, secret.Reveal()); err != nil {
+	if err := u.call(ctx, epToken, q.Encode(), nil, &r, secret.Reveal()); err != nil {
 		return Token{}, err
 	}
 	return r.token(OpToken, sent)
@@ -76,7 +75,7 @@ type domainIPResp struct {
 func (u *upstream) checkToken(ctx context.Context, token Secret) error {
 	q := url.Values{"access_token": {token.Reveal()}}
 	var r domainIPResp
-	if err := u.call(ctx, OpAPIDomainIP, http.MethodGet, "/cgi-bin/get_api_domain_ip", q.Encode(), nil, &r, token.Reveal()); err != nil {
+	if err := u.call(ctx, epAPIDomainIP, q.Encode(), nil, &r, token.Reveal()); err != nil {
 		return err
 	}
 	if len(r.IPList) == 0 {

@@ -22,6 +22,12 @@ func (s Session) Format(f fmt.State, verb rune) {
 	fmt.Fprintf(f, fmt.FormatString(f, verb), plain(s))
 }
 
+// Format prints the PhoneRequest with its code redacted, for every verb.
+func (r PhoneRequest) Format(f fmt.State, verb rune) {
+	type plain PhoneRequest
+	fmt.Fprintf(f, fmt.FormatString(f, verb), plain(r))
+}
+
 // Format prints the Config with its Secret redacted (and a token source's
 // token as its fingerprint), for every verb.
 func (c Config) Format(f fmt.State, verb rune) {

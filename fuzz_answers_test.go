@@ -136,7 +136,7 @@ func FuzzDecodeTokenResponse(f *testing.F) {
 		if err != nil {
 			checkUpstreamError(t, op, err, fuzzSecret)
 			var ae *APIError
-			if errors.As(err, &ae) && errors.Is(err, ErrTokenFetchRefused) != refusedFetchErrcodes[ae.ErrCode] {
+			if errors.As(err, &ae) && errors.Is(err, ErrTokenFetchRefused) != ruleOf(ae.ErrCode).refusal {
 				t.Fatalf("errcode %d: ErrTokenFetchRefused = %v", ae.ErrCode, errors.Is(err, ErrTokenFetchRefused))
 			}
 			if errors.Is(err, ErrInvalidCode) || errors.Is(err, ErrTokenInvalid) {

@@ -43,7 +43,7 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 	mcfg := cfg
 	mcfg.HTTPClient = slow
 	mcfg.Token.RefreshTimeout = time.Hour
-	m, err := NewTokenManager(mcfg)
+	m, err := NewTokenManager(mcfg.tokenConfig())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,6 @@ package wxphone
 import (
 	"context"
 	"errors"
-	"net/http"
 	"net/url"
 )
 
@@ -38,7 +37,7 @@ func (c *Client) Code2Session(ctx context.Context, jsCode string) (*Session, err
 	var st attempts
 	for {
 		var r sessionResp
-		err := c.up.call(ctx, OpCode2Session, http.MethodGet, "/sns/jscode2session", q, nil, &r, jsCode, c.secret.Reveal())
+		err := c.up.call(ctx, epCode2Session, q, nil, &r, jsCode, c.secret.Reveal())
 		if err == nil {
 			if r.OpenID == "" || r.SessionKey == "" {
 				return nil, &OutcomeUnknownError{Op: OpCode2Session, Err: &DecodeError{Op: OpCode2Session, Reason: "errcode 0 without openid or session_key"}}

@@ -13,6 +13,9 @@ import (
 	"time"
 
 	"golang.org/x/sync/singleflight"
+
+	"github.com/wxphone/wxphone/internal/budget"
+	"github.com/wxphone/wxphone/internal/wait"
 )
 
 // Token fetch kinds and triggers, as reported in TokenFetchEvent.
@@ -96,13 +99,19 @@ const (
 	checkTimeout = 5 * time.Second
 )
 
-// NewTokenManager returns a TokenManager for cfg.AppID. It fetches nothing
-// until the first Token or Warm call. Close stops its background refresh.
-func NewTokenManager(cfg Config) (*TokenManager, error) {
-	up, log, err := cfg.newUpstream()
+// NewTokenManager returns a TokenManager for cfg.AppID, on an HTTP stack of
+// its own. It fetches nothing until the first Token or Warm call. Close
+// stops its background refresh.
+func NewTokenManager(cfg TokenConfig) (*TokenManager, error) {
+	up, _, err := cfg.newUpstream()
 	if err != nil {
 		return nil, err
 	}
+	return newTokenManager(up, cfg)
+}
+
+// newTokenManager returns a TokenManager that calls WeChat through up.
+func newTokenManager(up *upstream, cfg TokenConfig) (*TokenManager, error) {
 	if cfg.Secret == "" {
 		return nil, errors.New("wxphone: Secret is required to fetch tokens")
 	}
@@ -113,7 +122,7 @@ func NewTokenManager(cfg Config) (*TokenManager, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &TokenManager{
 		appID: cfg.AppID, secret: cfg.Secret, up: up, opts: opts,
-		log: log, hooks: cfg.Hooks, ctx: ctx, cancel: cancel,
+		log: up.log, hooks: cfg.Hooks, ctx: ctx, cancel: cancel,
 	}
 	m.locker, _ = opts.Store.(TokenLocker)
 	return m, nil
@@ -557,17 +566,13 @@ func (m *TokenManager) fetch(ctx context.Context, kind, trigger string) (Token, 
 		if !retryableFetch(kind, err) || attempt >= 6 {
 			return Token{}, err
 		}
-		wait := backoff/2 + rand.N(backoff/2+1) // #nosec G404 -- jitter, not a secret
-		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
+		pause := backoff/2 + rand.N(backoff/2+1) // #nosec G404 -- jitter, not a secret
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < pause {
 			return Token{}, err
 		}
 		m.log.Debug("token fetch failed; retrying", "kind", kind, "attempt", attempt, "err", err)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if wait.Sleep(ctx, pause) != nil {
 			return Token{}, err
-		case <-t.C:
 		}
 		backoff = min(backoff*2, 2*time.Second)
 	}
@@ -606,7 +611,7 @@ func (m *TokenManager) startCooldown(err error) time.Time {
 // blockForce stops force refreshes until WeChat's next midnight, after
 // WeChat refused one with 45009, and returns that time.
 func (m *TokenManager) blockForce(err error) time.Time {
-	until := NextWeChatMidnight(time.Now())
+	until := budget.NextMidnight(time.Now())
 	m.mu.Lock()
 	m.forceBlockedUntil, m.forceBlockedErr = until, err
 	m.mu.Unlock()

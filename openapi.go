@@ -6,25 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"net/http"
 	"net/url"
 	"strings"
 	"time"
-)
 
-// Operation names of WeChat's management APIs (see Client.APIQuota and
-// Client.RIDInfo).
-const (
-	OpAPIQuota = "quota_get"
-	OpRIDInfo  = "rid_get"
-)
-
-// CGI paths of the WeChat APIs wxphone calls, as Client.APIQuota names
-// them.
-const (
-	CGIPathPhoneNumber = "/wxa/business/getuserphonenumber"
-	CGIPathStableToken = "/cgi-bin/stable_token" // #nosec G101 -- an API path, not a credential
-	CGIPathToken       = "/cgi-bin/token"        // #nosec G101 -- an API path, not a credential
+	"github.com/wxphone/wxphone/internal/valid"
 )
 
 // APIQuota is one API's daily call quota for the app (WeChat's day,
@@ -53,7 +39,7 @@ type quotaResp struct {
 // minutes, not per request. A rejected access token is replaced once;
 // nothing else is retried.
 func (c *Client) APIQuota(ctx context.Context, cgiPath string) (APIQuota, error) {
-	if len(cgiPath) < 2 || len(cgiPath) > 256 || cgiPath[0] != '/' || !printableNoSpace(cgiPath) || strings.ContainsAny(cgiPath, "?#") {
+	if len(cgiPath) < 2 || len(cgiPath) > 256 || cgiPath[0] != '/' || !valid.Printable(cgiPath) || strings.ContainsAny(cgiPath, "?#") {
 		return APIQuota{}, &InputError{Field: "cgi_path", Reason: "want an API path such as /wxa/business/getuserphonenumber"}
 	}
 	body, err := json.Marshal(struct {
@@ -63,7 +49,7 @@ func (c *Client) APIQuota(ctx context.Context, cgiPath string) (APIQuota, error)
 		return APIQuota{}, err
 	}
 	var r quotaResp
-	if err := c.callWithToken(ctx, OpAPIQuota, "/cgi-bin/openapi/quota/get", body, &r); err != nil {
+	if _, err := c.callWithToken(ctx, epAPIQuota, body, &r); err != nil {
 		return APIQuota{}, err
 	}
 	if r.Quota == nil {
@@ -119,7 +105,7 @@ type ridResp struct {
 // once; nothing else is retried.
 func (c *Client) RIDInfo(ctx context.Context, rid string) (*RIDInfo, error) {
 	rid = strings.TrimSpace(rid)
-	if !validRID(rid) {
+	if !valid.ID(rid, 64) {
 		return nil, &InputError{Field: "rid", Reason: "want WeChat's rid, e.g. 632d16be-15ad5486-1e378de4"}
 	}
 	body, err := json.Marshal(struct {
@@ -129,8 +115,8 @@ func (c *Client) RIDInfo(ctx context.Context, rid string) (*RIDInfo, error) {
 		return nil, err
 	}
 	var r ridResp
-	var tok string
-	if err := c.callWithTokenValue(ctx, OpRIDInfo, "/cgi-bin/openapi/rid/get", body, &r, &tok); err != nil {
+	tok, err := c.callWithToken(ctx, epRIDInfo, body, &r)
+	if err != nil {
 		return nil, err
 	}
 	if r.Request == nil {
@@ -149,58 +135,28 @@ func (c *Client) RIDInfo(ctx context.Context, rid string) (*RIDInfo, error) {
 	}, nil
 }
 
-// callWithToken POSTs body to path with the current access token,
-// replacing the token once if WeChat rejects it.
-func (c *Client) callWithToken(ctx context.Context, op, path string, body []byte, out enveloped) error {
-	var tok string
-	return c.callWithTokenValue(ctx, op, path, body, out, &tok)
-}
-
-// callWithTokenValue is callWithToken that also reports the last token
-// used.
-func (c *Client) callWithTokenValue(ctx context.Context, op, path string, body []byte, out enveloped, used *string) error {
+// callWithToken POSTs body to ep with the current access token, replacing
+// the token once if WeChat rejects it, and returns the token last used.
+func (c *Client) callWithToken(ctx context.Context, ep endpoint, body []byte, out enveloped) (string, error) {
 	tok, err := c.tokens.Token(ctx)
 	if err != nil {
-		return err
+		return "", err
 	}
 	for retried := false; ; retried = true {
-		*used = tok.Value
-		err := c.up.call(ctx, op, http.MethodPost, path, c.tokenQuery(tok.Value), body, out, tok.Value)
+		err := c.up.call(ctx, ep, c.tokenQuery(tok.Value), body, out, tok.Value)
 		var ae *APIError
-		if err == nil || retried || !errors.As(err, &ae) || !tokenErrcodes[ae.ErrCode] {
-			return err
+		if err == nil || retried || !errors.As(err, &ae) || !ae.Is(ErrTokenInvalid) {
+			return tok.Value, err
 		}
 		inv, ok := c.tokens.(TokenInvalidator)
 		if !ok {
-			return err
+			return tok.Value, err
 		}
-		c.log.Info("access token rejected; invalidating and retrying once", "op", op, "errcode", ae.ErrCode, "rid", ae.RID, "token", tok)
+		c.log.Info("access token rejected; invalidating and retrying once", "op", ep.op, "errcode", ae.ErrCode, "rid", ae.RID, "token", tok)
 		if tok, err = inv.Invalidate(ctx, tok.Value); err != nil {
-			return err
+			return "", err
 		}
 	}
-}
-
-// validRID accepts 1..64 characters of [A-Za-z0-9_-].
-func validRID(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !isRIDChar(s[i]) {
-			return false
-		}
-	}
-	return true
-}
-
-func printableNoSpace(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c <= ' ' || c > '~' {
-			return false
-		}
-	}
-	return true
 }
 
 // scrub replaces every known secret value (of at least 8 bytes) in s.

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/wxphone/wxphone/internal/budget"
 )
 
 // Token is a WeChat access_token and the time it expires. Printing a Token
@@ -103,37 +105,6 @@ type TokenLocker interface {
 	LockRefresh(ctx context.Context, appID string, ttl time.Duration) (unlock func(context.Context) error, err error)
 }
 
-// wechatDay is WeChat's day boundary (UTC+8) for daily budgets.
-var wechatZone = time.FixedZone("UTC+8", 8*60*60)
-
-// WeChatDay returns the calendar day, in WeChat's time zone (UTC+8), that t
-// falls on, as "2006-01-02". Daily quotas reset at its midnight.
-func WeChatDay(t time.Time) string { return t.In(wechatZone).Format(time.DateOnly) }
-
-// NextWeChatMidnight returns the next midnight in WeChat's time zone (UTC+8)
-// after t, when daily quotas and budgets reset.
-func NextWeChatMidnight(t time.Time) time.Time {
-	l := t.In(wechatZone)
-	return time.Date(l.Year(), l.Month(), l.Day()+1, 0, 0, 0, 0, wechatZone)
-}
-
-// ForceBudget decides one force-refresh reservation: given the last force
-// time, the day's count and its day, it reports whether another is allowed
-// at now and, if not, how long until one may be. Store implementations share
-// it so the rule is written once.
-func ForceBudget(now, last time.Time, countDay string, count int, minInterval time.Duration, dailyLimit int) (ok bool, retryAfter time.Duration) {
-	if countDay != WeChatDay(now) {
-		count = 0
-	}
-	if !last.IsZero() && now.Sub(last) < minInterval {
-		return false, minInterval - now.Sub(last)
-	}
-	if count >= dailyLimit {
-		return false, NextWeChatMidnight(now).Sub(now)
-	}
-	return true, 0
-}
-
 // MemoryTokenStore is a TokenStore for one process.
 type MemoryTokenStore struct {
 	mu   sync.Mutex
@@ -202,11 +173,11 @@ func (s *MemoryTokenStore) ReserveForceRefresh(_ context.Context, appID, id stri
 	if id != "" && id == a.forceID {
 		return true, 0, nil // a repeated call: already reserved
 	}
-	ok, after := ForceBudget(now, a.lastForce, a.forceDay, a.forceCount, minInterval, dailyLimit)
+	ok, after := budget.Force(now, a.lastForce, a.forceDay, a.forceCount, minInterval, dailyLimit)
 	if !ok {
 		return false, after, nil
 	}
-	day := WeChatDay(now)
+	day := budget.Day(now)
 	if a.forceDay != day {
 		a.forceDay, a.forceCount = day, 0
 	}

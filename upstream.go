@@ -205,25 +205,25 @@ func (e *envelope) env() *envelope { return e }
 
 type enveloped interface{ env() *envelope }
 
-// call sends one request and decodes a 200 answer into out, returning a
-// typed error for anything else. sensitive values are scrubbed from any
-// upstream message that echoes them.
-func (u *upstream) call(ctx context.Context, op, method, path, rawQuery string, body []byte, out enveloped, sensitive ...string) error {
-	return u.do(ctx, op, method, path, rawQuery, body, nil, out, sensitive)
+// call sends one request to ep and decodes a 200 answer into out,
+// returning a typed error for anything else. sensitive values are scrubbed
+// from any upstream message that echoes them.
+func (u *upstream) call(ctx context.Context, ep endpoint, rawQuery string, body []byte, out enveloped, sensitive ...string) error {
+	return u.do(ctx, ep.op, ep.method, ep.path, rawQuery, body, nil, out, sensitive)
 }
 
 // callSealed is call for a POST through the API security mode when the app
 // is configured for it (Config.APISecurity), else call: the body is
 // encrypted and signed, and the answer must verify before it is decoded.
-func (u *upstream) callSealed(ctx context.Context, op, path, rawQuery string, body []byte, out enveloped, sensitive ...string) error {
+func (u *upstream) callSealed(ctx context.Context, ep endpoint, rawQuery string, body []byte, out enveloped, sensitive ...string) error {
 	if u.sec == nil {
-		return u.do(ctx, op, http.MethodPost, path, rawQuery, body, nil, out, sensitive)
+		return u.call(ctx, ep, rawQuery, body, out, sensitive...)
 	}
-	sealed, err := u.sec.Seal(u.base.Scheme+"://"+u.base.Host+u.base.Path+path, body)
+	sealed, err := u.sec.Seal(u.base.Scheme+"://"+u.base.Host+u.base.Path+ep.path, body)
 	if err != nil {
-		return &TransportError{Op: op, Err: err} // nothing sent
+		return &TransportError{Op: ep.op, Err: err} // nothing sent
 	}
-	return u.do(ctx, op, http.MethodPost, path, rawQuery, sealed.Body, sealed, out, sensitive)
+	return u.do(ctx, ep.op, ep.method, ep.path, rawQuery, sealed.Body, sealed, out, sensitive)
 }
 
 func (u *upstream) do(ctx context.Context, op, method, path, rawQuery string, body []byte, sealed *apisec.Sealed, out enveloped, sensitive []string) error {

@@ -33,6 +33,8 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+
+	"github.com/wxphone/wxphone/internal/valid"
 )
 
 // Algorithm names, as the MP console shows them.
@@ -254,10 +256,8 @@ func checkSN(what, sn string) error {
 	if len(sn) > maxSNLen {
 		return fmt.Errorf("apisec: the %s number is longer than %d bytes", what, maxSNLen)
 	}
-	for i := 0; i < len(sn); i++ {
-		if c := sn[i]; c <= ' ' || c > '~' || c == '|' || c == ',' {
-			return fmt.Errorf("apisec: the %s number must be printable ASCII without spaces, '|' or ','", what)
-		}
+	if !valid.Printable(sn) || strings.ContainsAny(sn, "|,") {
+		return fmt.Errorf("apisec: the %s number must be printable ASCII without spaces, '|' or ','", what)
 	}
 	return nil
 }

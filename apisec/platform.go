@@ -51,6 +51,24 @@ func NewPlatformKey(sn string, s Signer, certPEM []byte) (*PlatformKey, error) {
 	return &PlatformKey{sn: sn, signer: s, certPEM: certPEM}, nil
 }
 
+// PlatformCertTemplate is the template of an emulator's self-signed
+// platform certificate for appID: a random serial, valid for a year from
+// now, for signatures. GeneratePlatformKey (RSA) and the SM2 extension's
+// use it.
+func PlatformCertTemplate(appID string, now time.Time) (*x509.Certificate, error) {
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return nil, err
+	}
+	return &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: appID, Organization: []string{"wxphone emulator"}},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(365 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+	}, nil
+}
+
 // GeneratePlatformKey makes an RSA-2048 key pair and a self-signed
 // certificate, valid for a year from now, naming appID, as the emulator's
 // platform key.
@@ -59,16 +77,9 @@ func GeneratePlatformKey(sn, appID string, now time.Time) (*PlatformKey, error) 
 	if err != nil {
 		return nil, err
 	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	tmpl, err := PlatformCertTemplate(appID, now)
 	if err != nil {
 		return nil, err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: appID, Organization: []string{"wxphone emulator"}},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(365 * 24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
 	if err != nil {

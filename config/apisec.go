@@ -37,7 +37,7 @@ func (l *loader) apiSecFromEnv() (*apiSecEntry, bool) {
 	var v [6]string
 	set := false
 	for i, name := range apiSecEnvNames {
-		v[i], _ = l.plain(apiSecFlag(name), name)
+		v[i], _ = l.get(apiSecFlag(name))
 		set = set || v[i] != ""
 	}
 	return &apiSecEntry{v[0], v[1], v[2], v[3], v[4], v[5]}, set

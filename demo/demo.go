@@ -34,8 +34,8 @@ import (
 	"github.com/wxphone/wxphone/apisec/sm"
 	"github.com/wxphone/wxphone/metrics"
 	"github.com/wxphone/wxphone/ratelimit"
+	"github.com/wxphone/wxphone/replica"
 	"github.com/wxphone/wxphone/server"
-	"github.com/wxphone/wxphone/service"
 	"github.com/wxphone/wxphone/wxmock"
 )
 
@@ -99,6 +99,7 @@ func Run(ctx context.Context, opts Options, out io.Writer) error {
 		_ = emuLn.Close()
 		return fmt.Errorf("demo: service: %w", err)
 	}
+	defer svcLn.Close()
 	info := Info{
 		ServiceURL: "http://" + svcLn.Addr().String(), EmulatorURL: "http://" + emuLn.Addr().String(),
 		APIKey: "demo_" + randomHex(16), TokenAPIKey: "demotok_" + randomHex(16), AppID: DemoAppID,
@@ -107,61 +108,43 @@ func Run(ctx context.Context, opts Options, out io.Writer) error {
 	emuSrv := &http.Server{Handler: emu, ReadHeaderTimeout: 5 * time.Second}
 	emuDone := make(chan struct{})
 	go func() { defer close(emuDone); _ = emuSrv.Serve(emuLn) }()
-	stopEmu := func() {
+	defer func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		if emuSrv.Shutdown(sctx) != nil {
 			_ = emuSrv.Close()
 		}
 		<-emuDone
-	}
+	}()
 
 	logw := opts.Log
 	if logw == nil {
 		logw = io.Discard
 	}
-	logger := server.NewLogger(logw, opts.LogLevel)
-	m := metrics.New()
-	client, err := wxphone.New(wxphone.Config{AppID: DemoAppID, Secret: DemoSecret, BaseURL: info.EmulatorURL, Logger: logger, Hooks: m.Hooks()})
+	// Both backends share the log and the metrics; each is one replica
+	// wired as serve's is.
+	spec := replica.Spec{
+		Apps:   []wxphone.Config{{AppID: DemoAppID, Secret: DemoSecret, BaseURL: info.EmulatorURL}},
+		Server: server.Config{APIKeys: []wxphone.Secret{wxphone.Secret(info.APIKey)}, RateLimit: ratelimit.Limit{Rate: 20, Burst: 40}},
+		Logger: server.NewLogger(logw, opts.LogLevel), Metrics: metrics.New(),
+	}
+	secure, err := secureBackend(ctx, emu, spec)
 	if err != nil {
-		_ = svcLn.Close()
-		stopEmu()
 		return err
 	}
-	svc, err := service.New(service.Config{Clients: []*wxphone.Client{client}, Metrics: m, Logger: logger, ExchangeTimeout: 15 * time.Second})
+	defer secure.Close()
+	spec.Server.TokenAPIKeys = []wxphone.Secret{wxphone.Secret(info.TokenAPIKey)}
+	spec.Server.Fallback = newPage(emu, info, http.StripPrefix(SecurePrefix, secure.Server.Handler()))
+	plain, err := replica.Wire(ctx, spec)
 	if err != nil {
-		_ = client.Close()
-		_ = svcLn.Close()
-		stopEmu()
 		return err
 	}
-	secure, closeSecure, err := secureBackend(emu, info, logger, m)
-	if err != nil {
-		_ = svc.Close(context.Background())
-		_ = svcLn.Close()
-		stopEmu()
-		return err
-	}
-	srv, err := server.New(server.Config{
-		Service: svc, APIKeys: []string{info.APIKey}, TokenAPIKeys: []string{info.TokenAPIKey},
-		RateLimit: ratelimit.Limit{Rate: 20, Burst: 40}, Metrics: m, Logger: logger,
-		Fallback: newPage(emu, info, secure),
-	})
-	if err != nil {
-		closeSecure()
-		_ = svc.Close(context.Background())
-		_ = svcLn.Close()
-		stopEmu()
-		return err
-	}
-	defer closeSecure()
+	defer plain.Close()
 	printBanner(out, info)
 	if opts.OnReady != nil {
 		opts.OnReady(info)
 	}
-	err = srv.Run(ctx, svcLn)
-	stopEmu()
-	return err
+	return plain.Run(ctx, svcLn)
 }
 
 // SecurePrefix is the path prefix of the demo's second backend, which
@@ -171,67 +154,58 @@ const SecurePrefix = "/secure"
 
 // secureBackend configures the emulator's API security mode for the demo
 // app (fresh keys, as a developer sets them in the MP console; plaintext
-// exchanges stay allowed for the main backend) and returns a second
-// service whose client seals every exchange, served under SecurePrefix.
-func secureBackend(emu *wxmock.Server, info Info, logger *slog.Logger, m *metrics.Metrics) (http.Handler, func(), error) {
+// exchanges stay allowed for the main backend) and wires a second replica
+// from spec whose client seals every exchange; the page serves its API
+// under SecurePrefix. It fetches its token on the first exchange.
+func secureBackend(ctx context.Context, emu *wxmock.Server, spec replica.Spec) (*replica.Replica, error) {
+	keys, err := demoAPISecurity(emu)
+	if err != nil {
+		return nil, err
+	}
+	app := spec.Apps[0]
+	app.APISecurity = keys
+	spec.Apps, spec.NoWarm = []wxphone.Config{app}, true
+	return replica.Wire(ctx, spec)
+}
+
+// demoAPISecurity generates the demo app's keys of the API security mode
+// and registers them with the emulator.
+func demoAPISecurity(emu *wxmock.Server) (*apisec.Keys, error) {
 	rk, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	signer, err := apisec.NewRSASigner(rk)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	appKey, err := apisec.NewAppKey("demo-app-key-1", apisec.RSAwithSHA256, signer)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	raw := make([]byte, 32)
 	if _, err := rand.Read(raw); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	sym, err := apisec.NewAESKey("demo-sym-key-1", raw)
 	clear(raw)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	in, err := emu.SetAPISecurity(DemoAppID, wxmock.APISecurity{SymKey: sym, AppKeySN: appKey.SN(), AppKey: appKey.Verifier()})
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	block, _ := pem.Decode([]byte(in.PEM))
 	cert, err := x509.ParseCertificate(block.Bytes)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	pc, err := apisec.NewRSAPlatformCert(in.SN, cert)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	keys := &apisec.Keys{AppID: DemoAppID, Sym: sym, App: appKey, Platform: []*apisec.PlatformCert{pc}}
-	client, err := wxphone.New(wxphone.Config{AppID: DemoAppID, Secret: DemoSecret, BaseURL: info.EmulatorURL, Logger: logger, Hooks: m.Hooks(), APISecurity: keys})
-	if err != nil {
-		return nil, nil, err
-	}
-	svc, err := service.New(service.Config{Clients: []*wxphone.Client{client}, Metrics: m, Logger: logger, ExchangeTimeout: 15 * time.Second})
-	if err != nil {
-		_ = client.Close()
-		return nil, nil, err
-	}
-	srv, err := server.New(server.Config{
-		Service: svc, APIKeys: []string{info.APIKey},
-		RateLimit: ratelimit.Limit{Rate: 20, Burst: 40}, Metrics: m, Logger: logger,
-	})
-	if err != nil {
-		_ = svc.Close(context.Background())
-		return nil, nil, err
-	}
-	closeFn := func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = svc.Close(ctx)
-	}
-	return http.StripPrefix(SecurePrefix, srv.Handler()), closeFn, nil
+	return &apisec.Keys{AppID: DemoAppID, Sym: sym, App: appKey, Platform: []*apisec.PlatformCert{pc}}, nil
 }
 
 // listen listens on addr, or on def when addr is empty and def is free,

@@ -45,6 +45,7 @@ import (
 	"time"
 
 	"github.com/wxphone/wxphone/internal/breaker"
+	"github.com/wxphone/wxphone/internal/wait"
 	"github.com/wxphone/wxphone/replay"
 )
 
@@ -368,8 +369,8 @@ func (l *Ledger) claim(ctx context.Context, key, owner string, e, prior *entry, 
 	switch {
 	case res.Settling:
 		l.abort(key, e, prior)
-		wait := min(time.Until(res.Epoch.Born.Add(l.o.Settle)), l.o.Settle) + 10*time.Millisecond
-		if err := sleep(ctx, wait); err != nil {
+		pause := min(time.Until(res.Epoch.Born.Add(l.o.Settle)), l.o.Settle) + 10*time.Millisecond
+		if err := wait.Sleep(ctx, pause); err != nil {
 			return Begun{}, false, err
 		}
 		return Begun{}, true, errSettled
@@ -497,19 +498,11 @@ func (c *Claim) Finish(ctx context.Context, sealed []byte, number bool) {
 		l.requestSync()
 		return
 	}
+	// When the shared record is not this claim's any more (its lease
+	// passed, or the store lost its data), the outcome is published where
+	// it adds knowledge, and a number found there taken.
 	err := l.sharedOp(ctx, "complete", func(ctx context.Context) error { return l.shared.Complete(ctx, c.key, id, sealed, number) })
-	switch {
-	case err == nil:
-		l.markSynced(c.key, e, id)
-	case errors.Is(err, replay.ErrNotClaimed):
-		// The shared record is not this claim's any more: its lease
-		// passed, or the store lost its data. Publish the outcome where
-		// it adds knowledge, and take a number found there.
-		l.restore(ctx, c.key, e)
-	default:
-		l.log.Warn("shared replay store: cannot record an outcome; keeping it in this process and publishing it when the store is back", "err", err)
-		l.requestSync()
-	}
+	l.published(ctx, c.key, e, id, err, "shared replay store: cannot record an outcome; keeping it in this process and publishing it when the store is back")
 }
 
 // Release gives the code back: its exchange ended without a final outcome.
@@ -535,18 +528,26 @@ func (c *Claim) Release(ctx context.Context, tainted bool) {
 		}
 		return
 	}
+	// When the claim is gone from the store (its data was lost), the
+	// taint, if any, is published as a released record. When the store
+	// fails, other replicas see the claim until it is released (the
+	// background loop retries) or its lease passes.
 	err := l.sharedOp(ctx, "release", func(ctx context.Context) error { return l.shared.Release(ctx, c.key, id, tainted) })
+	l.published(ctx, c.key, e, id, err, "shared replay store: cannot release a claim; retrying in the background")
+}
+
+// published follows up the shared store's answer err to publishing e's
+// state under claim id: e is in sync when the store took it; when the
+// store no longer holds the claim, e is restored there (restore); when
+// the store failed, the background loop retries, and warn is logged.
+func (l *Ledger) published(ctx context.Context, key string, e *entry, id string, err error, warn string) {
 	switch {
 	case err == nil:
-		l.markSynced(c.key, e, id)
+		l.markSynced(key, e, id)
 	case errors.Is(err, replay.ErrNotClaimed):
-		// The claim is gone from the store (its data was lost): publish
-		// the taint, if any, as a released record.
-		l.restore(ctx, c.key, e)
+		l.restore(ctx, key, e)
 	default:
-		// Other replicas see the claim until it is released (the
-		// background loop retries) or its lease passes.
-		l.log.Warn("shared replay store: cannot release a claim; retrying in the background", "err", err)
+		l.log.Warn(warn, "err", err)
 		l.requestSync()
 	}
 }
@@ -723,7 +724,7 @@ func (l *Ledger) Settle(ctx context.Context) error {
 	if err != nil || ep.ID == "" {
 		return err
 	}
-	return sleep(ctx, min(time.Until(ep.Born.Add(l.o.Settle)), l.o.Settle))
+	return wait.Sleep(ctx, min(time.Until(ep.Born.Add(l.o.Settle)), l.o.Settle))
 }
 
 // sync publishes to the shared store what it lacks: the entries not yet
@@ -855,19 +856,4 @@ func newID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
-}
-
-// sleep waits d unless ctx ends first (its error).
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

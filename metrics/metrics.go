@@ -95,7 +95,7 @@ func (m *Metrics) Hooks() wxphone.Hooks {
 		OnUpstream: func(e wxphone.UpstreamEvent) {
 			m.Upstream.WithLabelValues(e.Op, ErrcodeLabel(e)).Inc()
 			m.UpstreamLatency.WithLabelValues(e.Op).Observe(e.Duration.Seconds())
-			if e.ErrCode == 45011 {
+			if e.ErrCode == wxphone.ErrcodeMinuteQuota {
 				m.RateLimited.WithLabelValues("wechat").Inc()
 			}
 			var ve *wxphone.VerificationError
@@ -113,24 +113,15 @@ func (m *Metrics) Hooks() wxphone.Hooks {
 	}
 }
 
-// knownErrcodes bounds the errcode label: anything else is "other".
-var knownErrcodes = map[int]bool{
-	-1: true, 0: true, 40001: true, 40002: true, 40013: true, 40014: true, 40029: true,
-	40125: true, 40163: true, 40164: true, 40226: true, 40243: true, 41001: true,
-	41002: true, 41004: true, 42001: true, 43002: true, 44002: true, 45009: true,
-	45011: true, 47001: true, 50004: true, 50007: true,
-	40003: true, 40230: true, 40231: true, 40232: true, 40233: true, 40234: true,
-	40235: true, 40236: true, 40237: true, 40238: true, 40239: true, 40240: true,
-}
-
 // ErrcodeLabel is the bounded errcode label of an upstream event: the
-// errcode, or "transport", "http_<status>", "malformed" or "other".
+// errcode when wxphone knows it (wxphone.KnownErrcode), or "transport",
+// "http_<status>", "malformed", "unverified" or "other".
 func ErrcodeLabel(e wxphone.UpstreamEvent) string {
 	var te *wxphone.TransportError
 	var he *wxphone.HTTPError
 	switch {
 	case e.Err == nil || e.ErrCode != 0:
-		if knownErrcodes[e.ErrCode] {
+		if wxphone.KnownErrcode(e.ErrCode) {
 			return strconv.Itoa(e.ErrCode)
 		}
 		return "other"

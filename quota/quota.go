@@ -28,6 +28,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wxphone/wxphone"
+	"github.com/wxphone/wxphone/internal/budget"
+	"github.com/wxphone/wxphone/internal/wait"
 )
 
 // API is one WeChat API whose quota is probed.
@@ -196,7 +198,7 @@ func (p *Prober) Probe(ctx context.Context) []Result {
 		if r.Err != nil {
 			p.errs.WithLabelValues(r.AppID, r.API.Name).Inc()
 			p.log.Warn("quota probe failed", "appid", r.AppID, "api", r.API.Name, "err", r.Err)
-			if last, ok := p.lastAt[key]; ok && wxphone.WeChatDay(last) != wxphone.WeChatDay(now) {
+			if last, ok := p.lastAt[key]; ok && budget.Day(last) != budget.Day(now) {
 				// Yesterday's numbers would claim today's quota.
 				for _, g := range []*prometheus.GaugeVec{p.limit, p.used, p.remaining} {
 					g.DeleteLabelValues(r.AppID, r.API.Name)
@@ -219,19 +221,15 @@ func (p *Prober) Probe(ctx context.Context) []Result {
 // an app holds no token yet (ErrNoToken), it probes again after a minute.
 func (p *Prober) Run(ctx context.Context) {
 	for {
-		wait := p.interval
+		next := p.interval
 		for _, r := range p.Probe(ctx) {
 			if errors.Is(r.Err, ErrNoToken) {
-				wait = min(wait, retryNoToken)
+				next = min(next, retryNoToken)
 			}
 		}
-		d := wait - wait/20 + rand.N(wait/10+1) // #nosec G404 -- jitter, not a secret
-		t := time.NewTimer(d)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		d := next - next/20 + rand.N(next/10+1) // #nosec G404 -- jitter, not a secret
+		if wait.Sleep(ctx, d) != nil {
 			return
-		case <-t.C:
 		}
 	}
 }

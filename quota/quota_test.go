@@ -220,7 +220,7 @@ func (f fakeForce) ForceRefreshRemaining(context.Context) (int, error) {
 
 func TestForceBudgetCollector(t *testing.T) {
 	store := wxphone.NewMemoryTokenStore()
-	m, err := wxphone.NewTokenManager(wxphone.Config{AppID: appA, Secret: "x-secret-0123456789", BaseURL: "http://127.0.0.1:1",
+	m, err := wxphone.NewTokenManager(wxphone.TokenConfig{AppID: appA, Secret: "x-secret-0123456789", BaseURL: "http://127.0.0.1:1",
 		Token: wxphone.TokenOptions{Store: store, ForceDailyBudget: 5}})
 	if err != nil {
 		t.Fatal(err)

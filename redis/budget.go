@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/wxphone/wxphone"
+	"github.com/wxphone/wxphone/internal/budget"
 )
 
 var _ wxphone.ForceBudgetReader = (*TokenStore)(nil)
@@ -27,7 +28,7 @@ func (s *TokenStore) ForceRefreshesOn(ctx context.Context, appID string, now tim
 		return 0, errReply("HMGET")
 	}
 	day, _ := vals[0].(string)
-	if day != wxphone.WeChatDay(now) {
+	if day != budget.Day(now) {
 		return 0, nil
 	}
 	cs, _ := vals[1].(string)

@@ -3,7 +3,6 @@ package redis
 import (
 	"context"
 	"errors"
-	"fmt"
 	"math"
 	"strconv"
 	"time"
@@ -96,14 +95,5 @@ func (l *Limiter) Allow(ctx context.Context, key string) (bool, time.Duration, e
 		now = strconv.FormatInt(l.now().UnixMicro(), 10)
 	}
 	res, err := gcraScript.Run(ctx, l.c, []string{l.prefix + ":rl:" + key}, l.periodUS, l.burst, now).Int64Slice()
-	if err != nil {
-		return false, 0, fmt.Errorf("redis: rate limit: %w", err)
-	}
-	if len(res) != 2 {
-		return false, 0, errReply("rate limit")
-	}
-	if res[0] == 1 {
-		return true, 0, nil
-	}
-	return false, time.Duration(res[1]) * time.Microsecond, nil
+	return verdict(res, err, "rate limit", time.Microsecond)
 }

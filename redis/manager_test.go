@@ -116,7 +116,7 @@ func newManagers(t *testing.T, e *env, kr *seal.Keyring, appID, secret, baseURL 
 		if err != nil {
 			t.Fatal(err)
 		}
-		m, err := wxphone.NewTokenManager(wxphone.Config{
+		m, err := wxphone.NewTokenManager(wxphone.TokenConfig{
 			AppID: appID, Secret: wxphone.Secret(secret), BaseURL: baseURL,
 			Token:  wxphone.TokenOptions{Store: store},
 			Logger: slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),

@@ -15,6 +15,8 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/logging"
 	"github.com/redis/go-redis/v9/maintnotifications"
+
+	"github.com/wxphone/wxphone"
 )
 
 // Client is the go-redis client Open returns, named here so that other
@@ -64,11 +66,20 @@ type Options struct {
 	// themselves (Sentinel URLs only), when they require it; the URL's
 	// sentinel_username and sentinel_password parameters override them.
 	SentinelUsername string
-	SentinelPassword string
+	SentinelPassword wxphone.Secret
 	// Lazy skips the PING with which Open checks the connection and the
 	// credentials: Open then succeeds while Redis is down, and the first
 	// commands fail instead.
 	Lazy bool
+}
+
+// Format prints the Options as fmt would, for every verb, the sentinels'
+// password redacted: without it, a *Options inside another value printed
+// with %s or %q would go through fmt's error path, which calls no method
+// of the fields and so shows the password.
+func (o Options) Format(f fmt.State, verb rune) {
+	type plain Options
+	fmt.Fprintf(f, fmt.FormatString(f, verb), plain(o))
 }
 
 type mode int
@@ -110,6 +121,15 @@ func Open(ctx context.Context, rawURL string, opts Options) (goredis.UniversalCl
 	return c, nil
 }
 
+// CheckURL reports whether Open accepts rawURL (with opts' TLS settings
+// left unset), without connecting: the rules Open applies, so that a
+// configuration is refused when it is loaded. Its errors quote no part of
+// rawURL.
+func CheckURL(rawURL string) error {
+	_, err := buildOptions(rawURL, Options{})
+	return err
+}
+
 func newClient(rawURL string, o Options) (goredis.UniversalClient, error) {
 	opts, err := buildOptions(rawURL, o)
 	if err != nil {
@@ -126,7 +146,13 @@ func newClient(rawURL string, o Options) (goredis.UniversalClient, error) {
 }
 
 // buildOptions returns the *goredis.Options, *goredis.ClusterOptions or
-// *goredis.FailoverOptions that rawURL and o describe.
+// *goredis.FailoverOptions that rawURL and o describe. go-redis reads a
+// URL's query options only into these three types, one per topology, each
+// with options of its own; its UniversalOptions has no URL parser and
+// lacks some of them (use_disconnected_replicas), and NewUniversalClient
+// would make a sentinel URL with route_by_latency or route_randomly a
+// FailoverClusterClient. So Open keeps the three, and sets what they share
+// through one view of their fields (settings).
 func buildOptions(rawURL string, o Options) (any, error) {
 	t, err := parseTarget(rawURL)
 	if err != nil {
@@ -142,101 +168,110 @@ func buildOptions(rawURL string, o Options) (any, error) {
 	if t.tls {
 		scheme = "rediss"
 	}
-	q := t.query
+	var opts any
+	var s settings
 	switch t.mode {
 	case standalone:
-		if len(t.hosts) != 1 {
-			return nil, errors.New("a redis URL names one host; use redis+cluster or redis+sentinel for several")
-		}
-		if len(t.segments) > 1 {
-			return nil, errors.New("the path is at most a database number")
-		}
-		u := scheme + "://" + t.hosts[0] + "/" + strings.Join(t.segments, "") + encodeQuery(q)
-		ro, err := goredis.ParseURL(u)
-		if err != nil {
-			return nil, err
-		}
-		ro.Username, ro.Password = t.user, t.pass
-		ro.ContextTimeoutEnabled = true
-		ro.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
-		if err := apply(o, t, settings{
-			dial: &ro.DialTimeout, read: &ro.ReadTimeout, write: &ro.WriteTimeout, pool: &ro.PoolTimeout,
-			retries: &ro.MaxRetries, dialerRetries: &ro.DialerRetries, poolSize: &ro.PoolSize,
-			minBackoff: &ro.MinRetryBackoff, maxBackoff: &ro.MaxRetryBackoff, tls: &ro.TLSConfig,
-		}); err != nil {
-			return nil, err
-		}
-		return ro, nil
-
+		opts, s, err = standaloneOptions(t, scheme)
 	case cluster:
-		if len(t.segments) > 0 {
-			return nil, errors.New("a cluster URL has no path (Redis Cluster has only database 0)")
-		}
-		for _, h := range t.hosts[1:] {
-			q.Add("addr", h)
-		}
-		co, err := goredis.ParseClusterURL(scheme + "://" + t.hosts[0] + encodeQuery(q))
-		if err != nil {
-			return nil, err
-		}
-		co.Username, co.Password = t.user, t.pass
-		co.ContextTimeoutEnabled = true
-		co.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
-		if err := apply(o, t, settings{
-			dial: &co.DialTimeout, read: &co.ReadTimeout, write: &co.WriteTimeout, pool: &co.PoolTimeout,
-			retries: &co.MaxRetries, dialerRetries: &co.DialerRetries, poolSize: &co.PoolSize,
-			minBackoff: &co.MinRetryBackoff, maxBackoff: &co.MaxRetryBackoff, tls: &co.TLSConfig,
-		}); err != nil {
-			return nil, err
-		}
-		return co, nil
-
-	default: // sentinel
-		if len(t.segments) < 1 || len(t.segments) > 2 || t.segments[0] == "" {
-			return nil, errors.New("a sentinel URL's path is /<master name>[/<db>]")
-		}
-		sentUser, sentPass := o.SentinelUsername, o.SentinelPassword
-		if q.Has("sentinel_username") {
-			sentUser = q.Get("sentinel_username")
-			q.Del("sentinel_username")
-		}
-		if q.Has("sentinel_password") {
-			sentPass = q.Get("sentinel_password")
-			q.Del("sentinel_password")
-		}
-		if q.Has("master_name") || q.Has("addr") {
-			return nil, errors.New("name the master in the path and the sentinels in the host list, not in master_name or addr parameters")
-		}
-		q.Set("master_name", t.segments[0])
-		for _, h := range t.hosts[1:] {
-			q.Add("addr", h)
-		}
-		db := ""
-		if len(t.segments) == 2 {
-			db = t.segments[1]
-		}
-		fo, err := goredis.ParseFailoverURL(scheme + "://" + t.hosts[0] + "/" + db + encodeQuery(q))
-		if err != nil {
-			return nil, err
-		}
-		fo.Username, fo.Password = t.user, t.pass
-		fo.SentinelUsername, fo.SentinelPassword = sentUser, sentPass
-		fo.ContextTimeoutEnabled = true
-		// FailoverOptions has no MaintNotificationsConfig: go-redis builds
-		// its sentinel and server clients with the mode disabled.
-		if err := apply(o, t, settings{
-			dial: &fo.DialTimeout, read: &fo.ReadTimeout, write: &fo.WriteTimeout, pool: &fo.PoolTimeout,
-			retries: &fo.MaxRetries, dialerRetries: &fo.DialerRetries, poolSize: &fo.PoolSize,
-			minBackoff: &fo.MinRetryBackoff, maxBackoff: &fo.MaxRetryBackoff, tls: &fo.TLSConfig,
-		}); err != nil {
-			return nil, err
-		}
-		return fo, nil
+		opts, s, err = clusterOptions(t, scheme)
+	default:
+		opts, s, err = sentinelOptions(t, scheme, o)
 	}
+	if err != nil {
+		return nil, err
+	}
+	*s.user, *s.pass, *s.ctxTimeout = t.user, t.pass, true
+	if s.maint != nil {
+		*s.maint = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+	}
+	return opts, apply(o, t, s)
 }
 
-// settings points into one of go-redis's option structs.
+func standaloneOptions(t *target, scheme string) (any, settings, error) {
+	if len(t.hosts) != 1 {
+		return nil, settings{}, errors.New("a redis URL names one host; use redis+cluster or redis+sentinel for several")
+	}
+	if len(t.segments) > 1 {
+		return nil, settings{}, errors.New("the path is at most a database number")
+	}
+	x, err := goredis.ParseURL(scheme + "://" + t.hosts[0] + "/" + strings.Join(t.segments, "") + encodeQuery(t.query))
+	if err != nil {
+		return nil, settings{}, reason(err)
+	}
+	return x, settings{
+		user: &x.Username, pass: &x.Password, ctxTimeout: &x.ContextTimeoutEnabled, maint: &x.MaintNotificationsConfig,
+		dial: &x.DialTimeout, read: &x.ReadTimeout, write: &x.WriteTimeout, pool: &x.PoolTimeout, retries: &x.MaxRetries,
+		dialerRetries: &x.DialerRetries, poolSize: &x.PoolSize, minBackoff: &x.MinRetryBackoff, maxBackoff: &x.MaxRetryBackoff, tls: &x.TLSConfig,
+	}, nil
+}
+
+func clusterOptions(t *target, scheme string) (any, settings, error) {
+	if len(t.segments) > 0 {
+		return nil, settings{}, errors.New("a cluster URL has no path (Redis Cluster has only database 0)")
+	}
+	q := t.query
+	for _, h := range t.hosts[1:] {
+		q.Add("addr", h)
+	}
+	x, err := goredis.ParseClusterURL(scheme + "://" + t.hosts[0] + encodeQuery(q))
+	if err != nil {
+		return nil, settings{}, reason(err)
+	}
+	return x, settings{
+		user: &x.Username, pass: &x.Password, ctxTimeout: &x.ContextTimeoutEnabled, maint: &x.MaintNotificationsConfig,
+		dial: &x.DialTimeout, read: &x.ReadTimeout, write: &x.WriteTimeout, pool: &x.PoolTimeout, retries: &x.MaxRetries,
+		dialerRetries: &x.DialerRetries, poolSize: &x.PoolSize, minBackoff: &x.MinRetryBackoff, maxBackoff: &x.MaxRetryBackoff, tls: &x.TLSConfig,
+	}, nil
+}
+
+// sentinelOptions also sets the sentinels' own credentials: the URL's
+// sentinel_username and sentinel_password, else o's. FailoverOptions has
+// no MaintNotificationsConfig: go-redis builds its sentinel and server
+// clients with the mode disabled.
+func sentinelOptions(t *target, scheme string, o Options) (any, settings, error) {
+	if len(t.segments) < 1 || len(t.segments) > 2 || t.segments[0] == "" {
+		return nil, settings{}, errors.New("a sentinel URL's path is /<master name>[/<db>]")
+	}
+	q := t.query
+	sentUser, sentPass := o.SentinelUsername, o.SentinelPassword.Reveal()
+	if q.Has("sentinel_username") {
+		sentUser = q.Get("sentinel_username")
+		q.Del("sentinel_username")
+	}
+	if q.Has("sentinel_password") {
+		sentPass = q.Get("sentinel_password")
+		q.Del("sentinel_password")
+	}
+	if q.Has("master_name") || q.Has("addr") {
+		return nil, settings{}, errors.New("name the master in the path and the sentinels in the host list, not in master_name or addr parameters")
+	}
+	q.Set("master_name", t.segments[0])
+	for _, h := range t.hosts[1:] {
+		q.Add("addr", h)
+	}
+	db := ""
+	if len(t.segments) == 2 {
+		db = t.segments[1]
+	}
+	x, err := goredis.ParseFailoverURL(scheme + "://" + t.hosts[0] + "/" + db + encodeQuery(q))
+	if err != nil {
+		return nil, settings{}, reason(err)
+	}
+	x.SentinelUsername, x.SentinelPassword = sentUser, sentPass
+	return x, settings{
+		user: &x.Username, pass: &x.Password, ctxTimeout: &x.ContextTimeoutEnabled,
+		dial: &x.DialTimeout, read: &x.ReadTimeout, write: &x.WriteTimeout, pool: &x.PoolTimeout, retries: &x.MaxRetries,
+		dialerRetries: &x.DialerRetries, poolSize: &x.PoolSize, minBackoff: &x.MinRetryBackoff, maxBackoff: &x.MaxRetryBackoff, tls: &x.TLSConfig,
+	}, nil
+}
+
+// settings points into one of go-redis's option structs: the fields Open
+// sets whatever the topology (maint is nil where the type has none).
 type settings struct {
+	user, pass              *string
+	ctxTimeout              *bool
+	maint                   **maintnotifications.Config
 	dial, read, write, pool *time.Duration
 	retries, dialerRetries  *int
 	poolSize                *int
@@ -293,6 +328,15 @@ func apply(o Options, t *target, s settings) error {
 	return nil
 }
 
+// reason is a go-redis parse error without the URL a *url.Error quotes.
+func reason(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
 func encodeQuery(q url.Values) string {
 	if len(q) == 0 {
 		return ""
@@ -306,7 +350,7 @@ func encodeQuery(q url.Values) string {
 func parseTarget(rawURL string) (*target, error) {
 	scheme, rest, ok := strings.Cut(rawURL, "://")
 	if !ok {
-		return nil, errors.New("not a URL: want redis://, rediss://, redis+sentinel://, rediss+sentinel://, redis+cluster:// or rediss+cluster://")
+		return nil, errors.New("not a valid URL: want redis://, rediss://, redis+sentinel://, rediss+sentinel://, redis+cluster:// or rediss+cluster://")
 	}
 	t := &target{}
 	switch strings.ToLower(scheme) {
@@ -322,7 +366,7 @@ func parseTarget(rawURL string) (*target, error) {
 	case "rediss+cluster":
 		t.mode, t.tls = cluster, true
 	default:
-		return nil, errors.New("unsupported scheme: want redis, rediss, redis+sentinel, rediss+sentinel, redis+cluster or rediss+cluster")
+		return nil, errors.New("the scheme must be redis, rediss, redis+sentinel, rediss+sentinel, redis+cluster or rediss+cluster")
 	}
 	if strings.Contains(rest, "#") {
 		return nil, errors.New("a URL fragment is not allowed (percent-encode '#' in a password as %23)")
@@ -391,8 +435,8 @@ func parseTarget(rawURL string) (*target, error) {
 func hostPort(h, defPort string) (string, error) {
 	var host, port string
 	switch {
-	case h == "":
-		return "", errors.New("empty host in the URL")
+	case strings.TrimSpace(h) == "":
+		return "", errors.New("the URL has no host")
 	case strings.HasPrefix(h, "["):
 		end := strings.Index(h, "]")
 		if end < 0 {

@@ -6,7 +6,10 @@ import (
 	"io"
 	"log/slog"
 	"strconv"
+	"strings"
 	"time"
+
+	"github.com/wxphone/wxphone/internal/valid"
 )
 
 // DefaultPrefix starts every key this package writes.
@@ -49,14 +52,11 @@ func checkName(what, s string, max int, noBraces bool) error {
 	if len(s) > max {
 		return fmt.Errorf("redis: %s longer than %d bytes", what, max)
 	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c <= ' ' || c > '~' {
-			return fmt.Errorf("redis: %s must be printable ASCII without spaces", what)
-		}
-		if noBraces && (c == '{' || c == '}') {
-			return fmt.Errorf("redis: %s must not contain braces", what)
-		}
+	if !valid.Printable(s) {
+		return fmt.Errorf("redis: %s must be printable ASCII without spaces", what)
+	}
+	if noBraces && strings.ContainsAny(s, "{}") {
+		return fmt.Errorf("redis: %s must not contain braces", what)
 	}
 	return nil
 }
@@ -83,6 +83,21 @@ func toInt64(v any) (int64, bool) {
 func toString(v any) (string, bool) {
 	s, ok := v.(string)
 	return s, ok
+}
+
+// verdict reads the reply of a script that answers {1} (allowed) or {0,
+// wait} (refused, wait in units of unit); what names the operation in
+// errors.
+func verdict(res []int64, err error, what string, unit time.Duration) (bool, time.Duration, error) {
+	switch {
+	case err != nil:
+		return false, 0, fmt.Errorf("redis: %s: %w", what, err)
+	case len(res) != 2:
+		return false, 0, errReply(what)
+	case res[0] == 1:
+		return true, 0, nil
+	}
+	return false, time.Duration(res[1]) * unit, nil
 }
 
 // errReply reports a script reply of an unexpected shape.

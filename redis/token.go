@@ -12,6 +12,8 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/wxphone/wxphone"
+	"github.com/wxphone/wxphone/internal/budget"
+	"github.com/wxphone/wxphone/internal/valid"
 	"github.com/wxphone/wxphone/seal"
 )
 
@@ -52,8 +54,8 @@ func NewTokenStore(c goredis.UniversalClient, kr *seal.Keyring, o StoreOptions) 
 
 // key returns the app's key of the given kind: <prefix>:{<appid>}:<kind>.
 func (s *TokenStore) key(appID, kind string) (string, error) {
-	if err := checkName("appid", appID, 64, true); err != nil {
-		return "", err
+	if !valid.AppID(appID) {
+		return "", errors.New("redis: the appid must be " + valid.AppIDRule)
 	}
 	return s.prefix + ":{" + appID + "}:" + kind, nil
 }
@@ -106,9 +108,9 @@ end
 return 0
 `)
 
-// forceScript is wxphone.ForceBudget plus its bookkeeping, atomically.
+// forceScript is budget.Force plus its bookkeeping, atomically.
 // KEYS[1] force hash (last ms, day, count, rid); ARGV now ms,
-// WeChatDay(now), min interval ms, daily limit, ms until the next UTC+8
+// budget.Day(now), min interval ms, daily limit, ms until the next UTC+8
 // midnight, key TTL ms, reservation id. Returns {1, 0} when it reserved,
 // else {0, retry-after ms}. A call whose id is the last reservation's
 // answers {1, 0} and changes nothing: go-redis re-runs a script whose
@@ -268,7 +270,7 @@ func (s *TokenStore) DeleteToken(ctx context.Context, appID, value string) (bool
 // longer than a WeChat day, so that the day's count is never forgotten.
 const forceKeyTTL = 48 * time.Hour
 
-// ReserveForceRefresh implements wxphone.TokenStore with wxphone.ForceBudget's
+// ReserveForceRefresh implements wxphone.TokenStore with budget.Force's
 // rule, run atomically in Redis. now is taken in whole milliseconds. The
 // script is idempotent for a repeated id (see forceScript).
 func (s *TokenStore) ReserveForceRefresh(ctx context.Context, appID, id string, now time.Time, minInterval time.Duration, dailyLimit int) (bool, time.Duration, error) {
@@ -280,21 +282,12 @@ func (s *TokenStore) ReserveForceRefresh(ctx context.Context, appID, id string, 
 		return false, 0, errors.New("redis: reservation id longer than 64 bytes")
 	}
 	now = time.UnixMilli(now.UnixMilli())
-	midnight := wxphone.NextWeChatMidnight(now)
+	midnight := budget.NextMidnight(now)
 	res, err := forceScript.Run(ctx, s.c, []string{k},
-		now.UnixMilli(), wxphone.WeChatDay(now), durMS(minInterval), dailyLimit,
+		now.UnixMilli(), budget.Day(now), durMS(minInterval), dailyLimit,
 		midnight.Sub(now).Milliseconds(), durMS(max(forceKeyTTL, 2*minInterval)), id,
 	).Int64Slice()
-	if err != nil {
-		return false, 0, fmt.Errorf("redis: reserve force refresh: %w", err)
-	}
-	if len(res) != 2 {
-		return false, 0, errReply("force")
-	}
-	if res[0] == 1 {
-		return true, 0, nil
-	}
-	return false, time.Duration(res[1]) * time.Millisecond, nil
+	return verdict(res, err, "reserve force refresh", time.Millisecond)
 }
 
 // LockRefresh implements wxphone.TokenLocker with bsm/redislock, without

@@ -411,7 +411,7 @@ func keysOf(m map[string]string) []string {
 	return out
 }
 
-// ForceBudget, mirrored: the script's answers equal MemoryTokenStore's for
+// budget.Force, mirrored: the script's answers equal MemoryTokenStore's for
 // the same sequence of reservations, across UTC+8 midnights.
 func TestForceBudgetMatchesMemory(t *testing.T) {
 	t.Parallel()

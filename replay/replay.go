@@ -19,6 +19,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/wxphone/wxphone/internal/wait"
 )
 
 // State is a record's state.
@@ -205,12 +207,5 @@ func WaitFor(ctx context.Context, s Store, key string, poll time.Duration) error
 	if w, ok := s.(Waiter); ok {
 		return w.Wait(ctx, key)
 	}
-	t := time.NewTimer(poll)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
+	return wait.Sleep(ctx, poll)
 }

@@ -69,7 +69,7 @@ func TestQuotaProbeOff(t *testing.T) {
 	if n := testutil.CollectAndCount(f.members[0].Metrics.Registry, "wxphone_quota_probe_errors_total"); n != 0 {
 		t.Errorf("%d quota probe series", n)
 	}
-	if f.members[0].stopProbe != nil {
+	if f.members[0].probing {
 		t.Error("a prober runs")
 	}
 }

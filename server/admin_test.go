@@ -121,7 +121,7 @@ func get(addr, path string) (int, string, error) {
 // the admin address with it, both closed at shutdown.
 func TestListenAndServeAdmin(t *testing.T) {
 	apiAddr, adminAddr := freeAddr(t), freeAddr(t)
-	e := newEnv(t, envOpts{serverCfg: func(c *server.Config) { c.Addr, c.AdminAddr, c.NoWarm = apiAddr, adminAddr, true }})
+	e := newEnv(t, envOpts{serverCfg: func(c *server.Config) { c.Addr, c.AdminAddr = apiAddr, adminAddr }})
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { errc <- e.srv.ListenAndServe(ctx) }()
@@ -159,7 +159,7 @@ func TestListenAndServeAdminPortTaken(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	e := newEnv(t, envOpts{serverCfg: func(c *server.Config) { c.Addr, c.AdminAddr, c.NoWarm = "127.0.0.1:0", ln.Addr().String(), true }})
+	e := newEnv(t, envOpts{serverCfg: func(c *server.Config) { c.Addr, c.AdminAddr = "127.0.0.1:0", ln.Addr().String() }})
 	if err := e.srv.ListenAndServe(context.Background()); err == nil || !strings.Contains(err.Error(), "admin listen") {
 		t.Errorf("err %v", err)
 	}

@@ -11,6 +11,8 @@ import (
 	"os"
 	"strings"
 	"sync/atomic"
+
+	"github.com/wxphone/wxphone/internal/valid"
 )
 
 // The edge refuses what two HTTP implementations could read differently
@@ -27,10 +29,7 @@ func validRequestID(s string) bool {
 		return false
 	}
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '.', c == '_', c == '-':
-		default:
+		if c := s[i]; !valid.IDChar(c) && c != '.' {
 			return false
 		}
 	}

@@ -69,7 +69,7 @@ func newFuzzEnv(tb testing.TB) *fuzzEnv {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { _ = svc.Close(context.Background()) })
-	srv, err := server.New(server.Config{Service: svc, APIKeys: []string{keyPhone, keyBoth}, TokenAPIKeys: []string{keyToken, keyBoth},
+	srv, err := server.New(server.Config{Service: svc, APIKeys: []wxphone.Secret{keyPhone, keyBoth}, TokenAPIKeys: []wxphone.Secret{keyToken, keyBoth},
 		Logger: logger, RequestTimeout: 5 * time.Second})
 	if err != nil {
 		tb.Fatal(err)

@@ -34,7 +34,7 @@ func runServer(t *testing.T, h2c bool) (string, *wxmock.Server) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(server.Config{Service: svc, APIKeys: []string{keyPhone}, H2C: h2c, NoWarm: true})
+	srv, err := server.New(server.Config{Service: svc, APIKeys: []wxphone.Secret{keyPhone}, H2C: h2c})
 	if err != nil {
 		t.Fatal(err)
 	}

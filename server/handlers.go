@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wxphone/wxphone"
+	"github.com/wxphone/wxphone/internal/valid"
 	"github.com/wxphone/wxphone/metrics"
 	"github.com/wxphone/wxphone/service"
 )
@@ -97,7 +98,7 @@ func (s *Server) handlePhone(w http.ResponseWriter, r *http.Request, rc *reqCtx)
 		return
 	}
 	rc.appID = s.knownApp(req.AppID)
-	res, err := s.svc.Exchange(r.Context(), service.Request{AppID: req.AppID, Code: req.Code, OpenID: req.OpenID, Kind: req.Kind, Caller: rc.caller})
+	res, err := s.svc.Exchange(r.Context(), service.Request{AppID: req.AppID, Code: wxphone.Secret(req.Code), OpenID: req.OpenID, Kind: req.Kind, Caller: rc.caller})
 	if err != nil {
 		s.writeError(w, rc, classify(err))
 		return
@@ -177,11 +178,9 @@ func (s *Server) handleInvalidate(w http.ResponseWriter, r *http.Request, rc *re
 		s.writeError(w, rc, newError(http.StatusBadRequest, CodeInvalidRequest, "\"access_token\" (the token WeChat rejected) is required, at most 512 bytes."))
 		return
 	}
-	for i := 0; i < len(req.AccessToken); i++ {
-		if c := req.AccessToken[i]; c <= ' ' || c > '~' {
-			s.writeError(w, rc, newError(http.StatusBadRequest, CodeInvalidRequest, "\"access_token\" must be printable ASCII."))
-			return
-		}
+	if !valid.Printable(req.AccessToken) {
+		s.writeError(w, rc, newError(http.StatusBadRequest, CodeInvalidRequest, "\"access_token\" must be printable ASCII."))
+		return
 	}
 	tok, err := s.svc.InvalidateToken(r.Context(), req.AppID, req.AccessToken)
 	if err != nil {
@@ -270,25 +269,28 @@ func registerInFlight(m *metrics.Metrics, n *atomic.Int64) error {
 	g := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "wxphone_http_requests_in_flight", Help: "HTTP requests being served now.",
 	}, func() float64 { return float64(n.Load()) })
-	if err := m.Registry.Register(g); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			return nil
-		}
-		return err
+	return registerOnce(m, g)
+}
+
+// registerOnce registers c unless an equal collector is registered already
+// (a registry shared by several servers keeps the first one's).
+func registerOnce(m *metrics.Metrics, c prometheus.Collector) error {
+	err := m.Registry.Register(c)
+	if are := (prometheus.AlreadyRegisteredError{}); errors.As(err, &are) {
+		return nil
 	}
-	return nil
+	return err
 }
 
 // tokenCollector exports each app's token state from service.Status at
 // scrape time.
 type tokenCollector struct {
-	svc       *service.Service
+	svc       Backend
 	remaining *prometheus.Desc
 	usable    *prometheus.Desc
 }
 
-func registerTokenCollector(m *metrics.Metrics, svc *service.Service) error {
+func registerTokenCollector(m *metrics.Metrics, svc Backend) error {
 	c := &tokenCollector{
 		svc: svc,
 		remaining: prometheus.NewDesc("wxphone_token_remaining_seconds",
@@ -296,14 +298,7 @@ func registerTokenCollector(m *metrics.Metrics, svc *service.Service) error {
 		usable: prometheus.NewDesc("wxphone_token_usable",
 			"1 when the app holds a token usable for requests.", []string{"appid"}, nil),
 	}
-	if err := m.Registry.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			return nil
-		}
-		return err
-	}
-	return nil
+	return registerOnce(m, c)
 }
 
 // Describe implements prometheus.Collector.

@@ -139,7 +139,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 	e.svc = svc
 	t.Cleanup(func() { _ = svc.Close(context.Background()) })
 	scfg := server.Config{
-		Service: svc, APIKeys: []string{keyPhone, keyPhone2, keyBoth}, TokenAPIKeys: []string{keyToken, keyBoth},
+		Service: svc, APIKeys: []wxphone.Secret{keyPhone, keyPhone2, keyBoth}, TokenAPIKeys: []wxphone.Secret{keyToken, keyBoth},
 		RateLimit: o.rate, Metrics: e.m, Logger: logger, RequestTimeout: o.requestTimeout,
 		ReadyChecks: o.checks, Fallback: o.fallback,
 	}

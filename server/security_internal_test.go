@@ -199,7 +199,7 @@ func TestServerKeepsOnlyKeyDigests(t *testing.T) {
 		t.Fatal(err)
 	}
 	const phoneKey, tokenKey = "phone-key-digest-test-0123", "token-key-digest-test-0123"
-	s, err := New(Config{Service: svc, APIKeys: []string{phoneKey}, TokenAPIKeys: []string{tokenKey}})
+	s, err := New(Config{Service: svc, APIKeys: []wxphone.Secret{phoneKey}, TokenAPIKeys: []wxphone.Secret{tokenKey}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-// Package server is wxphone's HTTP API over a *service.Service:
+// Package server is wxphone's HTTP API over a Backend (a *service.Service):
 //
 //	POST /v1/phone-number            exchange a getPhoneNumber code (phone keys)
 //	GET  /v1/access-token            the current access token (token keys)
@@ -44,6 +44,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/wxphone/wxphone"
 	"github.com/wxphone/wxphone/metrics"
 	"github.com/wxphone/wxphone/ratelimit"
 	"github.com/wxphone/wxphone/service"
@@ -51,6 +52,8 @@ import (
 
 // Defaults and limits.
 const (
+	// DefaultAddr is ListenAndServe's default listen address.
+	DefaultAddr = ":8080"
 	// MaxBodyBytes bounds a request body (4 KiB).
 	MaxBodyBytes = 4 << 10
 	// DefaultRequestTimeout is the default per-request deadline.
@@ -80,16 +83,37 @@ type Check struct {
 	Degrades bool
 }
 
+// Backend is what the server serves: code exchanges and the central token
+// endpoint's tokens, for the apps it names. *service.Service implements
+// it; the server neither creates nor closes it.
+type Backend interface {
+	// Exchange exchanges a code, or replays the outcome of an earlier
+	// exchange of it.
+	Exchange(ctx context.Context, req service.Request) (*service.Result, error)
+	// AccessToken returns appID's current access token ("" selects the
+	// only app).
+	AccessToken(ctx context.Context, appID string) (wxphone.Token, error)
+	// InvalidateToken handles a report that WeChat rejected the token
+	// rejected, and returns a usable one.
+	InvalidateToken(ctx context.Context, appID, rejected string) (wxphone.Token, error)
+	// Status reports every app's token state, for /readyz and /metrics.
+	Status() []service.AppStatus
+	// Apps returns the served appids, sorted.
+	Apps() []string
+}
+
 // Config configures a Server.
 type Config struct {
-	// Service answers the requests. Required. Run closes it on shutdown.
-	Service *service.Service
+	// Service answers the requests. Required. Its owner closes it, after
+	// Run returned.
+	Service Backend
 	// APIKeys may call POST /v1/phone-number. At least one of APIKeys and
 	// TokenAPIKeys is required; every key is at least MinAPIKeyLen bytes.
-	APIKeys []string
+	// New keeps only their digests and caller ids.
+	APIKeys []wxphone.Secret
 	// TokenAPIKeys may call the central token endpoints. A key may be in
 	// both lists.
-	TokenAPIKeys []string
+	TokenAPIKeys []wxphone.Secret
 	// Limiter limits requests per API key. Default: an in-memory token
 	// bucket of RateLimit, or no limit when RateLimit.Rate is 0.
 	Limiter ratelimit.Limiter
@@ -114,10 +138,8 @@ type Config struct {
 	// serve. A request whose path holds percent-encoding that is not
 	// needed (URL.RawPath set, as in /%64emo) never reaches it: 404.
 	Fallback http.Handler
-	// Addr is the listen address of ListenAndServe; default ":8080".
+	// Addr is the listen address of ListenAndServe; default DefaultAddr.
 	Addr string
-	// NoWarm disables Run's background token warm-up (tests).
-	NoWarm bool
 	// H2C makes Run accept unencrypted HTTP/2 with prior knowledge next
 	// to HTTP/1.1 on the same listener, for a load balancer that speaks
 	// h2c to its backends. Requests then share connections, so a request
@@ -138,9 +160,18 @@ type Config struct {
 	TracerProvider trace.TracerProvider
 }
 
+// Format prints the Config as fmt would, for every verb, its API keys
+// redacted: without it, a *Config inside another value printed with %s or
+// %q would go through fmt's error path, which calls no method of the
+// fields and so shows the keys.
+func (c Config) Format(f fmt.State, verb rune) {
+	type plain Config
+	fmt.Fprintf(f, fmt.FormatString(f, verb), plain(c))
+}
+
 // Server is the HTTP API. Create it with New.
 type Server struct {
-	svc      *service.Service
+	svc      Backend
 	keys     []keyEntry
 	limiter  ratelimit.Limiter
 	metrics  *metrics.Metrics
@@ -150,7 +181,6 @@ type Server struct {
 	checks   []Check
 	fallback http.Handler
 	addr     string
-	noWarm   bool
 	h2c      bool
 	routes   map[string][]*route
 
@@ -211,10 +241,10 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		svc: cfg.Service, limiter: cfg.Limiter, metrics: cfg.Metrics, log: cfg.Logger,
 		timeout: cfg.RequestTimeout, shutdown: cfg.ShutdownTimeout, checks: cfg.ReadyChecks,
-		fallback: cfg.Fallback, addr: cfg.Addr, noWarm: cfg.NoWarm, h2c: cfg.H2C,
+		fallback: cfg.Fallback, addr: cfg.Addr, h2c: cfg.H2C,
 		adminAddr: cfg.AdminAddr, adminPprof: cfg.AdminPprof,
 	}
-	add := func(list []string, which string, phone bool) error {
+	add := func(list []wxphone.Secret, which string, phone bool) error {
 		for i, k := range list {
 			if len(k) < MinAPIKeyLen {
 				return fmt.Errorf("server: %s key %d is shorter than %d bytes", which, i+1, MinAPIKeyLen)
@@ -232,7 +262,7 @@ func New(cfg Config) (*Server, error) {
 				}
 			}
 			if !found {
-				caller, err := CallerID(k)
+				caller, err := CallerID(k.Reveal())
 				if err != nil {
 					return fmt.Errorf("server: %s key %d: %w", which, i+1, err)
 				}
@@ -275,7 +305,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("server: ShutdownTimeout must be positive")
 	}
 	if s.addr == "" {
-		s.addr = ":8080"
+		s.addr = DefaultAddr
 	}
 	for _, c := range s.checks {
 		if c.Name == "" || c.Check == nil {
@@ -327,11 +357,9 @@ func (s *Server) ListenAndServe(ctx context.Context) error {
 }
 
 // Run serves on ln until ctx is cancelled, then shuts down gracefully: it
-// stops accepting connections, lets requests in flight finish (bounded by
-// ShutdownTimeout), then closes the Service, which waits for detached
-// exchanges and stops the token refreshers. Unless NoWarm is set it also
-// fetches every app's token in the background until that succeeds, so that
-// /readyz turns ready without waiting for traffic. Run may be called once.
+// stops accepting connections and lets requests in flight finish (bounded
+// by ShutdownTimeout). The Service is its owner's to close afterwards (its
+// detached exchanges may still be running). Run may be called once.
 //
 // Run also refuses, and closes, an HTTP/1 connection that carries a request
 // with both Transfer-Encoding and Content-Length; Handler served by another
@@ -359,12 +387,6 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 		hs.Protocols.SetHTTP1(true)
 		hs.Protocols.SetUnencryptedHTTP2(true)
 	}
-	warmCtx, stopWarm := context.WithCancel(ctx)
-	var warmDone sync.WaitGroup
-	if !s.noWarm {
-		warmDone.Add(1)
-		go func() { defer warmDone.Done(); s.warm(warmCtx) }()
-	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(edgeListener{ln}) }()
 	s.log.Info("listening", "addr", ln.Addr().String(), "apps", s.svc.Apps())
@@ -376,8 +398,6 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	case <-ctx.Done():
 	}
 	s.closing.Store(true)
-	stopWarm()
-	warmDone.Wait()
 	s.log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.shutdown)
 	defer cancel()
@@ -391,35 +411,6 @@ func (s *Server) Run(ctx context.Context, ln net.Listener) error {
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
-	if cerr := s.svc.Close(sctx); cerr != nil {
-		s.log.Warn("service close", "err", cerr)
-		if err == nil {
-			err = cerr
-		}
-	}
 	s.log.Info("stopped")
 	return err
-}
-
-// warm fetches every app's token, retrying with capped backoff until it
-// succeeds or ctx ends.
-func (s *Server) warm(ctx context.Context) {
-	backoff := time.Second
-	for {
-		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		err := s.svc.Warm(wctx)
-		cancel()
-		if err == nil || ctx.Err() != nil {
-			return
-		}
-		s.log.Warn("token warm-up failed; retrying", "retry_in", backoff, "err", err)
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-		backoff = min(backoff*2, 30*time.Second)
-	}
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wxphone/wxphone"
 	"github.com/wxphone/wxphone/server"
 	"github.com/wxphone/wxphone/wxmock"
 )
@@ -357,12 +358,12 @@ func TestNewValidates(t *testing.T) {
 		name string
 		cfg  server.Config
 	}{
-		{"no service", server.Config{APIKeys: []string{keyPhone}}},
+		{"no service", server.Config{APIKeys: []wxphone.Secret{keyPhone}}},
 		{"no key", server.Config{Service: e.svc}},
-		{"short key", server.Config{Service: e.svc, APIKeys: []string{"short"}}},
-		{"short token key", server.Config{Service: e.svc, APIKeys: []string{keyPhone}, TokenAPIKeys: []string{"short"}}},
-		{"negative timeout", server.Config{Service: e.svc, APIKeys: []string{keyPhone}, RequestTimeout: -1}},
-		{"bad check", server.Config{Service: e.svc, APIKeys: []string{keyPhone}, ReadyChecks: []server.Check{{Name: "x"}}}},
+		{"short key", server.Config{Service: e.svc, APIKeys: []wxphone.Secret{"short"}}},
+		{"short token key", server.Config{Service: e.svc, APIKeys: []wxphone.Secret{keyPhone}, TokenAPIKeys: []wxphone.Secret{"short"}}},
+		{"negative timeout", server.Config{Service: e.svc, APIKeys: []wxphone.Secret{keyPhone}, RequestTimeout: -1}},
+		{"bad check", server.Config{Service: e.svc, APIKeys: []wxphone.Secret{keyPhone}, ReadyChecks: []server.Check{{Name: "x"}}}},
 	} {
 		if _, err := server.New(tc.cfg); err == nil {
 			t.Errorf("%s: no error", tc.name)

@@ -23,8 +23,9 @@ import (
 )
 
 // TestGracefulShutdown: a request in flight when shutdown starts completes,
-// new connections are refused, the service is closed (token refreshers
-// stopped) and no goroutine is left behind.
+// new connections are refused, Run leaves the service to its owner (it
+// neither warms nor closes it), and once the owner closed it no goroutine
+// is left behind.
 func TestGracefulShutdown(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 
@@ -56,8 +57,12 @@ func TestGracefulShutdown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := server.New(server.Config{Service: svc, APIKeys: []string{keyPhone}, Metrics: m, Logger: logger, ShutdownTimeout: 20 * time.Second})
+	srv, err := server.New(server.Config{Service: svc, APIKeys: []wxphone.Secret{keyPhone}, Metrics: m, Logger: logger, ShutdownTimeout: 20 * time.Second})
 	if err != nil {
+		t.Fatal(err)
+	}
+	// The owner warms the tokens: Run does not.
+	if err := svc.Warm(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -72,7 +77,6 @@ func TestGracefulShutdown(t *testing.T) {
 
 	hc := &http.Client{Transport: &http.Transport{}}
 	defer hc.CloseIdleConnections()
-	// Wait for the warm-up so the token refresher is running.
 	for i := 0; ; i++ {
 		resp, err := hc.Get("http://" + addr + server.PathReadyz)
 		if err == nil {
@@ -154,9 +158,15 @@ func TestGracefulShutdown(t *testing.T) {
 	if err := <-runErr; err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	// The service is closed: its token manager refuses to work.
+	// Run left the service open; its owner closes it.
+	if _, err := svc.AccessToken(context.Background(), appA); err != nil {
+		t.Errorf("after Run AccessToken: %v, want the service still open", err)
+	}
+	if err := svc.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := svc.AccessToken(context.Background(), appA); !errors.Is(err, wxphone.ErrClosed) {
-		t.Errorf("after shutdown AccessToken: %v, want ErrClosed", err)
+		t.Errorf("after Close AccessToken: %v, want ErrClosed", err)
 	}
 	if !strings.Contains(logs.String(), `"msg":"stopped"`) {
 		t.Errorf("no stop log line")

@@ -117,7 +117,7 @@ func TestReadyzRecoversWithoutTraffic(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer func() { _ = svc.Close(context.Background()) }()
-		srv, err := server.New(server.Config{Service: svc, APIKeys: []string{keyPhone}, NoWarm: true})
+		srv, err := server.New(server.Config{Service: svc, APIKeys: []wxphone.Secret{keyPhone}})
 		if err != nil {
 			t.Fatal(err)
 		}

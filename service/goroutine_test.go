@@ -46,7 +46,7 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := svc.Exchange(ctx, Request{AppID: appA, Code: code}); err != nil {
+	if _, err := svc.Exchange(ctx, Request{AppID: appA, Code: wxphone.Secret(code)}); err != nil {
 		t.Fatal(err)
 	}
 	// An exchange still upstream when its caller gives up.
@@ -55,7 +55,7 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 	}
 	code, _ = mock.MintPhoneCode(wxmock.PhoneGrant{AppID: appA, PurePhoneNumber: "13900003333"})
 	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
-	_, err = svc.Exchange(short, Request{AppID: appA, Code: code})
+	_, err = svc.Exchange(short, Request{AppID: appA, Code: wxphone.Secret(code)})
 	cancel()
 	if !errors.Is(err, ErrInFlight) {
 		t.Fatalf("err = %v, want ErrInFlight", err)

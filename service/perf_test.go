@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wxphone/wxphone"
 	"github.com/wxphone/wxphone/seal"
 	"github.com/wxphone/wxphone/wxmock"
 )
@@ -37,7 +38,7 @@ func TestInlineWhenDeadlineOutlastsTimeout(t *testing.T) {
 		seen.Store(onCallerGoroutine("TestInlineWhenDeadlineOutlastsTimeout"))
 		cancel()
 	}()
-	r, err := f.svc.Exchange(ctx, Request{Code: code, Caller: "k1"})
+	r, err := f.svc.Exchange(ctx, Request{Code: wxphone.Secret(code), Caller: "k1"})
 	if err != nil {
 		t.Fatalf("inline exchange after a cancellation: %v (the upstream call must not be cancelled)", err)
 	}
@@ -51,7 +52,7 @@ func TestInlineWhenDeadlineOutlastsTimeout(t *testing.T) {
 		t.Fatalf("phone calls = %d, want 1", n)
 	}
 	// A retry replays the recorded outcome.
-	r2, err := f.svc.Exchange(context.Background(), Request{Code: code, Caller: "k1"})
+	r2, err := f.svc.Exchange(context.Background(), Request{Code: wxphone.Secret(code), Caller: "k1"})
 	if err != nil || !r2.Replayed || r2.Phone != r.Phone {
 		t.Fatalf("replay = %+v, %v", r2, err)
 	}
@@ -78,13 +79,13 @@ func TestDetachedWhenDeadlineIsShorter(t *testing.T) {
 	cctx, ccancel := context.WithCancel(ctx)
 	time.AfterFunc(30*time.Millisecond, ccancel)
 	start := time.Now()
-	if _, err := f.svc.Exchange(cctx, Request{Code: code, Caller: "k1"}); !errors.Is(err, ErrInFlight) {
+	if _, err := f.svc.Exchange(cctx, Request{Code: wxphone.Secret(code), Caller: "k1"}); !errors.Is(err, ErrInFlight) {
 		t.Fatalf("err = %v, want ErrInFlight", err)
 	}
 	if d := time.Since(start); d > 250*time.Millisecond {
 		t.Fatalf("detached caller waited %s for the upstream call", d)
 	}
-	r, err := f.svc.Exchange(context.Background(), Request{Code: code, Caller: "k1"})
+	r, err := f.svc.Exchange(context.Background(), Request{Code: wxphone.Secret(code), Caller: "k1"})
 	if err != nil || r.Phone.PhoneNumber.Reveal() != "13800138000" {
 		t.Fatalf("retry = %+v, %v", r, err)
 	}
@@ -106,7 +107,7 @@ func TestCloseWaitsForInlineExchanges(t *testing.T) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_, err := f.svc.Exchange(ctx, Request{Code: code, Caller: "k1"})
+		_, err := f.svc.Exchange(ctx, Request{Code: wxphone.Secret(code), Caller: "k1"})
 		errc <- err
 	}()
 	deadline := time.Now().Add(2 * time.Second)
@@ -156,10 +157,10 @@ func TestOwnerCache(t *testing.T) {
 	}
 	// Replays stay bound to the caller.
 	code := f.mint(t, appA, "13800138000")
-	if _, err := f.svc.Exchange(context.Background(), Request{Code: code, Caller: "k1"}); err != nil {
+	if _, err := f.svc.Exchange(context.Background(), Request{Code: wxphone.Secret(code), Caller: "k1"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.svc.Exchange(context.Background(), Request{Code: code, Caller: "k2"}); !errors.Is(err, ErrForeignReplay) {
+	if _, err := f.svc.Exchange(context.Background(), Request{Code: wxphone.Secret(code), Caller: "k2"}); !errors.Is(err, ErrForeignReplay) {
 		t.Fatalf("another caller: err = %v, want ErrForeignReplay", err)
 	}
 }

@@ -47,10 +47,6 @@ var (
 	ErrStore = errors.New("service: replay store unavailable")
 )
 
-// MaxOpenIDLen bounds the optional openid of a request (WeChat's openids are
-// 28 characters).
-const MaxOpenIDLen = 128
-
 // MaxReplayTTL is the longest a replay record lives: a code's own life.
 const MaxReplayTTL = 5 * time.Minute
 
@@ -61,6 +57,16 @@ const DefaultExchangeTimeout = 15 * time.Second
 // LeaseMargin is how much longer than the exchange timeout a claim lives
 // before other replicas consider its claimant dead.
 const LeaseMargin = 5 * time.Second
+
+// Lease is the claim lease of a ledger serving a Service whose
+// ExchangeTimeout is exchangeTimeout (0: DefaultExchangeTimeout): the
+// timeout plus LeaseMargin. A Service builds its default ledger with it.
+func Lease(exchangeTimeout time.Duration) time.Duration {
+	if exchangeTimeout <= 0 {
+		exchangeTimeout = DefaultExchangeTimeout
+	}
+	return exchangeTimeout + LeaseMargin
+}
 
 // Config configures a Service.
 type Config struct {
@@ -151,7 +157,7 @@ func New(cfg Config) (*Service, error) {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	if s.ledger == nil {
-		s.ledger = ledger.New(ledger.Options{Shared: cfg.Replay, TTL: ttl, Lease: s.timeout + LeaseMargin, Logger: s.log})
+		s.ledger = ledger.New(ledger.Options{Shared: cfg.Replay, TTL: ttl, Lease: Lease(s.timeout), Logger: s.log})
 	} else if s.ledger.Lease() <= s.timeout {
 		return nil, errors.New("service: the ledger's lease must exceed ExchangeTimeout")
 	}
@@ -180,8 +186,8 @@ func (s *Service) Client(appID string) (*wxphone.Client, error) {
 type Request struct {
 	// AppID selects the Mini Program; optional when only one is served.
 	AppID string
-	// Code is the getPhoneNumber code.
-	Code string
+	// Code is the getPhoneNumber code; it never prints.
+	Code wxphone.Secret
 	// OpenID optionally binds the exchange to the caller's user: a replay
 	// must carry the same one.
 	OpenID string
@@ -194,6 +200,13 @@ type Request struct {
 	// (getRealtimePhoneNumber, ¥0.04). Both are exchanged the same way;
 	// the kind only labels the grants metric. "" counts as unspecified.
 	Kind string
+}
+
+// Format prints the Request with its code redacted, for every verb, as fmt
+// would print it (see Result.Format).
+func (r Request) Format(f fmt.State, verb rune) {
+	type plain Request
+	fmt.Fprintf(f, fmt.FormatString(f, verb), plain(r))
 }
 
 // Code kinds of Request.Kind.
@@ -211,6 +224,15 @@ type Result struct {
 	// Replayed reports that the answer came from the replay store, with no
 	// upstream call made for this request.
 	Replayed bool
+}
+
+// Format prints the Result as fmt would, with the phone numbers masked,
+// for every verb: without it, a *Result inside another value printed with
+// %s or %q would go through fmt's error path, which calls no method of the
+// fields and so shows the full number.
+func (r Result) Format(f fmt.State, verb rune) {
+	type plain Result
+	fmt.Fprintf(f, fmt.FormatString(f, verb), plain(r))
 }
 
 // Exchange exchanges req.Code, or replays the outcome of an earlier exchange
@@ -260,18 +282,11 @@ func (s *Service) beginError(appID string, err error) error {
 	return err // the caller's deadline: nothing was sent
 }
 
-// validate checks a request's code and openid.
+// validate checks a request's code and openid (as the exchange will) and
+// its kind, before the code is claimed.
 func validate(req *Request) error {
-	if err := wxphone.ValidateCode(req.Code); err != nil {
+	if err := (wxphone.PhoneRequest{Code: req.Code, OpenID: req.OpenID}).Validate(); err != nil {
 		return err
-	}
-	if len(req.OpenID) > MaxOpenIDLen {
-		return &wxphone.InputError{Field: "openid", Reason: fmt.Sprintf("longer than %d bytes", MaxOpenIDLen)}
-	}
-	for i := 0; i < len(req.OpenID); i++ {
-		if ch := req.OpenID[i]; ch <= ' ' || ch > '~' {
-			return &wxphone.InputError{Field: "openid", Reason: "must be printable ASCII without spaces"}
-		}
 	}
 	switch req.Kind {
 	case "", KindQuick, KindRealtime:
@@ -286,9 +301,9 @@ func validate(req *Request) error {
 // key may hold this code's record under that key's index.
 func (s *Service) keys(ctx context.Context, appID string, req *Request) (key, owner string) {
 	if s.keyring.Len() == 1 {
-		return s.keyring.Index("phone", appID, req.Code), s.owner(req.Caller, appID, req.OpenID)
+		return s.keyring.Index("phone", appID, req.Code.Reveal()), s.owner(req.Caller, appID, req.OpenID)
 	}
-	keys := s.keyring.Indexes("phone", appID, req.Code)
+	keys := s.keyring.Indexes("phone", appID, req.Code.Reveal())
 	owners := s.keyring.Indexes("owner", req.Caller, appID, req.OpenID)
 	key, owner = keys[0], owners[0]
 	for i := 1; i < len(keys); i++ {
@@ -426,19 +441,17 @@ func (s *Service) record(parent context.Context, appID, kind, key string, claim 
 }
 
 // mayHaveUsed reports whether a non-final exchange error leaves the code
-// possibly used, so that a later 40029 for it reads as outcome unknown:
-// an attempt answered -1, and any errcode of the exchange that WeChat does
-// not document as a refusal before processing (token errors, 45011).
+// possibly used, so that a later 40029 for it reads as outcome unknown: an
+// attempt may have used it (wxphone.ErrCodeMayBeUsed), the exchange's
+// errcode says WeChat may have (wxphone's errcode table, see
+// APIError.MayHaveUsedCode), or WeChat answered -1 anywhere, even to the
+// token fetch before the code was sent (cautious).
 func mayHaveUsed(err error) bool {
 	if errors.Is(err, wxphone.ErrCodeMayBeUsed) || errors.Is(err, wxphone.ErrSystemBusy) {
 		return true
 	}
 	var ae *wxphone.APIError
-	// The API security mode's refusals (40230–40240) come before WeChat
-	// reads the request: the code was not used.
-	return errors.As(err, &ae) && ae.Op == wxphone.OpPhoneNumber &&
-		!errors.Is(err, wxphone.ErrTokenInvalid) && !errors.Is(err, wxphone.ErrRateLimited) &&
-		!errors.Is(err, wxphone.ErrAPISecurity)
+	return errors.As(err, &ae) && ae.Op == wxphone.OpPhoneNumber && ae.MayHaveUsedCode()
 }
 
 // replayed opens a stored outcome.

@@ -82,7 +82,7 @@ func TestExchangeAndSequentialReplay(t *testing.T) {
 	f := newFixture(t, []string{appA}, Config{})
 	code := f.mint(t, appA, "13800138000")
 	ctx := context.Background()
-	req := Request{Code: code, Caller: "k1", OpenID: "o1"}
+	req := Request{Code: wxphone.Secret(code), Caller: "k1", OpenID: "o1"}
 	r1, err := f.svc.Exchange(ctx, req)
 	if err != nil {
 		t.Fatal(err)
@@ -114,7 +114,7 @@ func TestConcurrentDuplicatesShareOneUpstreamCall(t *testing.T) {
 	errs := make([]error, n)
 	for i := range n {
 		wg.Go(func() {
-			results[i], errs[i] = f.svc.Exchange(context.Background(), Request{Code: code, Caller: "k1"})
+			results[i], errs[i] = f.svc.Exchange(context.Background(), Request{Code: wxphone.Secret(code), Caller: "k1"})
 		})
 	}
 	wg.Wait()
@@ -151,10 +151,10 @@ func TestReplayRefusedToAnotherCaller(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFixture(t, []string{appA}, Config{})
 			code := f.mint(t, appA, "13800138000")
-			if _, err := f.svc.Exchange(context.Background(), Request{Code: code, Caller: "k1", OpenID: "o1"}); err != nil {
+			if _, err := f.svc.Exchange(context.Background(), Request{Code: wxphone.Secret(code), Caller: "k1", OpenID: "o1"}); err != nil {
 				t.Fatal(err)
 			}
-			tt.other.Code = code
+			tt.other.Code = wxphone.Secret(code)
 			_, err := f.svc.Exchange(context.Background(), tt.other)
 			if !errors.Is(err, ErrForeignReplay) {
 				t.Fatalf("err = %v, want ErrForeignReplay", err)
@@ -187,7 +187,7 @@ func TestFinalErrorsAreReplayedWithoutUpstreamCall(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFixture(t, []string{appA, appB}, Config{})
 			code := tt.setup(t, f)
-			req := Request{AppID: appA, Code: code, Caller: "k1"}
+			req := Request{AppID: appA, Code: wxphone.Secret(code), Caller: "k1"}
 			if _, err := f.svc.Exchange(context.Background(), req); !errors.Is(err, tt.want) {
 				t.Fatalf("first: err = %v, want %v", err, tt.want)
 			}
@@ -207,7 +207,7 @@ func TestRetryableFailuresReleaseTheCode(t *testing.T) {
 	f := newFixture(t, []string{appA}, Config{})
 	f.fault(t, wxmock.Fault{Endpoint: wxmock.EndpointPhone, Kind: wxmock.FaultErrcode, Errcode: 45011, Count: 1})
 	code := f.mint(t, appA, "13800138000")
-	req := Request{Code: code, Caller: "k1"}
+	req := Request{Code: wxphone.Secret(code), Caller: "k1"}
 	if _, err := f.svc.Exchange(context.Background(), req); !errors.Is(err, wxphone.ErrRateLimited) {
 		t.Fatalf("err = %v, want ErrRateLimited", err)
 	}
@@ -224,7 +224,7 @@ func TestInvalidCodeAfterBusyIsOutcomeUnknown(t *testing.T) {
 	f.fault(t, wxmock.Fault{Endpoint: wxmock.EndpointPhone, Kind: wxmock.FaultErrcode, Errcode: -1, Consume: true, Count: 1})
 	f.fault(t, wxmock.Fault{Endpoint: wxmock.EndpointPhone, Kind: wxmock.FaultErrcode, Errcode: -1, Count: 1})
 	code := f.mint(t, appA, "13800138000")
-	req := Request{Code: code, Caller: "k1"}
+	req := Request{Code: wxphone.Secret(code), Caller: "k1"}
 	if _, err := f.svc.Exchange(context.Background(), req); !errors.Is(err, wxphone.ErrSystemBusy) {
 		t.Fatalf("first: err = %v, want ErrSystemBusy", err)
 	}
@@ -241,7 +241,7 @@ func TestCallerGivingUpDoesNotLoseTheAnswer(t *testing.T) {
 	}
 	f.fault(t, wxmock.Fault{Endpoint: wxmock.EndpointPhone, Kind: wxmock.FaultLatency, LatencyMS: 300, Count: 1})
 	code := f.mint(t, appA, "13800138000")
-	req := Request{Code: code, Caller: "k1"}
+	req := Request{Code: wxphone.Secret(code), Caller: "k1"}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
 	if _, err := f.svc.Exchange(ctx, req); !errors.Is(err, ErrInFlight) {
@@ -269,7 +269,7 @@ func TestAbandonedClaimIsOutcomeUnknown(t *testing.T) {
 	if res, err := f.store.Claim(context.Background(), replay.Claim{Key: kr.Index("phone", appA, code), ID: "dead", Owner: owner, Lease: time.Now().Add(-time.Second), TTL: time.Minute}); err != nil || !res.Claimed {
 		t.Fatal(res, err)
 	}
-	_, err := f.svc.Exchange(context.Background(), Request{Code: code, Caller: "k1"})
+	_, err := f.svc.Exchange(context.Background(), Request{Code: wxphone.Secret(code), Caller: "k1"})
 	if !errors.Is(err, wxphone.ErrOutcomeUnknown) {
 		t.Fatalf("err = %v, want ErrOutcomeUnknown", err)
 	}
@@ -289,8 +289,8 @@ func TestBadRequestsNeverReachWeChat(t *testing.T) {
 		{"unknown app", Request{AppID: "wxnope", Code: "abc"}, ErrUnknownApp},
 		{"empty code", Request{AppID: appA}, wxphone.ErrInvalidInput},
 		{"code with space", Request{AppID: appA, Code: "a b"}, wxphone.ErrInvalidInput},
-		{"long code", Request{AppID: appA, Code: strings.Repeat("a", wxphone.MaxCodeLen+1)}, wxphone.ErrInvalidInput},
-		{"long openid", Request{AppID: appA, Code: "abc", OpenID: strings.Repeat("o", MaxOpenIDLen+1)}, wxphone.ErrInvalidInput},
+		{"long code", Request{AppID: appA, Code: wxphone.Secret(strings.Repeat("a", wxphone.MaxCodeLen+1))}, wxphone.ErrInvalidInput},
+		{"long openid", Request{AppID: appA, Code: "abc", OpenID: strings.Repeat("o", wxphone.MaxOpenIDLen+1)}, wxphone.ErrInvalidInput},
 		{"openid with control char", Request{AppID: appA, Code: "abc", OpenID: "o\n1"}, wxphone.ErrInvalidInput},
 	}
 	for _, tt := range tests {
@@ -311,7 +311,7 @@ func TestStoredOutcomesAreSealed(t *testing.T) {
 	kr := seal.NewRandomKeyring()
 	f := newFixture(t, []string{appA}, Config{Replay: store, Keyring: kr})
 	code := f.mint(t, appA, "13800138000")
-	if _, err := f.svc.Exchange(context.Background(), Request{Code: code, Caller: "k1", OpenID: "openid-1"}); err != nil {
+	if _, err := f.svc.Exchange(context.Background(), Request{Code: wxphone.Secret(code), Caller: "k1", OpenID: "openid-1"}); err != nil {
 		t.Fatal(err)
 	}
 	key := kr.Index("phone", appA, code)
@@ -341,7 +341,7 @@ func (failingComplete) Complete(context.Context, string, string, []byte, bool) e
 func TestOutcomeKeptLocallyWhenTheStoreFailsToRecordIt(t *testing.T) {
 	f := newFixture(t, []string{appA}, Config{Replay: failingComplete{replay.NewMemory()}})
 	code := f.mint(t, appA, "13800138000")
-	req := Request{Code: code, Caller: "k1"}
+	req := Request{Code: wxphone.Secret(code), Caller: "k1"}
 	if _, err := f.svc.Exchange(context.Background(), req); err != nil {
 		t.Fatal(err)
 	}
@@ -362,7 +362,7 @@ func TestRecordUnderOlderKeyIsFound(t *testing.T) {
 	store := replay.NewMemory()
 	f := newFixture(t, []string{appA}, Config{Replay: store, Keyring: old})
 	code := f.mint(t, appA, "13800138000")
-	if _, err := f.svc.Exchange(context.Background(), Request{Code: code, Caller: "k1"}); err != nil {
+	if _, err := f.svc.Exchange(context.Background(), Request{Code: wxphone.Secret(code), Caller: "k1"}); err != nil {
 		t.Fatal(err)
 	}
 	// A replica already sealing with the new key must see the record.
@@ -370,7 +370,7 @@ func TestRecordUnderOlderKeyIsFound(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := svc2.Exchange(context.Background(), Request{Code: code, Caller: "k1"})
+	r, err := svc2.Exchange(context.Background(), Request{Code: wxphone.Secret(code), Caller: "k1"})
 	if err != nil || !r.Replayed || r.Phone.PhoneNumber.Reveal() != "13800138000" {
 		t.Fatalf("rotated replica: %+v, %v; want the replay", r, err)
 	}
@@ -396,7 +396,7 @@ func TestCloseWaitsForInFlightExchanges(t *testing.T) {
 	code := f.mint(t, appA, "13800138000")
 	done := make(chan error, 1)
 	go func() {
-		_, err := f.svc.Exchange(context.Background(), Request{Code: code, Caller: "k1"})
+		_, err := f.svc.Exchange(context.Background(), Request{Code: wxphone.Secret(code), Caller: "k1"})
 		done <- err
 	}()
 	for f.phoneCalls() == 0 {
@@ -412,7 +412,7 @@ func TestCloseWaitsForInFlightExchanges(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("in-flight exchange failed: %v", err)
 	}
-	if _, err := f.svc.Exchange(context.Background(), Request{Code: f.mint(t, appA, "13800138001"), Caller: "k1"}); !errors.Is(err, wxphone.ErrClosed) {
+	if _, err := f.svc.Exchange(context.Background(), Request{Code: wxphone.Secret(f.mint(t, appA, "13800138001")), Caller: "k1"}); !errors.Is(err, wxphone.ErrClosed) {
 		t.Fatalf("after Close: err = %v, want ErrClosed", err)
 	}
 }
@@ -429,7 +429,7 @@ func TestTaintAfterSystemBusySurvivesTheRelease(t *testing.T) {
 	}
 	f.fault(t, wxmock.Fault{Endpoint: wxmock.EndpointPhone, Kind: wxmock.FaultErrcode, Errcode: -1, Consume: true, Count: 1})
 	f.fault(t, wxmock.Fault{Endpoint: wxmock.EndpointPhone, Kind: wxmock.FaultErrcode, Errcode: 45011, Count: 1})
-	req := Request{Code: f.mint(t, appA, "13800138000"), Caller: "k1"}
+	req := Request{Code: wxphone.Secret(f.mint(t, appA, "13800138000")), Caller: "k1"}
 	_, err := f.svc.Exchange(context.Background(), req)
 	if !errors.Is(err, wxphone.ErrRateLimited) || !errors.Is(err, wxphone.ErrCodeMayBeUsed) {
 		t.Fatalf("first exchange: %v, want 45011 that says the code may have been used", err)

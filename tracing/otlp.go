@@ -23,6 +23,8 @@ import (
 	"go.opentelemetry.io/otel/sdk/instrumentation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/wxphone/wxphone/internal/wait"
 )
 
 // The exporter below speaks OTLP/HTTP with protobuf bodies, encoded with
@@ -176,14 +178,10 @@ func (e *exporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnlySpa
 		if !errors.As(err, &re) || attempt >= 5 {
 			return err
 		}
-		wait := max(retryAfter, backoff/2+rand.N(backoff/2+1)) // #nosec G404 -- jitter
+		pause := max(retryAfter, backoff/2+rand.N(backoff/2+1)) // #nosec G404 -- jitter
 		backoff = min(backoff*2, 5*time.Second)
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return fmt.Errorf("%w (gave up retrying: %w)", err, ctx.Err())
-		case <-t.C:
+		if cerr := wait.Sleep(ctx, pause); cerr != nil {
+			return fmt.Errorf("%w (gave up retrying: %w)", err, cerr)
 		}
 	}
 }

@@ -2,15 +2,12 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"time"
 
-	"github.com/wxphone/wxphone/config"
 	"github.com/wxphone/wxphone/server"
 )
 
@@ -20,20 +17,12 @@ import (
 // no host or an unspecified one (":8080", "0.0.0.0:8080", "[::]:8080") is
 // probed on loopback.
 func healthcheck(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
-	fs := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
-	fs.SetOutput(stdout)
-	addr := fs.String("addr", envOr(getenv, "WXPHONE_ADDR", config.DefaultAddr), "address of wxphone serve (env WXPHONE_ADDR)")
+	fs := newFlags("healthcheck", "Usage: wxphone healthcheck [flags]\n\nProbes GET /healthz of wxphone serve; exits 0 when it answers 200, 1 otherwise.\nFor a container HEALTHCHECK or a supervisor: the image needs no curl.", stdout)
+	addr := fs.String("addr", envOr(getenv, "WXPHONE_ADDR", server.DefaultAddr), "address of wxphone serve (env WXPHONE_ADDR)")
 	timeout := fs.Duration("timeout", 3*time.Second, "give up after this long")
 	quiet := fs.Bool("q", false, "print nothing on success")
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "Usage: wxphone healthcheck [flags]\n\nProbes GET /healthz of wxphone serve; exits 0 when it answers 200, 1 otherwise.\nFor a container HEALTHCHECK or a supervisor: the image needs no curl.\n\nFlags:")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return errUsage
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintln(stderr, "wxphone healthcheck: unexpected argument", fs.Arg(0))

@@ -154,7 +154,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 		}
 		defer stopPprof()
 	}
-	return r.Server.ListenAndServe(ctx)
+	return r.ListenAndServe(ctx)
 }
 
 // servePprof serves net/http/pprof on addr (config allows loopback only),
@@ -214,8 +214,7 @@ func (a *appsFlag) Set(v string) error {
 
 // mock runs the emulator alone.
 func mock(ctx context.Context, args []string, stdout io.Writer, getenv func(string) string) error {
-	fs := flag.NewFlagSet("mock", flag.ContinueOnError)
-	fs.SetOutput(stdout)
+	fs := newFlags("mock", "Usage: wxphone mock [flags]\n\nRuns the WeChat emulator (endpoints and admin API, docs/emulator.md).\nIts secrets are fake test values, so they may be given on the command line.", stdout)
 	var apps appsFlag
 	addr := fs.String("addr", envOr(getenv, "WXMOCK_ADDR", demo.DefaultEmulatorAddr), "listen address (env WXMOCK_ADDR)")
 	fs.Var(&apps, "app", "emulated app as appid:secret; repeatable (env WXMOCK_APPS, comma-separated); default the demo app")
@@ -223,15 +222,8 @@ func mock(ctx context.Context, args []string, stdout io.Writer, getenv func(stri
 	ccNum := fs.Bool("country-code-number", false, "send countryCode as a JSON number, like the documentation's example")
 	seed := fs.Int64("seed", 0, "non-zero: deterministic tokens and codes")
 	h2c := fs.Bool("h2c", envBool(getenv, "WXMOCK_H2C"), "also accept unencrypted HTTP/2 with prior knowledge (env WXMOCK_H2C)")
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "Usage: wxphone mock [flags]\n\nRuns the WeChat emulator (endpoints and admin API, docs/emulator.md).\nIts secrets are fake test values, so they may be given on the command line.\n\nFlags:")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return errUsage
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	if len(apps) == 0 {
 		if v := getenv("WXMOCK_APPS"); v != "" {
@@ -245,26 +237,42 @@ func mock(ctx context.Context, args []string, stdout io.Writer, getenv func(stri
 
 // runDemo runs the demo.
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	fs.SetOutput(stdout)
+	fs := newFlags("demo", "Usage: wxphone demo [flags]\n\nRuns the WeChat emulator and the wxphone service on 127.0.0.1 with a generated\nAPI key, and serves a page playing the Mini Program's button.", stdout)
 	addr := fs.String("addr", "", "service address (default "+demo.DefaultAddr+" when free, else a random port; loopback only)")
 	emuAddr := fs.String("emulator-addr", "", "emulator address (default "+demo.DefaultEmulatorAddr+" when free, else a random port; loopback only)")
 	verbose := fs.Bool("v", false, "print the service's JSON request log on stderr")
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "Usage: wxphone demo [flags]\n\nRuns the WeChat emulator and the wxphone service on 127.0.0.1 with a generated\nAPI key, and serves a page playing the Mini Program's button.\n\nFlags:")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return errUsage
+	if err := parseFlags(fs, args); err != nil {
+		return err
 	}
 	opts := demo.Options{Addr: *addr, EmulatorAddr: *emuAddr}
 	if *verbose {
 		opts.Log = stderr
 	}
 	return demo.Run(ctx, opts, stdout)
+}
+
+// newFlags returns the flag set of a command whose -h prints usage (the
+// text before the flag list) and the flags to out.
+func newFlags(name, usage string, out io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.Usage = func() {
+		fmt.Fprintln(out, usage+"\n\nFlags:")
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parseFlags parses args into fs: flag.ErrHelp for -h, errUsage for a
+// mistake fs already reported.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	return nil
 }
 
 func envOr(getenv func(string) string, key, def string) string {

@@ -89,8 +89,25 @@ func parseToolFlags(args []string, positional bool) (toolFlags, error) {
 	return f, nil
 }
 
-// buildTool wires the apps as serve would (Redis-shared tokens included),
-// without serving, warming or probing.
+// openTool parses the flags of the tool name (check, if set, validates
+// them; a mistake is reported with usage) and wires the apps as serve
+// would (Redis-shared tokens included), without serving, warming or
+// probing.
+func openTool(ctx context.Context, name, usage string, args []string, positional bool, check func(toolFlags) error,
+	stdout, stderr io.Writer, getenv func(string) string) (*replica.Replica, toolFlags, error) {
+	f, err := parseToolFlags(args, positional)
+	if err == nil && check != nil {
+		err = check(f)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "wxphone %s: %v\n\n%s", name, err, usage)
+		return nil, f, errUsage
+	}
+	r, err := buildTool(ctx, f, stdout, stderr, getenv, usage)
+	return r, f, err
+}
+
+// buildTool wires the apps of serve's flags f.args for a tool.
 func buildTool(ctx context.Context, f toolFlags, stdout, stderr io.Writer, getenv func(string) string, usage string) (*replica.Replica, error) {
 	cfg, err := config.Load(f.args, getenv)
 	if errors.Is(err, config.ErrHelp) {
@@ -135,12 +152,7 @@ type quotaRow struct {
 
 // quotaCmd runs `wxphone quota`.
 func quotaCmd(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
-	f, err := parseToolFlags(args, false)
-	if err != nil {
-		fmt.Fprintf(stderr, "wxphone quota: %v\n\n%s", err, quotaUsage)
-		return errUsage
-	}
-	r, err := buildTool(ctx, f, stdout, stderr, getenv, quotaUsage)
+	r, f, err := openTool(ctx, "quota", quotaUsage, args, false, nil, stdout, stderr, getenv)
 	if err != nil {
 		return err
 	}
@@ -203,15 +215,13 @@ configuration serve reads; with several apps, --app names the one.
 
 // ridCmd runs `wxphone rid`.
 func ridCmd(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
-	f, err := parseToolFlags(args, true)
-	if err == nil && len(f.rest) != 1 && !helpAsked(f.args) {
-		err = errors.New("want exactly one rid")
+	oneRID := func(f toolFlags) error {
+		if len(f.rest) != 1 && !helpAsked(f.args) {
+			return errors.New("want exactly one rid")
+		}
+		return nil
 	}
-	if err != nil {
-		fmt.Fprintf(stderr, "wxphone rid: %v\n\n%s", err, ridUsage)
-		return errUsage
-	}
-	r, err := buildTool(ctx, f, stdout, stderr, getenv, ridUsage)
+	r, f, err := openTool(ctx, "rid", ridUsage, args, true, oneRID, stdout, stderr, getenv)
 	if err != nil {
 		return err
 	}

@@ -977,7 +977,7 @@ func (p *proc) wait(d time.Duration) int {
 
 // serviceReq is a direct service request for code (no HTTP).
 func serviceReq(code string) service.Request {
-	return service.Request{Code: code, Caller: "reliability-test"}
+	return service.Request{Code: wxphone.Secret(code), Caller: "reliability-test"}
 }
 
 // deliveredLocked is delivered with l.mu held.

@@ -35,9 +35,17 @@ class WxphoneTokens {
   // Report a token WeChat rejected (40001, 40014, 42001); resolves to the
   // token wxphone answers with, never the rejected one. wxphone drops the
   // rejected token only if it is still current: reporting a stale one is harmless.
+  // When wxphone finds that WeChat still accepts the token (409
+  // token_still_valid: a transient rejection, or a stale copy here), it
+  // resolves to wxphone's current token, asked for again.
   invalidate(rejected) {
     return this.serial(() => this.request('POST', '/v1/access-token/invalidate',
-      { appid: this.appid, access_token: rejected }));
+      { appid: this.appid, access_token: rejected }).catch((e) => {
+      if (e instanceof WxphoneTokenError && e.status === 409) {
+        return this.request('GET', '/v1/access-token?appid=' + encodeURIComponent(this.appid));
+      }
+      throw e;
+    }));
   }
 
   // One request to wxphone at a time: concurrent callers share the answer.

@@ -65,10 +65,12 @@ func (h *Handle) GetAccessTokenContext(ctx context.Context) (string, error) {
 	return h.call(ctx, http.MethodGet, "/v1/access-token?appid="+url.QueryEscape(h.AppID), nil)
 }
 
-// Invalidate reports a token WeChat rejected and returns the token wxphone
-// answers with (never the rejected one). wxphone drops the rejected token
-// only if it is still its current one, so reporting a stale token is
-// harmless.
+// Invalidate reports a token WeChat rejected and returns the token to use
+// next. wxphone drops the rejected token only if it is still its current
+// one, so reporting a stale token is harmless. When wxphone finds that
+// WeChat still accepts the token (409 token_still_valid: the rejection
+// was transient, or this handle's copy was stale), the answer is wxphone's
+// current token, fetched again.
 func (h *Handle) Invalidate(ctx context.Context, rejected string) (string, error) {
 	body, err := json.Marshal(map[string]string{"appid": h.AppID, "access_token": rejected})
 	if err != nil {
@@ -76,7 +78,12 @@ func (h *Handle) Invalidate(ctx context.Context, rejected string) (string, error
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.call(ctx, http.MethodPost, "/v1/access-token/invalidate", body)
+	tok, err := h.call(ctx, http.MethodPost, "/v1/access-token/invalidate", body)
+	var ee *EndpointError
+	if errors.As(err, &ee) && ee.Status == http.StatusConflict {
+		return h.call(ctx, http.MethodGet, "/v1/access-token?appid="+url.QueryEscape(h.AppID), nil)
+	}
+	return tok, err
 }
 
 // EndpointError is a refusal of the token endpoint: wxphone's error code

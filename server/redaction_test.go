@@ -10,14 +10,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wxphone/wxphone"
 	"github.com/wxphone/wxphone/server"
 )
 
-// TestConfigPrintsNoAPIKey: a server.Config, which holds the API keys in
-// clear, prints them nowhere.
+// TestConfigPrintsNoAPIKey: a server.Config, which holds the API keys,
+// prints them nowhere.
 func TestConfigPrintsNoAPIKey(t *testing.T) {
 	t.Parallel()
-	cfg := server.Config{APIKeys: []string{keyPhone, keyBoth}, TokenAPIKeys: []string{keyToken}, Addr: "127.0.0.1:0", RequestTimeout: time.Second}
+	cfg := server.Config{APIKeys: []wxphone.Secret{keyPhone, keyBoth}, TokenAPIKeys: []wxphone.Secret{keyToken}, Addr: "127.0.0.1:0", RequestTimeout: time.Second}
 	var out []string
 	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%q", "%x"} {
 		out = append(out, fmt.Sprintf(verb, cfg), fmt.Sprintf(verb, &cfg), fmt.Sprintf(verb, []any{cfg, &cfg}), fmt.Sprintf(verb, struct{ C *server.Config }{&cfg}))
@@ -47,7 +48,7 @@ func TestConfigPrintsNoAPIKey(t *testing.T) {
 			}
 		}
 	}
-	if !strings.Contains(fmt.Sprint(cfg), "APIKeys:2") {
-		t.Errorf("the rendering does not say how many keys: %v", cfg)
+	if n := strings.Count(fmt.Sprintf("%+v", cfg), "[REDACTED]"); n != 3 {
+		t.Errorf("the rendering shows %d redacted keys, want 3 (one per key): %+v", n, cfg)
 	}
 }

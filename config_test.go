@@ -1,15 +1,56 @@
-package wxphone_test
+package wxphone
 
 import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
-	"github.com/wxphone/wxphone"
 	"github.com/wxphone/wxphone/wxmock"
 )
+
+func TestTokenOptionsValidation(t *testing.T) {
+	t.Parallel()
+	bad := []TokenOptions{
+		{Margin: 10 * time.Second},
+		{Margin: 301 * time.Second},
+		{Classic: true, Margin: 2 * time.Hour},
+		{ForceInterval: 10 * time.Second},
+		{ForceDailyBudget: 20},
+		{ForceDailyBudget: -1},
+		{RefreshTimeout: -time.Second},
+		{QuotaCooldown: -time.Second},
+	}
+	for _, o := range bad {
+		if _, err := NewTokenManager(TokenConfig{AppID: testAppID, Secret: testSecret, Token: o}); err == nil {
+			t.Errorf("NewTokenManager accepted %+v", o)
+		}
+	}
+	good := []TokenOptions{{}, {Margin: 30 * time.Second}, {Classic: true, Margin: time.Hour}, {ForceDailyBudget: 19}, {ForceInterval: time.Minute}}
+	for _, o := range good {
+		m, err := NewTokenManager(TokenConfig{AppID: testAppID, Secret: testSecret, Token: o})
+		if err != nil {
+			t.Errorf("NewTokenManager(%+v): %v", o, err)
+			continue
+		}
+		_ = m.Close()
+	}
+	for _, cfg := range []Config{
+		{},
+		{AppID: testAppID},                       // no secret, no token source
+		{AppID: "has space", Secret: testSecret}, // bad appid
+		{AppID: strings.Repeat("w", 65), Secret: testSecret},
+		{AppID: testAppID, Secret: testSecret, BaseURL: "http://api.weixin.qq.com"},
+	} {
+		if c, err := New(cfg); err == nil {
+			_ = c.Close()
+			t.Errorf("New accepted %+v", cfg)
+		}
+	}
+}
 
 // TestConfigH2C: with H2C the default client speaks HTTP/2 with prior
 // knowledge to a loopback http:// emulator; without it, HTTP/1.1.
@@ -33,7 +74,7 @@ func TestConfigH2C(t *testing.T) {
 		h2c  bool
 		want int32
 	}{{false, 1}, {true, 2}} {
-		c, err := wxphone.New(wxphone.Config{AppID: appID, Secret: secret, BaseURL: ts.URL, H2C: tc.h2c})
+		c, err := New(Config{AppID: appID, Secret: secret, BaseURL: ts.URL, H2C: tc.h2c})
 		if err != nil {
 			t.Fatal(err)
 		}

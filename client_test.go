@@ -2,17 +2,364 @@ package wxphone
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/http/httptrace"
+	"regexp"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/wxphone/wxphone/wxmock"
 )
+
+// TestClientBuildsOneHTTPStack: a Client and the TokenManager it owns call
+// WeChat through one HTTP stack: the token fetch and the exchange after it
+// share one connection pool, so the exchange reuses the fetch's connection
+// instead of dialling a second one.
+func TestClientBuildsOneHTTPStack(t *testing.T) {
+	emu := newEmulator(t)
+	var conns atomic.Int64
+	srv := httptest.NewUnstartedServer(emu)
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+
+	c, err := New(Config{AppID: testAppID, Secret: testSecret, BaseURL: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	if c.owned == nil || c.owned.up != c.up {
+		t.Fatal("the Client's TokenManager has an HTTP stack of its own")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Warm(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.PhoneNumber(ctx, mintPhone(t, emu, testPhone)); err != nil {
+		t.Fatal(err)
+	}
+	if n := conns.Load(); n != 1 {
+		t.Errorf("%d connections for a token fetch and an exchange, want 1 (one pool)", n)
+	}
+}
+
+func TestPhoneNumberExchange(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		grant    wxmock.PhoneGrant
+		ccNumber bool
+		want     PhoneInfo
+	}{
+		{
+			name:  "mainland, countryCode string",
+			grant: wxmock.PhoneGrant{PurePhoneNumber: testPhone},
+			want:  PhoneInfo{PhoneNumber: testPhone, PurePhoneNumber: testPhone, CountryCode: "86"},
+		},
+		{
+			name:     "mainland, countryCode number",
+			grant:    wxmock.PhoneGrant{PurePhoneNumber: testPhone},
+			ccNumber: true,
+			want:     PhoneInfo{PhoneNumber: testPhone, PurePhoneNumber: testPhone, CountryCode: "86"},
+		},
+		{
+			name:     "Hong Kong, countryCode number",
+			grant:    wxmock.PhoneGrant{PurePhoneNumber: "51234567", CountryCode: "852"},
+			ccNumber: true,
+			want:     PhoneInfo{PhoneNumber: "+852 51234567", PurePhoneNumber: "51234567", CountryCode: "852"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			env := newSrvEnv(t, func(o *wxmock.Options) { o.CountryCodeAsNumber = tt.ccNumber })
+			c := newTestClient(t, env.config(t))
+			code, err := env.emu.MintPhoneCode(tt.grant)
+			if err != nil {
+				t.Fatal(err)
+			}
+			granted := env.emu.Now().Unix()
+			got, err := c.PhoneNumber(ctxTimeout(t, 10*time.Second), code)
+			if err != nil {
+				t.Fatalf("PhoneNumber: %v", err)
+			}
+			want := tt.want
+			want.Watermark = Watermark{AppID: testAppID, Timestamp: granted}
+			if diff := cmp.Diff(want, *got); diff != "" {
+				t.Errorf("PhoneInfo mismatch (-want +got):\n%s", diff)
+			}
+
+			// The request as WeChat saw it.
+			var phone []seenRequest
+			for _, r := range env.rec.requests() {
+				if r.Path == pathPhone {
+					phone = append(phone, r)
+				}
+			}
+			if len(phone) != 1 {
+				t.Fatalf("phone requests = %d, want 1", len(phone))
+			}
+			r := phone[0]
+			if r.Method != http.MethodPost {
+				t.Errorf("method = %s, want POST", r.Method)
+			}
+			valid := env.emu.ValidTokens(testAppID)
+			if len(valid) != 1 || r.Query != "access_token="+valid[0] {
+				t.Errorf("query = %q, want access_token=<the valid token>", r.Query)
+			}
+			var body map[string]any
+			if err := json.Unmarshal([]byte(r.Body), &body); err != nil {
+				t.Fatalf("body %q is not JSON: %v", r.Body, err)
+			}
+			if diff := cmp.Diff(map[string]any{"code": code}, body); diff != "" {
+				t.Errorf("body mismatch (-want +got):\n%s", diff)
+			}
+			if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+				t.Errorf("Content-Type = %q", ct)
+			}
+		})
+	}
+}
+
+func TestPhoneNumberMalformedAnswers(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, body string
+		reason     string // substring of the DecodeError's reason
+	}{
+		{"empty body", "", "empty body"},
+		{"whitespace body", " \n", "empty body"},
+		{"truncated", phoneStubBody[:len(phoneStubBody)/2], "truncated"},
+		{"truncated after brace", "{", "truncated"},
+		{"HTML", "<html><body><h1>502 Bad Gateway</h1></body></html>", "HTML"},
+		{"JSON array", `[{"errcode":0}]`, "not a JSON object"},
+		{"plain text", "ok", "not a JSON object"},
+		{"trailing garbage", phoneStubBody + "x", "invalid JSON"},
+		{"errcode 0 without phone_info", `{"errcode":0,"errmsg":"ok"}`, "without phone_info"},
+		{"phone_info null", `{"errcode":0,"errmsg":"ok","phone_info":null}`, "without phone_info"},
+		{"phone_info without number", `{"errcode":0,"phone_info":{"countryCode":"86","watermark":{"appid":"wx4f4bc4dec97d474b"}}}`, "without a phone number"},
+		{"phone_info wrong type", `{"errcode":0,"phone_info":"13800138000"}`, "unexpected field type"},
+		{"phoneNumber wrong type", `{"errcode":0,"phone_info":{"phoneNumber":13800138000}}`, "unexpected field type"},
+		{"countryCode object", `{"errcode":0,"phone_info":{"phoneNumber":"13800138000","countryCode":{}}}`, "invalid JSON"},
+		{"errcode not a number", `{"errcode":"zero","phone_info":{"phoneNumber":"13800138000"}}`, "invalid JSON"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			stub := newStub(t, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, "text/plain", tt.body) })
+			c := stubClient(t, stub.URL)
+			got, err := c.PhoneNumber(ctxTimeout(t, 10*time.Second), "code-0123456789abcdef")
+			if err == nil || got != nil {
+				t.Fatalf("PhoneNumber = %v, %v; want nil and an error", got, err)
+			}
+			if !errors.Is(err, ErrOutcomeUnknown) {
+				t.Errorf("err = %v; want ErrOutcomeUnknown", err)
+			}
+			if !errors.Is(err, ErrMalformedResponse) {
+				t.Errorf("err = %v; want ErrMalformedResponse", err)
+			}
+			var de *DecodeError
+			if !errors.As(err, &de) || de.Op != OpPhoneNumber || !strings.Contains(de.Reason, tt.reason) {
+				t.Errorf("err = %#v; want a *DecodeError for %s with reason containing %q", err, OpPhoneNumber, tt.reason)
+			}
+			if strings.Contains(err.Error(), "13800138000") || strings.Contains(err.Error(), "138001") {
+				t.Errorf("error quotes the body: %v", err)
+			}
+			if n := stub.calls.Load(); n != 1 {
+				t.Errorf("upstream calls = %d, want exactly 1 (a possibly consumed code is never resent)", n)
+			}
+		})
+	}
+}
+
+func TestPhoneNumberWatermarkMismatchFailsClosed(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ name, watermark, got string }{
+		{"other appid", `{"timestamp":1637744274,"appid":"wx0000000000000000"}`, "wx0000000000000000"},
+		{"appid missing", `{"timestamp":1637744274}`, ""},
+		{"watermark missing", `null`, ""},
+		{"appid case differs", `{"timestamp":1637744274,"appid":"WX4F4BC4DEC97D474B"}`, "WX4F4BC4DEC97D474B"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			body := `{"errcode":0,"errmsg":"ok","phone_info":{"phoneNumber":"13800138000","purePhoneNumber":"13800138000","countryCode":"86","watermark":` + tt.watermark + `}}`
+			stub := newStub(t, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, "text/plain", body) })
+			c := stubClient(t, stub.URL)
+			got, err := c.PhoneNumber(ctxTimeout(t, 10*time.Second), "code-0123456789abcdef")
+			if got != nil {
+				t.Fatalf("got a result %v despite the watermark", got)
+			}
+			var we *WatermarkError
+			if !errors.As(err, &we) || !errors.Is(err, ErrWatermarkMismatch) {
+				t.Fatalf("err = %v; want *WatermarkError", err)
+			}
+			if we.Want != testAppID || we.Got != tt.got {
+				t.Errorf("WatermarkError = %+v", we)
+			}
+			if strings.Contains(err.Error(), testPhone) {
+				t.Errorf("error leaks the phone number: %v", err)
+			}
+		})
+	}
+}
+
+func TestPhoneBodyIsValidJSON(t *testing.T) {
+	t.Parallel()
+	for _, code := range []string{"abc", `a"b`, `a\b`, `\"\\"`, "e31968a7f94cc5ee25fafc2aef2773f0bb8c3937b22520eb8ee345274d00c144", "<>&'"} {
+		var v struct{ Code string }
+		if err := json.Unmarshal(phoneBody(code, ""), &v); err != nil || v.Code != code {
+			t.Errorf("phoneBody(%q) = %s: decodes to %q, %v", code, phoneBody(code, ""), v.Code, err)
+		}
+	}
+}
+
+var ridRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{8}-[0-9a-f]{8}$`)
+
+// TestPhoneNumberErrcodes drives every documented errcode through the
+// emulator and checks its typed error and sentinel.
+func TestPhoneNumberErrcodes(t *testing.T) {
+	t.Parallel()
+	all := []error{ErrInvalidCode, ErrAppIDMismatch, ErrRateLimited, ErrSystemBusy, ErrTokenInvalid, ErrOutcomeUnknown, ErrTokenFetchRefused, ErrQuotaExhausted}
+	tests := []struct {
+		name    string
+		errcode int
+		want    error // the one sentinel of all that must match
+	}{
+		{"invalid code", 40029, ErrInvalidCode},
+		{"appid mismatch", 40013, ErrAppIDMismatch},
+		{"rate limited", 45011, ErrRateLimited},
+		{"token invalid 40001", 40001, ErrTokenInvalid},
+		{"token invalid 40014", 40014, ErrTokenInvalid},
+		{"token expired 42001", 42001, ErrTokenInvalid},
+		{"token missing 41001", 41001, ErrTokenInvalid},
+		{"undocumented 48001", 48001, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			env := newSrvEnv(t)
+			c := newTestClient(t, env.config(t))
+			ctx := ctxTimeout(t, 10*time.Second)
+			if err := c.Warm(ctx); err != nil {
+				t.Fatal(err)
+			}
+			// Persistent fault: the token retry, if any, sees it too.
+			addFault(t, env.emu, wxmock.Fault{Endpoint: wxmock.EndpointPhone, Kind: wxmock.FaultErrcode, Errcode: tt.errcode})
+			p, err := c.PhoneNumber(ctx, mintPhone(t, env.emu, testPhone))
+			if p != nil || err == nil {
+				t.Fatalf("PhoneNumber = %v, %v; want an error", p, err)
+			}
+			var ae *APIError
+			if !errors.As(err, &ae) {
+				t.Fatalf("err = %v; want an *APIError", err)
+			}
+			if ae.ErrCode != tt.errcode || ae.Op != OpPhoneNumber || ae.ErrMsg == "" || !ridRE.MatchString(ae.RID) {
+				t.Errorf("APIError = %+v; want errcode %d, an errmsg and a rid", ae, tt.errcode)
+			}
+			if !strings.Contains(ae.ErrMsg, "rid: "+ae.RID) {
+				t.Errorf("rid %q not taken from errmsg %q", ae.RID, ae.ErrMsg)
+			}
+			for _, s := range all {
+				if got := errors.Is(err, s); got != (s == tt.want) {
+					t.Errorf("errors.Is(err, %v) = %v", s, got)
+				}
+			}
+			if d, ok := RetryAfter(err); ok != (tt.errcode == 45011) || (ok && d != time.Minute) {
+				t.Errorf("RetryAfter = %v, %v", d, ok)
+			}
+		})
+	}
+}
+
+func TestAppIDMismatchThroughEmulator(t *testing.T) {
+	t.Parallel()
+	env := newSrvEnv(t, func(o *wxmock.Options) {
+		o.Apps = append(o.Apps, wxmock.App{AppID: "wxotherapp0000001", Secret: "other-secret"})
+	})
+	c := newTestClient(t, env.config(t))
+	code, err := env.emu.MintPhoneCode(wxmock.PhoneGrant{AppID: "wxotherapp0000001", PurePhoneNumber: testPhone})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.PhoneNumber(ctxTimeout(t, 10*time.Second), code)
+	if !errors.Is(err, ErrAppIDMismatch) || errors.Is(err, ErrTokenFetchRefused) {
+		t.Fatalf("err = %v; want ErrAppIDMismatch only", err)
+	}
+}
+
+func TestPhoneNumberNoInvalidatorReturnsTokenError(t *testing.T) {
+	t.Parallel()
+	stub := newStub(t, func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, "text/plain", `{"errcode":40001,"errmsg":"invalid credential rid: a-b-c"}`)
+	})
+	c := stubClient(t, stub.URL)
+	_, err := c.PhoneNumber(ctxTimeout(t, 10*time.Second), "code-0123456789abcdef")
+	if !errors.Is(err, ErrTokenInvalid) {
+		t.Fatalf("err = %v; want ErrTokenInvalid", err)
+	}
+	if n := stub.calls.Load(); n != 1 {
+		t.Errorf("calls = %d; a static token source cannot be refreshed, so want 1", n)
+	}
+}
+
+func TestNilResultNeverWithNilError(t *testing.T) {
+	t.Parallel()
+	// Every shape of "success" without usable data.
+	bodies := []string{`{}`, `{"errcode":0}`, `{"phone_info":{}}`, `{"phone_info":null}`, `{"phone_info":{"watermark":{"appid":"wx4f4bc4dec97d474b"}}}`}
+	for _, body := range bodies {
+		stub := newStub(t, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, "text/plain", body) })
+		c := stubClient(t, stub.URL)
+		p, err := c.PhoneNumber(context.Background(), "code-0123456789abcdef")
+		if (p == nil) == (err == nil) {
+			t.Errorf("body %s: PhoneNumber = %v, %v", body, p, err)
+		}
+	}
+}
+
+func TestHTTPStatusErrors(t *testing.T) {
+	t.Parallel()
+	for _, status := range []int{301, 400, 404, 429, 500, 502, 503, 504} {
+		t.Run(fmt.Sprint(status), func(t *testing.T) {
+			t.Parallel()
+			stub := newStub(t, func(w http.ResponseWriter, r *http.Request) {
+				if status == 301 {
+					w.Header().Set("Location", "http://127.0.0.1:1/elsewhere")
+				}
+				w.WriteHeader(status)
+				_, _ = io.WriteString(w, "<html>gateway</html>")
+			})
+			c := stubClient(t, stub.URL)
+			_, err := c.PhoneNumber(ctxTimeout(t, 10*time.Second), "code-0123456789abcdef")
+			var he *HTTPError
+			if !errors.As(err, &he) || he.StatusCode != status || !errors.Is(err, ErrUpstream) {
+				t.Fatalf("err = %v; want *HTTPError %d", err, status)
+			}
+			if got, want := errors.Is(err, ErrOutcomeUnknown), status >= 500; got != want {
+				t.Errorf("ErrOutcomeUnknown = %v, want %v", got, want)
+			}
+			if n := stub.calls.Load(); n != 1 {
+				t.Errorf("calls = %d, want 1 (no resend, no redirect)", n)
+			}
+		})
+	}
+}
 
 // flakyDialer fails the next n dials without sending anything.
 type flakyDialer struct {

@@ -12,7 +12,7 @@ import (
 )
 
 // TestOptionsPrintNoPassword: Options, which may hold the sentinels'
-// password, print it nowhere.
+// password (a wxphone.Secret), print it nowhere.
 func TestOptionsPrintNoPassword(t *testing.T) {
 	const pw = "sentinel-password-0123456789"
 	o := Options{SentinelUsername: "sentinel-user", SentinelPassword: pw, TLSConfig: &tls.Config{ServerName: "cache"}}
@@ -37,7 +37,7 @@ func TestOptionsPrintNoPassword(t *testing.T) {
 			t.Errorf("a rendering shows the password: %s", r)
 		}
 	}
-	if !strings.Contains(o.String(), "SentinelPassword:[REDACTED]") {
-		t.Errorf("String = %s", o.String())
+	if s := fmt.Sprintf("%+v", o); !strings.Contains(s, "SentinelPassword:[REDACTED]") {
+		t.Errorf("%%+v = %s", s)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wxphone/wxphone"
 	"github.com/wxphone/wxphone/internal/logtest"
 	"github.com/wxphone/wxphone/internal/replaytest"
 	"github.com/wxphone/wxphone/wxmock"
@@ -71,7 +72,7 @@ func TestServiceTypesAndErrorsLeakNothing(t *testing.T) {
 	}
 
 	// Success, then a replay, then the same code for another caller.
-	req := Request{Code: mint(f, "13900001111"), Caller: "caller-1", OpenID: "oUser1"}
+	req := Request{Code: wxphone.Secret(mint(f, "13900001111")), Caller: "caller-1", OpenID: "oUser1"}
 	res, err := f.svc.Exchange(ctx, req)
 	if err != nil {
 		t.Fatal(err)
@@ -88,9 +89,9 @@ func TestServiceTypesAndErrorsLeakNothing(t *testing.T) {
 	keep(nil, err, other)
 	// Bad requests.
 	for _, r := range []Request{
-		{AppID: "wxnotserved000001", Code: mint(f, "13900001112")},
+		{AppID: "wxnotserved000001", Code: wxphone.Secret(mint(f, "13900001112"))},
 		{Code: "code with spaces " + secretA},
-		{Code: mint(f, "13900001113"), OpenID: "o\n" + strings.Repeat("x", 200)},
+		{Code: wxphone.Secret(mint(f, "13900001113")), OpenID: "o\n" + strings.Repeat("x", 200)},
 	} {
 		_, err := f.svc.Exchange(ctx, r)
 		keep(nil, err, r)
@@ -103,7 +104,7 @@ func TestServiceTypesAndErrorsLeakNothing(t *testing.T) {
 		{Endpoint: wxmock.EndpointPhone, Kind: wxmock.FaultLatency, LatencyMS: 2000, Count: 1},
 	} {
 		f.fault(t, flt)
-		r := Request{Code: mint(f, "13900001114"), Caller: "caller-1"}
+		r := Request{Code: wxphone.Secret(mint(f, "13900001114")), Caller: "caller-1"}
 		res, err := f.svc.Exchange(ctx, r)
 		keep(res, err, r)
 		// The replayed outcome.
@@ -111,7 +112,7 @@ func TestServiceTypesAndErrorsLeakNothing(t *testing.T) {
 		keep(res, err, r)
 	}
 	// The replay store is down.
-	r := Request{Code: mint(down, "13900001115"), Caller: "caller-1"}
+	r := Request{Code: wxphone.Secret(mint(down, "13900001115")), Caller: "caller-1"}
 	_, err = down.svc.Exchange(ctx, r)
 	if !errors.Is(err, ErrStore) {
 		t.Errorf("store down: %v", err)
@@ -130,7 +131,7 @@ func TestServiceTypesAndErrorsLeakNothing(t *testing.T) {
 	}
 	// After Close.
 	_ = f.svc.Close(ctx)
-	r = Request{Code: mint(f, "13900001116")}
+	r = Request{Code: wxphone.Secret(mint(f, "13900001116"))}
 	_, err = f.svc.Exchange(ctx, r)
 	keep(nil, err, r)
 	hidden = append(hidden, f.mock.ValidTokens("")...)
