@@ -64,6 +64,12 @@ var (
 	// ErrStore: the shared store failed and Options.Fallback is off; the
 	// code was not sent.
 	ErrStore = errors.New("ledger: shared store unavailable")
+	// ErrUnresolved: the code's outcome is not known here and the shared
+	// store, where another replica may hold it, cannot be read now: an
+	// exchange made without the store ended without a number, or the code
+	// is claimed on another replica. Nothing was sent for this request;
+	// retry with the same code once the store is back.
+	ErrUnresolved = errors.New("ledger: outcome not known here and the shared store is unavailable")
 	// ErrClosed: the ledger was closed.
 	ErrClosed = errors.New("ledger: closed")
 )
@@ -152,6 +158,9 @@ type Ledger struct {
 	// report: a taint to tell the other replicas at the next heartbeat
 	// (this replica was cut off until recently).
 	report time.Time
+	// orphans: claims the shared store may hold for claimants that gave
+	// up before sending; released by the background loop.
+	orphans []orphanClaim
 
 	wake   chan struct{} // asks the background loop to sync now
 	cancel context.CancelFunc
@@ -165,6 +174,7 @@ const (
 	running               // this process is exchanging the code
 	done                  // the outcome is known here
 	released              // given back; kept while tainted or not yet released in Shared
+	elsewhere             // seen claimed by another replica (same owner), until lease
 )
 
 // entry is what this process knows of one code.
@@ -177,9 +187,13 @@ type entry struct {
 	number  bool
 	tainted bool      // the code may have been used before or by this claim
 	lease   time.Time // of the claim
-	shared  bool      // the claim was made in (or published to) Shared
+	shared  bool      // the claim was made in (or published to) Shared, or may have been
 	synced  bool      // Shared holds this entry's current state
-	expires time.Time
+	// unresolved: an outcome other than a number, obtained by a claim
+	// made without the shared store. Another replica may have obtained
+	// the number meanwhile: it is served only once the store was read.
+	unresolved bool
+	expires    time.Time
 }
 
 type orderItem struct {
@@ -216,6 +230,10 @@ func New(o Options) *Ledger {
 	}
 	return l
 }
+
+// SettleTime returns how long a new epoch settles (Options.Settle), which is
+// also how long replicas take to publish what they hold after an outage.
+func (l *Ledger) SettleTime() time.Duration { return l.o.Settle }
 
 // Lease returns how long a claim lives without an outcome.
 func (l *Ledger) Lease() time.Duration { return l.o.Lease }
@@ -264,12 +282,19 @@ type Claim struct {
 	key     string
 	e       *entry
 	tainted bool
+	local   bool // made without the shared store (degraded mode)
 }
 
 // Tainted reports that the code may already have been used (an earlier
 // attempt may have sent it, on this or another replica): a 40029 for it
 // then means "outcome unknown", never "invalid code".
 func (c *Claim) Tainted() bool { return c.tainted }
+
+// Local reports that the claim was made without the shared store (degraded
+// mode): another replica may be exchanging the same code. An outcome other
+// than a number is then not final: Finish keeps it, and a retry is answered
+// ErrUnresolved until the shared store was consulted.
+func (c *Claim) Local() bool { return c.local }
 
 // Begin decides what happens to key for owner: a replay of a known outcome,
 // a claim to exchange it, or an error (see the Err* variables; the caller's
@@ -317,8 +342,13 @@ func (l *Ledger) Begin(ctx context.Context, key, owner string) (Begun, error) {
 			if number || l.shared == nil {
 				return Begun{Sealed: sealed}, nil
 			}
-			return Begun{Sealed: l.betterShared(ctx, key, owner, e, sealed)}, nil
-		default: // released: claim it again, keeping what is known
+			b, retry, err := l.betterShared(ctx, key, owner, e, sealed)
+			if retry {
+				waited = waited || err == nil
+				continue
+			}
+			return b, err
+		default: // released or elsewhere: claim it again, keeping what is known
 			cp := *e
 			prior = &cp
 		}
@@ -348,21 +378,26 @@ func (l *Ledger) claim(ctx context.Context, key, owner string, e, prior *entry, 
 	}
 	if !l.br.Allow() {
 		l.o.OnFallback("claim", nil)
-		return l.local(key, e, prior)
+		return l.local(key, e, prior, false)
 	}
 	res, err := l.shared.Claim(ctx, replay.Claim{Key: key, ID: e.claimID, Owner: owner, Lease: e.lease, TTL: l.o.TTL, Tainted: taint, Settle: l.o.Settle})
 	switch {
 	case err != nil && ctx.Err() != nil:
 		// The caller's deadline, not a store failure: nothing was sent,
-		// and a local claim could send a code another replica holds.
+		// and a local claim could send a code another replica holds. The
+		// store may have taken the claim before the deadline: it is
+		// released in the background, so that nobody waits for it.
 		l.br.Abandon()
+		l.orphan(key, e.claimID)
 		l.abort(key, e, prior)
 		return Begun{}, false, ctx.Err()
 	case err != nil:
 		l.br.Failure()
 		l.o.OnFallback("claim", err)
 		l.log.Warn("shared replay store: claim failed", "err", err)
-		return l.local(key, e, prior)
+		// The store may have taken the claim before the failure (a reply
+		// lost): the claim id is used there too when the exchange ends.
+		return l.local(key, e, prior, true)
 	}
 	l.br.Success()
 	l.observe(res.Epoch)
@@ -377,11 +412,26 @@ func (l *Ledger) claim(ctx context.Context, key, owner string, e, prior *entry, 
 	case res.Claimed:
 		return Begun{Claim: l.run(key, e, true, taint || res.Record.Tainted || l.suspicious(res))}, false, nil
 	}
-	l.abort(key, e, prior)
 	rec := res.Record
 	if rec.Owner != owner {
+		l.abort(key, e, prior)
 		return Begun{}, false, ErrForeign
 	}
+	if rec.State == replay.Pending {
+		// Remember that another replica holds the code: should the store
+		// fail before its outcome is known, this replica must not claim
+		// the code on its own (a second send, and an outcome_unknown that
+		// would hide the number the other replica is about to get).
+		l.elsewhere(e, prior, rec.LeaseUntil)
+	} else {
+		l.abort(key, e, prior)
+	}
+	return l.follow(ctx, key, rec)
+}
+
+// follow answers Begin from a shared record of another claim: its outcome,
+// or a wait for it (retry).
+func (l *Ledger) follow(ctx context.Context, key string, rec replay.Record) (Begun, bool, error) {
 	switch rec.State {
 	case replay.Done:
 		return Begun{Sealed: rec.Sealed}, false, nil
@@ -394,6 +444,33 @@ func (l *Ledger) claim(ctx context.Context, key, owner string, e, prior *entry, 
 		}
 	}
 	return Begun{}, true, nil
+}
+
+// elsewhere turns the starting entry e into a note that another replica
+// holds the code until lease; its waiters look again.
+func (l *Ledger) elsewhere(e, prior *entry, lease time.Time) {
+	l.mu.Lock()
+	ch := e.done
+	e.state, e.lease, e.shared, e.synced = elsewhere, lease, false, true
+	if prior != nil {
+		e.tainted = prior.tainted
+	}
+	l.mu.Unlock()
+	close(ch)
+}
+
+// orphan notes a claim the shared store may hold although its claimant
+// gave up before sending anything: the background loop releases it.
+func (l *Ledger) orphan(key, id string) {
+	l.mu.Lock()
+	l.orphans = append(l.orphans, orphanClaim{key: key, id: id, until: time.Now().Add(l.o.Lease)})
+	l.mu.Unlock()
+	l.requestSync()
+}
+
+type orphanClaim struct {
+	key, id string
+	until   time.Time // after its lease nobody waits for it any more
 }
 
 // suspicious reports whether a claim answered res must be tainted: the
@@ -417,20 +494,34 @@ func later(a, b time.Time) time.Time {
 }
 
 // local claims key in this process only (the shared store is down).
-func (l *Ledger) local(key string, e, prior *entry) (Begun, bool, error) {
-	if !l.o.Fallback {
+// maybe says the store may hold the claim anyway (its reply was lost).
+func (l *Ledger) local(key string, e, prior *entry, maybe bool) (Begun, bool, error) {
+	switch {
+	case !l.o.Fallback:
 		l.abort(key, e, prior)
 		return Begun{}, false, ErrStore
+	case prior != nil && prior.state == elsewhere:
+		// Another replica holds the code: wait for the store to say
+		// what became of it, never send it from here.
+		l.abort(key, e, prior)
+		if time.Now().Before(prior.lease) {
+			return Begun{}, false, ErrInFlight
+		}
+		return Begun{}, false, ErrUnresolved
 	}
 	// Another replica, or this one before the outage, may have sent the
 	// code already.
-	return Begun{Claim: l.run(key, e, false, true)}, false, nil
+	c := l.run(key, e, maybe, true)
+	c.local = true
+	return Begun{Claim: c}, false, nil
 }
 
 // run turns the starting entry e into this process's running exchange.
+// inShared says the shared store holds (or may hold) the claim.
 func (l *Ledger) run(key string, e *entry, inShared, tainted bool) *Claim {
 	l.mu.Lock()
 	e.state, e.shared, e.synced, e.tainted = running, inShared, inShared, e.tainted || tainted
+	e.unresolved = false
 	l.mu.Unlock()
 	return &Claim{l: l, key: key, e: e, tainted: tainted}
 }
@@ -451,24 +542,37 @@ func (l *Ledger) abort(key string, e, prior *entry) {
 
 // betterShared returns the outcome to replay for a code this process holds
 // an error outcome for: the shared store's number if it has one (which
-// then replaces the local outcome), else the local outcome, which is
-// published if the shared store has not seen it.
-func (l *Ledger) betterShared(ctx context.Context, key, owner string, e *entry, local []byte) []byte {
+// then replaces the local outcome); a wait (retry) while another replica
+// still exchanges the code; else the local outcome, which is published if
+// the shared store has not seen it. An unresolved outcome (see Claim.Local)
+// is not served before the store was read: ErrUnresolved meanwhile.
+func (l *Ledger) betterShared(ctx context.Context, key, owner string, e *entry, local []byte) (Begun, bool, error) {
 	var rec replay.Record
 	err := l.sharedOp(ctx, "get", func(ctx context.Context) (err error) { rec, err = l.shared.Get(ctx, key); return err })
-	if err != nil || rec.State != replay.Done || !rec.Number || rec.Owner != owner {
-		if err == nil || errors.Is(err, replay.ErrNotFound) {
-			l.mu.Lock()
-			unsynced := !e.synced
-			l.mu.Unlock()
-			if unsynced {
-				l.requestSync()
-			}
+	l.mu.Lock()
+	unresolved, unsynced, id := e.unresolved, !e.synced, e.claimID
+	l.mu.Unlock()
+	switch {
+	case err != nil && !errors.Is(err, replay.ErrNotFound):
+		if unresolved {
+			return Begun{}, false, ErrUnresolved
 		}
-		return local
+		return Begun{Sealed: local}, false, nil
+	case err == nil && rec.State == replay.Done && rec.Number && rec.Owner == owner:
+		l.adopt(e, rec)
+		return Begun{Sealed: rec.Sealed}, false, nil
+	case err == nil && rec.State == replay.Pending && rec.ClaimID != id && rec.Owner == owner && unresolved:
+		// Another replica still exchanges the code (it claimed it while
+		// this one could not see the store): its outcome decides.
+		return l.follow(ctx, key, rec)
 	}
-	l.adopt(e, rec)
-	return rec.Sealed
+	l.mu.Lock()
+	e.unresolved = false // the store was read: the local outcome stands
+	l.mu.Unlock()
+	if unsynced {
+		l.requestSync()
+	}
+	return Begun{Sealed: local}, false, nil
 }
 
 // adopt replaces e's outcome with the shared record rec, a number.
@@ -476,18 +580,37 @@ func (l *Ledger) adopt(e *entry, rec replay.Record) {
 	l.mu.Lock()
 	if e.state == done && !e.number {
 		e.sealed, e.number, e.shared, e.synced = rec.Sealed, true, true, true
+		e.unresolved = false
 	}
 	l.mu.Unlock()
 }
 
-// Finish records the claim's final outcome: sealed, which is a phone number
-// when number is set. The outcome is kept in this process for the code's
+// Outcome says what a finished exchange obtained.
+type Outcome uint8
+
+// Outcomes.
+const (
+	// Number: WeChat's answer with the phone number, the one outcome no
+	// later attempt can improve on.
+	Number Outcome = iota + 1
+	// Refusal: a definite answer other than a number (40029 for a code
+	// nobody sent before, 40013, a watermark of another app).
+	Refusal
+	// Unknown: WeChat may have used the code and its answer was lost.
+	// After a claim made without the shared store (Claim.Local) it is not
+	// final: another replica may hold the number (see ErrUnresolved).
+	Unknown
+)
+
+// Finish records the claim's final outcome: sealed, of kind out. The outcome is kept in this process for the code's
 // life whatever happens to the shared store, and published there now or,
 // if the store is unreachable, when it is back.
-func (c *Claim) Finish(ctx context.Context, sealed []byte, number bool) {
+func (c *Claim) Finish(ctx context.Context, sealed []byte, out Outcome) {
 	l, e := c.l, c.e
+	number := out == Number
 	l.mu.Lock()
 	e.state, e.sealed, e.number, e.synced = done, sealed, number, false
+	e.unresolved = c.local && out == Unknown
 	inShared, id, ch := e.shared, e.claimID, e.done
 	l.mu.Unlock()
 	close(ch)
@@ -503,6 +626,35 @@ func (c *Claim) Finish(ctx context.Context, sealed []byte, number bool) {
 	// it adds knowledge, and a number found there taken.
 	err := l.sharedOp(ctx, "complete", func(ctx context.Context) error { return l.shared.Complete(ctx, c.key, id, sealed, number) })
 	l.published(ctx, c.key, e, id, err, "shared replay store: cannot record an outcome; keeping it in this process and publishing it when the store is back")
+}
+
+// NumberElsewhere waits up to d for a phone number that another replica
+// recorded for the claim's code, and takes it as the claim's outcome if one
+// appears (the claim is then finished: the caller neither Finishes nor
+// Releases it). Call it when WeChat refused a tainted claim's code (40029):
+// the code may have been used by a replica that was cut off from the shared
+// store and publishes its number within a heartbeat of its return.
+func (c *Claim) NumberElsewhere(ctx context.Context, d time.Duration) ([]byte, bool) {
+	l, e := c.l, c.e
+	if l.shared == nil {
+		return nil, false
+	}
+	deadline := time.Now().Add(d)
+	for {
+		var rec replay.Record
+		err := l.sharedOp(ctx, "get", func(ctx context.Context) (err error) { rec, err = l.shared.Get(ctx, c.key); return err })
+		if err == nil && rec.State == replay.Done && rec.Number && rec.Owner == e.owner {
+			l.mu.Lock()
+			e.state, e.sealed, e.number, e.shared, e.synced, e.unresolved = done, rec.Sealed, true, true, true, false
+			ch := e.done
+			l.mu.Unlock()
+			close(ch)
+			return rec.Sealed, true
+		}
+		if !time.Now().Before(deadline) || wait.Sleep(ctx, min(100*time.Millisecond, time.Until(deadline))) != nil {
+			return nil, false
+		}
+	}
 }
 
 // Release gives the code back: its exchange ended without a final outcome.
@@ -739,12 +891,28 @@ func (l *Ledger) sync(ctx context.Context) {
 		e   *entry
 	}
 	l.mu.Lock()
+	orphans := l.orphans
+	l.orphans = nil
+	l.mu.Unlock()
+	for i, o := range orphans {
+		if time.Now().After(o.until) {
+			continue
+		}
+		err := l.sharedOp(ctx, "release", func(ctx context.Context) error { return l.shared.Release(ctx, o.key, o.id, false) })
+		if err != nil && !errors.Is(err, replay.ErrNotClaimed) {
+			l.mu.Lock()
+			l.orphans = append(l.orphans, orphans[i:]...)
+			l.mu.Unlock()
+			return
+		}
+	}
+	l.mu.Lock()
 	full := l.fullSync
 	l.fullSync = false
 	var todo []item
 	now := time.Now()
 	for k, e := range l.entries {
-		if now.Before(e.expires) && e.state != starting && (full || !e.synced) {
+		if now.Before(e.expires) && e.state != starting && e.state != elsewhere && (full || !e.synced) {
 			todo = append(todo, item{k, e})
 		}
 	}
@@ -816,7 +984,7 @@ func (l *Ledger) sweep(now time.Time) {
 		it := l.order[l.head]
 		l.order[l.head] = orderItem{}
 		l.head++
-		if e := l.entries[it.key]; e != nil && !now.Before(e.expires) && (e.state == done || e.state == released) {
+		if e := l.entries[it.key]; e != nil && !now.Before(e.expires) && (e.state == done || e.state == released || e.state == elsewhere) {
 			delete(l.entries, it.key)
 		}
 	}
@@ -833,7 +1001,7 @@ func (l *Ledger) evict() {
 		switch {
 		case e == nil || !e.expires.Equal(it.expires):
 			// Gone, or a later entry of the same code: not the oldest.
-		case e.state == done || e.state == released:
+		case e.state == done || e.state == released || e.state == elsewhere:
 			if !e.synced {
 				l.log.Warn("ledger full: forgetting an outcome the shared store has not recorded", "max_entries", l.o.MaxEntries)
 			}

@@ -43,7 +43,7 @@ func TestBeginThenFinishThenReplay(t *testing.T) {
 			if b.Claim == nil || b.Claim.Tainted() {
 				t.Fatalf("first Begin = %+v, want an untainted claim", b)
 			}
-			b.Claim.Finish(context.Background(), []byte("number"), true)
+			b.Claim.Finish(context.Background(), []byte("number"), Number)
 			for range 2 {
 				if r := begin(t, l, "k", "o"); r.Claim != nil || string(r.Sealed) != "number" {
 					t.Fatalf("retry = %+v, want the replay", r)
@@ -80,7 +80,7 @@ func TestOneSenderPerProcessWhileTheStoreIsSlow(t *testing.T) {
 				case b.Claim != nil:
 					claims.Add(1)
 					time.Sleep(100 * time.Millisecond) // the exchange
-					b.Claim.Finish(ctx, []byte("number"), true)
+					b.Claim.Finish(ctx, []byte("number"), Number)
 				default:
 					replays <- string(b.Sealed)
 				}
@@ -112,7 +112,7 @@ func TestOwnOutcomesReplayWithoutTheStore(t *testing.T) {
 		sw := replaytest.NewSwitch()
 		l := newLedger(t, Options{Shared: sw, Fallback: true})
 		b := begin(t, l, "k", "o")
-		b.Claim.Finish(context.Background(), []byte("number"), true)
+		b.Claim.Finish(context.Background(), []byte("number"), Number)
 		release := sw.Hold() // paused: SIGSTOP
 		defer release()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -139,7 +139,7 @@ func TestLocalErrorNeverHidesTheSharedNumber(t *testing.T) {
 		b := newLedger(t, Options{Shared: sw, Fallback: true})
 		// Replica a exchanges the code and records the number.
 		ca := begin(t, a, "k", "o")
-		ca.Claim.Finish(context.Background(), []byte("number"), true)
+		ca.Claim.Finish(context.Background(), []byte("number"), Number)
 		// The store goes down; replica b claims on its own (tainted),
 		// sends the code again and records outcome_unknown.
 		sw.SetDown(true)
@@ -147,9 +147,11 @@ func TestLocalErrorNeverHidesTheSharedNumber(t *testing.T) {
 		if cb.Claim == nil || !cb.Claim.Tainted() {
 			t.Fatalf("claim during the outage = %+v, want a tainted claim", cb)
 		}
-		cb.Claim.Finish(context.Background(), []byte("outcome unknown"), false)
-		if r := begin(t, b, "k", "o"); string(r.Sealed) != "outcome unknown" {
-			t.Fatalf("retry on b during the outage = %q", r.Sealed)
+		cb.Claim.Finish(context.Background(), []byte("outcome unknown"), Unknown)
+		// Not final while b cannot read the store: another replica may
+		// hold the number.
+		if r, err := b.Begin(context.Background(), "k", "o"); !errors.Is(err, ErrUnresolved) {
+			t.Fatalf("retry on b during the outage = %+v, %v; want ErrUnresolved", r, err)
 		}
 		// The store is back: b's retry gets the number, and keeps it.
 		sw.SetDown(false)
@@ -175,7 +177,7 @@ func TestOutageClaimsArePublished(t *testing.T) {
 		l := newLedger(t, Options{Shared: sw, Fallback: true})
 		sw.SetDown(true)
 		done := begin(t, l, "done", "o")
-		done.Claim.Finish(context.Background(), []byte("number"), true)
+		done.Claim.Finish(context.Background(), []byte("number"), Number)
 		busy := begin(t, l, "busy", "o")
 		busy.Claim.Release(context.Background(), true)
 		running := begin(t, l, "running", "o")
@@ -198,7 +200,7 @@ func TestOutageClaimsArePublished(t *testing.T) {
 		got := make(chan Begun, 1)
 		go func() { got <- begin(t, other, "running", "o") }()
 		time.Sleep(100 * time.Millisecond)
-		running.Claim.Finish(ctx, []byte("late number"), true)
+		running.Claim.Finish(ctx, []byte("late number"), Number)
 		if r := <-got; r.Claim != nil || string(r.Sealed) != "late number" {
 			t.Fatalf("the other replica got %+v, want the replay", r)
 		}
@@ -216,7 +218,7 @@ func TestDataLossIsDetectedAndRepaired(t *testing.T) {
 		a := newLedger(t, Options{Shared: sw, Fallback: true})
 		b := newLedger(t, Options{Shared: sw, Fallback: true})
 		ca := begin(t, a, "k", "o")
-		ca.Claim.Finish(context.Background(), []byte("number"), true)
+		ca.Claim.Finish(context.Background(), []byte("number"), Number)
 		running := begin(t, a, "r", "o")
 		sw.Wipe()
 		// b's retry of the answered code: it waits for the new epoch to
@@ -231,7 +233,7 @@ func TestDataLossIsDetectedAndRepaired(t *testing.T) {
 		got := make(chan Begun, 1)
 		go func() { got <- begin(t, b, "r", "o") }()
 		time.Sleep(100 * time.Millisecond)
-		running.Claim.Finish(context.Background(), []byte("second number"), true)
+		running.Claim.Finish(context.Background(), []byte("second number"), Number)
 		if r := <-got; r.Claim != nil || string(r.Sealed) != "second number" {
 			t.Fatalf("b got %+v for a code a was exchanging, want the replay", r)
 		}
@@ -254,7 +256,7 @@ func TestFinishAfterTheClaimWasLost(t *testing.T) {
 		l := newLedger(t, Options{Shared: sw, Fallback: true})
 		c := begin(t, l, "k", "o")
 		sw.Wipe()
-		c.Claim.Finish(context.Background(), []byte("number"), true)
+		c.Claim.Finish(context.Background(), []byte("number"), Number)
 		if r, err := sw.Memory().Get(context.Background(), "k"); err != nil || r.State != replay.Done || string(r.Sealed) != "number" {
 			t.Fatalf("after Finish: %+v, %v", r, err)
 		}
@@ -341,7 +343,7 @@ func TestMemoryIsBounded(t *testing.T) {
 		l := newLedger(t, Options{MaxEntries: 10})
 		for i := range 50 {
 			b := begin(t, l, string(rune('a'+i)), "o")
-			b.Claim.Finish(context.Background(), []byte("x"), true)
+			b.Claim.Finish(context.Background(), []byte("x"), Number)
 		}
 		if n := l.Len(); n > 10 {
 			t.Fatalf("%d entries, want at most 10", n)
@@ -391,7 +393,7 @@ func TestDuplicateNeverClaimsLocallyBehindASlowClaim(t *testing.T) {
 		if b.Claim == nil {
 			t.Fatalf("first = %+v, want the claim", b)
 		}
-		b.Claim.Finish(context.Background(), []byte("number"), true)
+		b.Claim.Finish(context.Background(), []byte("number"), Number)
 		if d := <-second; d.Claim != nil || string(d.Sealed) != "number" {
 			t.Fatalf("duplicate = %+v, want the first's outcome", d)
 		}
@@ -472,6 +474,151 @@ func TestGracefulLeaveTaintsNothing(t *testing.T) {
 		time.Sleep(3 * time.Second)
 		if c := begin(t, b, "k", "o"); c.Claim == nil || c.Claim.Tainted() {
 			t.Fatalf("claim after a graceful leave = %+v, want clean", c)
+		}
+	})
+}
+
+// TestRetryBehindAnotherReplicasClaimNeverSendsLocally (found by the fault
+// campaign): a retry waits behind another replica's pending claim, then the
+// shared store fails. The retry must not claim the code on its own (a second
+// send, whose 40029 would become a final outcome_unknown while the other
+// replica is about to receive the number): it is answered ErrInFlight, and
+// after the claim's lease ErrUnresolved, until the store can be read.
+func TestRetryBehindAnotherReplicasClaimNeverSendsLocally(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sw := replaytest.NewSwitch()
+		lb := sw.Link()
+		a := newLedger(t, Options{Shared: sw.Link(), Fallback: true, Lease: 10 * time.Second})
+		b := newLedger(t, Options{Shared: lb, Fallback: true, Lease: 10 * time.Second})
+		ca := begin(t, a, "k", "o") // a exchanges, slowly
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := b.Begin(ctx, "k", "o")
+		cancel()
+		if !errors.Is(err, ErrInFlight) {
+			t.Fatalf("b while a exchanges: %v, want ErrInFlight", err)
+		}
+		lb.SetDown(true)
+		if _, err := b.Begin(context.Background(), "k", "o"); !errors.Is(err, ErrInFlight) {
+			t.Fatalf("b with the store down, within a's lease: %v, want ErrInFlight", err)
+		}
+		time.Sleep(10 * time.Second)
+		if _, err := b.Begin(context.Background(), "k", "o"); !errors.Is(err, ErrUnresolved) {
+			t.Fatalf("b with the store down, after a's lease: %v, want ErrUnresolved", err)
+		}
+		ca.Claim.Finish(context.Background(), []byte("number"), Number)
+		lb.SetDown(false)
+		time.Sleep(time.Second)
+		if r := begin(t, b, "k", "o"); r.Claim != nil || string(r.Sealed) != "number" {
+			t.Fatalf("b once the store is back = %+v, want a's number", r)
+		}
+	})
+}
+
+// TestUnresolvedLocalOutcomeWaitsForTheOtherReplica: b, cut off, sent a code
+// another replica was exchanging and recorded outcome unknown; once the
+// store is back, b's retry follows a's exchange and gets its number.
+func TestUnresolvedLocalOutcomeWaitsForTheOtherReplica(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sw := replaytest.NewSwitch()
+		lb := sw.Link()
+		a := newLedger(t, Options{Shared: sw.Link(), Fallback: true})
+		b := newLedger(t, Options{Shared: lb, Fallback: true})
+		ca := begin(t, a, "k", "o")
+		lb.SetDown(true)
+		cb := begin(t, b, "k", "o") // b never saw a's claim
+		if cb.Claim == nil || !cb.Claim.Local() {
+			t.Fatalf("b's claim during its outage = %+v, want a local claim", cb)
+		}
+		cb.Claim.Finish(context.Background(), []byte("outcome unknown"), Unknown)
+		lb.SetDown(false)
+		time.Sleep(2 * time.Second)
+		got := make(chan Begun, 1)
+		go func() { got <- begin(t, b, "k", "o") }()
+		time.Sleep(100 * time.Millisecond)
+		ca.Claim.Finish(context.Background(), []byte("number"), Number)
+		if r := <-got; r.Claim != nil || string(r.Sealed) != "number" {
+			t.Fatalf("b's retry = %+v, want a's number", r)
+		}
+	})
+}
+
+// orphanStore executes claims but loses the reply of the first one (the
+// caller's deadline passes while the reply is on its way).
+type orphanStore struct {
+	replay.Store
+	lost atomic.Bool
+}
+
+func (s *orphanStore) Claim(ctx context.Context, c replay.Claim) (replay.ClaimResult, error) {
+	res, err := s.Store.Claim(ctx, c)
+	if s.lost.CompareAndSwap(false, true) {
+		<-ctx.Done()
+		return replay.ClaimResult{}, ctx.Err()
+	}
+	return res, err
+}
+
+// TestOrphanClaimIsReleased (found by the fault campaign): the store took a
+// claim whose reply the claimant never saw (its deadline passed). Nothing
+// was sent, so the claim is released in the background: another replica
+// claims the code at once instead of waiting out the lease and answering
+// outcome_unknown for a code that never left wxphone.
+func TestOrphanClaimIsReleased(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := &orphanStore{Store: replay.NewMemory()}
+		a := newLedger(t, Options{Shared: st, Fallback: true, Lease: 20 * time.Second})
+		b := newLedger(t, Options{Shared: st, Fallback: true, Lease: 20 * time.Second})
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := a.Begin(ctx, "k", "o")
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("a: %v, want its deadline", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+		ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		c, err := b.Begin(ctx, "k", "o")
+		if err != nil || c.Claim == nil || c.Claim.Tainted() {
+			t.Fatalf("b after a's orphan claim: %+v, %v; want a clean claim", c, err)
+		}
+	})
+}
+
+// TestNumberElsewhereAfterACutOff (found by the fault campaign): a replica
+// cut off from the store obtained a number; another replica, which claimed
+// the same code in the store meanwhile (tainted), meets WeChat's 40029. It
+// waits a moment for the number the first publishes on its return, instead
+// of answering a final outcome_unknown.
+func TestNumberElsewhereAfterACutOff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sw := replaytest.NewSwitch()
+		la := sw.Link()
+		a := newLedger(t, Options{Shared: la, Fallback: true})
+		b := newLedger(t, Options{Shared: sw.Link(), Fallback: true})
+		time.Sleep(time.Second)
+		la.SetDown(true)
+		ca := begin(t, a, "k", "o")
+		ca.Claim.Finish(context.Background(), []byte("number"), Number)
+		time.Sleep(3 * time.Second) // b sees a silent
+		cb := begin(t, b, "k", "o")
+		if cb.Claim == nil || !cb.Claim.Tainted() || cb.Claim.Local() {
+			t.Fatalf("b's claim = %+v, want a tainted claim in the store", cb)
+		}
+		go func() {
+			time.Sleep(200 * time.Millisecond)
+			la.SetDown(false) // a returns and publishes
+		}()
+		sealed, ok := cb.Claim.NumberElsewhere(context.Background(), 2*time.Second)
+		if !ok || string(sealed) != "number" {
+			t.Fatalf("NumberElsewhere = %q, %v; want a's number", sealed, ok)
+		}
+		if r := begin(t, b, "k", "o"); string(r.Sealed) != "number" {
+			t.Fatalf("b's retry = %+v", r)
+		}
+		// Without a number anywhere it gives up after the wait.
+		cn := begin(t, b, "nobody", "o")
+		if _, ok := cn.Claim.NumberElsewhere(context.Background(), time.Second); ok {
+			t.Fatal("a number out of nowhere")
 		}
 	})
 }

@@ -241,8 +241,12 @@ func classifyCause(err error) *apiError {
 		return withWeChat(newError(http.StatusBadRequest, CodeAppIDRequired, "Several Mini Programs are served: name one with \"appid\"."))
 	case errors.Is(err, service.ErrUnknownApp):
 		return withWeChat(newError(http.StatusBadRequest, CodeUnknownAppID, "This service does not serve that appid."))
+	case errors.Is(err, service.ErrUnresolved):
+		e := withWeChat(newError(http.StatusServiceUnavailable, CodeStoreUnavailable, "This instance cannot reach the shared replay store, and another instance may hold this code's answer. Retry with the same code shortly: the answer is kept."))
+		e.retryAfter = time.Second
+		return e
 	case errors.Is(err, service.ErrStore):
-		return withWeChat(newError(http.StatusServiceUnavailable, CodeStoreUnavailable, "The replay store is unavailable; the code was not sent to WeChat. Retrying with the same code is safe."))
+		return withWeChat(newError(http.StatusServiceUnavailable, CodeStoreUnavailable, "The replay store is unavailable; this request did not send the code. Retrying with the same code is safe."))
 	case isTokenFailure(err):
 		e := withWeChat(newError(http.StatusServiceUnavailable, CodeTokenUnavailable, "No usable WeChat access token right now; this request did not send the code. Retry later with the same code."))
 		if d, ok := wxphone.RetryAfter(err); ok {

@@ -43,6 +43,13 @@ var (
 	// that has not finished within this request's deadline; retrying with
 	// the same code receives that exchange's outcome.
 	ErrInFlight = errors.New("service: the same code is still being exchanged; retry with the same code")
+	// ErrUnresolved: this replica does not know the code's outcome and
+	// cannot read the shared store, where another replica may hold it
+	// (an exchange made during an outage ended without a number, or the
+	// code is claimed on a replica whose outcome it cannot see). This
+	// request sent nothing more; retrying with the same code once the
+	// store is back receives the outcome. Matches ErrStore.
+	ErrUnresolved = fmt.Errorf("%w: the code's outcome may be held by another replica; retry with the same code", ErrStore)
 	// ErrStore: the replay store failed, so the code was not sent.
 	ErrStore = errors.New("service: replay store unavailable")
 )
@@ -276,6 +283,9 @@ func (s *Service) beginError(appID string, err error) error {
 	case errors.Is(err, ledger.ErrStore):
 		s.log.Warn("replay store unavailable: refusing the code without sending it")
 		return fmt.Errorf("%w: %w", ErrStore, err)
+	case errors.Is(err, ledger.ErrUnresolved):
+		s.count(appID, "unresolved")
+		return ErrUnresolved
 	case errors.Is(err, ledger.ErrClosed):
 		return wxphone.ErrClosed
 	}
@@ -409,8 +419,16 @@ func (s *Service) exchange(parent context.Context, c *wxphone.Client, key string
 // one is kept for the code's life, anything else releases the claim.
 func (s *Service) record(parent context.Context, appID, kind, key string, claim *ledger.Claim, info *wxphone.PhoneInfo, err error) (*Result, error) {
 	if claim.Tainted() && errors.Is(err, wxphone.ErrInvalidCode) {
-		// The code may have been used before this claim: a 40029 says
-		// nothing about this caller's exchange.
+		// The code may have been used before this claim, possibly by a
+		// replica that was cut off from the shared store and is about to
+		// publish the number it obtained: give it a moment.
+		if !claim.Local() {
+			if sealed, ok := claim.NumberElsewhere(parent, s.ledger.SettleTime()); ok {
+				s.count(appID, "number_elsewhere")
+				return s.replayed(appID, key, sealed)
+			}
+		}
+		// A 40029 says nothing about this caller's exchange.
 		err = &wxphone.OutcomeUnknownError{Op: wxphone.OpPhoneNumber, Err: err}
 	}
 	out, final := toOutcome(info, err)
@@ -425,7 +443,15 @@ func (s *Service) record(parent context.Context, appID, kind, key string, claim 
 			s.log.Error("cannot encode an outcome", "err", merr)
 			claim.Release(parent, true)
 		} else {
-			claim.Finish(parent, s.keyring.Seal(b, []byte(key)), err == nil)
+			claim.Finish(parent, s.keyring.Seal(b, []byte(key)), outcomeKind(err))
+		}
+		if claim.Local() && outcomeKind(err) == ledger.Unknown {
+			// Made while the shared store was unreachable: another
+			// replica may hold the number (a 40029 here often means
+			// just that). Not final until the store can be read.
+			s.count(appID, "unresolved")
+			s.log.Warn("exchange during a replay-store outage ended without a number; answered as unresolved until the store can be read", "err", err)
+			return nil, ErrUnresolved
 		}
 	default:
 		claim.Release(parent, mayHaveUsed(err))
@@ -438,6 +464,17 @@ func (s *Service) record(parent context.Context, appID, kind, key string, claim 
 	}
 	s.metrics.Grants.WithLabelValues(appID, kind).Inc()
 	return &Result{AppID: appID, Phone: *info}, nil
+}
+
+// outcomeKind is the ledger's kind of a final outcome.
+func outcomeKind(err error) ledger.Outcome {
+	switch {
+	case err == nil:
+		return ledger.Number
+	case errors.Is(err, wxphone.ErrOutcomeUnknown):
+		return ledger.Unknown
+	}
+	return ledger.Refusal
 }
 
 // mayHaveUsed reports whether a non-final exchange error leaves the code

@@ -12,12 +12,13 @@ import (
 
 // Row "Redis down": every replica keeps serving from its local fallback
 // (200 for new codes, local replays on the same replica). Replicas cannot
-// see each other's claims: a retry on another replica re-sends the code,
-// WeChat answers 40029, and since a claim made during an outage is tainted
-// that reads as 502 outcome_unknown, never invalid_code. The first
-// request still got the number. After Redis returns (and the breaker's
-// 1 s cool-off) dedupe is fleet-wide again, and what a replica recorded
-// locally during the outage it still replays.
+// see each other's claims: a retry on another replica re-sends the code
+// (the degraded-mode exception of I1) and WeChat answers 40029. Since that
+// replica cannot know whether another one holds the number, it answers
+// 503 store_unavailable ("retry with the same code"), never invalid_code
+// and never a final outcome_unknown. After Redis returns the replicas
+// publish what they did, and that retry gets the number (I2); what a
+// replica recorded locally during the outage it still replays.
 func TestRedisDown(t *testing.T) {
 	t.Parallel()
 	f := newFleet(t, fleetOpts{})
@@ -34,8 +35,9 @@ func TestRedisDown(t *testing.T) {
 			t.Fatalf("no local replay: %v", r)
 		}
 		same = append(same, code)
-		// Another replica cannot know: it re-sends, documented.
-		expectError(t, f.exchange(i+1, code), http.StatusBadGateway, "outcome_unknown")
+		// Another replica cannot know: it re-sends, documented, and
+		// does not give a final answer.
+		expectError(t, f.exchange(i+1, code), http.StatusServiceUnavailable, "store_unavailable")
 		if calls := f.wire.callsOf(code); len(calls) != 2 || calls[1].outcome != "errcode:40029" {
 			t.Fatalf("wire: %v", calls)
 		}
@@ -43,10 +45,11 @@ func TestRedisDown(t *testing.T) {
 	}
 	f.redis.start()
 	time.Sleep(1200 * time.Millisecond) // the breaker's cool-off
-	// Local outcomes survive the recovery on the replica that made them.
+	// Local outcomes survive the recovery on the replica that made them,
+	// and reach the replica that could not see them.
 	for i, code := range same {
-		r := f.exchange(i, code)
-		f.expectAnswer(r, code)
+		f.expectAnswer(f.exchange(i, code), code)
+		f.expectAnswer(f.exchange(i+1, code), code)
 	}
 	// Shared dedupe is back.
 	code := f.mint()
@@ -233,24 +236,39 @@ func TestRedisFlapping(t *testing.T) {
 	})
 	t.Logf("%s; %d outages", rep, len(outages))
 	rep.mustHold(t, f.ledger, f.wire)
-	// A resend is answered outcome_unknown when the resending replica's
-	// claim was local (tainted). A duplicate that reached another replica
-	// after the recovery, while the first claim was local, finds no record
-	// in Redis and no taint: WeChat's 40029 then reads as invalid_code.
-	// That is allowed only for a code some client received.
+	// A resend by a replica whose claim was local gets 503
+	// store_unavailable ("retry with the same code"): it cannot know
+	// whether another replica holds the number. Never invalid_code.
 	f.ledger.mu.Lock()
-	defer f.ledger.mu.Unlock()
 	counts := map[string]int{}
+	var retry []string
 	for code, rs := range f.ledger.got {
 		for _, r := range rs {
 			counts[r.errCode]++
 			switch {
 			case r.status == http.StatusOK, r.errCode == "outcome_unknown", r.errCode == "upstream_timeout":
-			case r.errCode == "invalid_code" && f.ledger.deliveredLocked(code):
+			case r.errCode == "store_unavailable":
+				retry = append(retry, code)
 			default:
 				t.Errorf("code %s…: unexpected %v (all: %v)", code[:8], r, rs)
 			}
 		}
 	}
+	f.ledger.mu.Unlock()
 	t.Logf("answers by error code: %v", counts)
+	// Redis is steady again: every "retry with the same code" is
+	// answered, with the number when WeChat gave one.
+	time.Sleep(1500 * time.Millisecond)
+	for i, code := range retry {
+		r := f.until(5*time.Second, code, i)
+		if r.status != http.StatusOK && r.errCode != "outcome_unknown" {
+			t.Errorf("code %s…: the retry after the flapping got %v", code[:8], r)
+		}
+	}
+	f.ledger.check(f.emu, f.wire, nil, func(c string, rs []result) string {
+		if f.degraded(rs) {
+			return "Redis outage: replicas could not see each other's claims"
+		}
+		return ""
+	}).mustHold(t, f.ledger, f.wire)
 }
