@@ -170,11 +170,11 @@ type Ledger struct {
 type state uint8
 
 const (
-	starting state = iota // this process is claiming the code in Shared
-	running               // this process is exchanging the code
-	done                  // the outcome is known here
-	released              // given back; kept while tainted or not yet released in Shared
-	elsewhere             // seen claimed by another replica (same owner), until lease
+	starting  state = iota // this process is claiming the code in Shared
+	running                // this process is exchanging the code
+	done                   // the outcome is known here
+	released               // given back; kept while tainted or not yet released in Shared
+	elsewhere              // seen claimed by another replica (same owner), until lease
 )
 
 // entry is what this process knows of one code.
