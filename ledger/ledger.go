@@ -374,7 +374,7 @@ func (l *Ledger) Begin(ctx context.Context, key, owner string) (Begun, error) {
 // Begin to look again (the record changed, or the store was settling).
 func (l *Ledger) claim(ctx context.Context, key, owner string, e, prior *entry, taint bool) (b Begun, retry bool, err error) {
 	if l.shared == nil {
-		return Begun{Claim: l.run(key, e, false, taint)}, false, nil
+		return Begun{Claim: l.run(key, e, false, false, taint)}, false, nil
 	}
 	if !l.br.Allow() {
 		l.o.OnFallback("claim", nil)
@@ -410,7 +410,7 @@ func (l *Ledger) claim(ctx context.Context, key, owner string, e, prior *entry, 
 		}
 		return Begun{}, true, errSettled
 	case res.Claimed:
-		return Begun{Claim: l.run(key, e, true, taint || res.Record.Tainted || l.suspicious(res))}, false, nil
+		return Begun{Claim: l.run(key, e, true, true, taint || res.Record.Tainted || l.suspicious(res))}, false, nil
 	}
 	rec := res.Record
 	if rec.Owner != owner {
@@ -511,16 +511,18 @@ func (l *Ledger) local(key string, e, prior *entry, maybe bool) (Begun, bool, er
 	}
 	// Another replica, or this one before the outage, may have sent the
 	// code already.
-	c := l.run(key, e, maybe, true)
+	c := l.run(key, e, maybe, false, true)
 	c.local = true
 	return Begun{Claim: c}, false, nil
 }
 
 // run turns the starting entry e into this process's running exchange.
-// inShared says the shared store holds (or may hold) the claim.
-func (l *Ledger) run(key string, e *entry, inShared, tainted bool) *Claim {
+// inShared says the shared store holds, or may hold, the claim; confirmed
+// that it surely does (a claim whose reply was lost is published by the
+// background loop like any local claim).
+func (l *Ledger) run(key string, e *entry, inShared, confirmed, tainted bool) *Claim {
 	l.mu.Lock()
-	e.state, e.shared, e.synced, e.tainted = running, inShared, inShared, e.tainted || tainted
+	e.state, e.shared, e.synced, e.tainted = running, inShared, confirmed, e.tainted || tainted
 	e.unresolved = false
 	l.mu.Unlock()
 	return &Claim{l: l, key: key, e: e, tainted: tainted}
@@ -567,7 +569,11 @@ func (l *Ledger) betterShared(ctx context.Context, key, owner string, e *entry, 
 		return l.follow(ctx, key, rec)
 	}
 	l.mu.Lock()
-	e.unresolved = false // the store was read: the local outcome stands
+	if e.unresolved {
+		// The store was read and holds nothing better: the local outcome
+		// stands, and is published as final now.
+		e.unresolved, e.synced, unsynced = false, false, true
+	}
 	l.mu.Unlock()
 	if unsynced {
 		l.requestSync()
@@ -611,13 +617,15 @@ func (c *Claim) Finish(ctx context.Context, sealed []byte, out Outcome) {
 	l.mu.Lock()
 	e.state, e.sealed, e.number, e.synced = done, sealed, number, false
 	e.unresolved = c.local && out == Unknown
-	inShared, id, ch := e.shared, e.claimID, e.done
+	inShared, id, ch, unresolved := e.shared, e.claimID, e.done, e.unresolved
 	l.mu.Unlock()
 	close(ch)
 	if l.shared == nil {
 		return
 	}
-	if !inShared {
+	if !inShared || unresolved {
+		// An unresolved outcome is not final: the store gets only its
+		// taint (see restore), from the background loop.
 		l.requestSync()
 		return
 	}
@@ -932,10 +940,17 @@ func (l *Ledger) sync(ctx context.Context) {
 func (l *Ledger) restore(ctx context.Context, key string, e *entry) bool {
 	l.mu.Lock()
 	rec := replay.Record{ClaimID: e.claimID, Owner: e.owner, LeaseUntil: e.lease, Sealed: e.sealed, Number: e.number, Tainted: e.tainted}
-	st, id, inShared, ttl := e.state, e.claimID, e.shared, time.Until(e.expires)
+	st, id, inShared, unresolved, ttl := e.state, e.claimID, e.shared, e.unresolved, time.Until(e.expires)
 	l.mu.Unlock()
 	if ttl <= 0 {
 		return true
+	}
+	if st == done && unresolved {
+		// Not final (see Claim.Local): publish only that the code may
+		// have been used, so that a replica claiming it waits for no one
+		// but reads its 40029 right, and another replica's pending claim
+		// or number is not shadowed by a final outcome_unknown.
+		st, rec.Tainted = released, true
 	}
 	switch st {
 	case running:

@@ -622,3 +622,78 @@ func TestNumberElsewhereAfterACutOff(t *testing.T) {
 		}
 	})
 }
+
+// TestUnresolvedOutcomeIsNotPublishedAsFinal (found by the fault campaign):
+// after a data loss, a replica publishes an outcome it obtained without the
+// store and without a number only as a taint. Published as a final
+// outcome_unknown, it shadowed the claim another replica was still
+// exchanging, and a third replica replayed it: the number was lost.
+func TestUnresolvedOutcomeIsNotPublishedAsFinal(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sw := replaytest.NewSwitch()
+		l1 := sw.Link()
+		r1 := newLedger(t, Options{Shared: l1, Fallback: true})
+		r2 := newLedger(t, Options{Shared: sw.Link(), Fallback: true})
+		r0 := newLedger(t, Options{Shared: sw.Link(), Fallback: true})
+		c2 := begin(t, r2, "k", "o") // r2 exchanges, slowly
+		l1.SetDown(true)
+		c1 := begin(t, r1, "k", "o") // r1, cut off, sends it again
+		c1.Claim.Finish(context.Background(), []byte("outcome unknown"), Unknown)
+		sw.Wipe()
+		l1.SetDown(false)
+		time.Sleep(2 * time.Second) // both republish
+		if r, err := sw.Memory().Get(context.Background(), "k"); err != nil || r.State != replay.Pending || !r.Tainted {
+			t.Fatalf("the store after republishing: %+v, %v; want r2's pending claim, tainted", r, err)
+		}
+		got := make(chan Begun, 1)
+		go func() { got <- begin(t, r0, "k", "o") }()
+		time.Sleep(100 * time.Millisecond)
+		c2.Claim.Finish(context.Background(), []byte("number"), Number)
+		if r := <-got; r.Claim != nil || string(r.Sealed) != "number" {
+			t.Fatalf("r0 = %+v, want r2's number", r)
+		}
+		if r := begin(t, r1, "k", "o"); string(r.Sealed) != "number" {
+			t.Fatalf("r1's retry = %+v, want the number", r)
+		}
+	})
+}
+
+// lostReply takes every claim but reports the first as failed (its reply
+// timed out): the claimant then claims on its own.
+type lostReply struct {
+	replay.Store
+	lost atomic.Bool
+}
+
+func (s *lostReply) Claim(ctx context.Context, c replay.Claim) (replay.ClaimResult, error) {
+	res, err := s.Store.Claim(ctx, c)
+	if s.lost.CompareAndSwap(false, true) {
+		return replay.ClaimResult{}, replaytest.ErrDown
+	}
+	return res, err
+}
+
+// TestClaimWithALostReplyIsPublished (found by the fault campaign): a claim
+// whose reply was lost is made locally, and the store may or may not hold
+// it: it is published like any local claim, so another replica waits for
+// it instead of sending the code again.
+func TestClaimWithALostReplyIsPublished(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mem := replay.NewMemory()
+		a := newLedger(t, Options{Shared: &lostReply{Store: mem}, Fallback: true})
+		b := newLedger(t, Options{Shared: mem, Fallback: true})
+		ca := begin(t, a, "k", "o")
+		if !ca.Claim.Local() {
+			t.Fatal("the claim is not local")
+		}
+		mem.Release(context.Background(), "k", ca.Claim.e.claimID, false) // the store never got it
+		time.Sleep(2 * time.Second)                                       // a's breaker closes, a publishes
+		got := make(chan Begun, 1)
+		go func() { got <- begin(t, b, "k", "o") }()
+		time.Sleep(100 * time.Millisecond)
+		ca.Claim.Finish(context.Background(), []byte("number"), Number)
+		if r := <-got; r.Claim != nil || string(r.Sealed) != "number" {
+			t.Fatalf("b = %+v, want a's number", r)
+		}
+	})
+}
