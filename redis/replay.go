@@ -142,7 +142,8 @@ return 1
 // ms. Writes the record where it adds knowledge (replay.Adds): no record
 // or a Released one; over a Pending record of the same claim id; a Done
 // number over anything but a Done number. An existing record's TTL and
-// taint are kept. Returns {written, st, cid, own, lease, sealed, t, n}.
+// taint are kept, and a taint in the arguments is added to a record kept.
+// Returns {written, st, cid, own, lease, sealed, t, n}.
 var restoreScript = goredis.NewScript(`
 local r = redis.call('HMGET', KEYS[1], 'st', 'cid', 'own', 'lease', 'sealed', 't', 'n')
 local add = false
@@ -154,6 +155,10 @@ elseif ARGV[1] == '2' and ARGV[7] == '1' then
   add = not (r[1] == '2' and r[7] == '1')
 end
 if not add then
+  if r[1] and ARGV[6] == '1' and r[6] ~= '1' then
+    redis.call('HSET', KEYS[1], 't', '1')
+    r[6] = '1'
+  end
   return {0, r[1], r[2], r[3], r[4], r[5], r[6], r[7]}
 end
 local t = ARGV[6]

@@ -286,6 +286,10 @@ func TestReplayRestore(t *testing.T) {
 	if got, _ = s.Restore(ctx, k2, replay.Record{State: replay.Done, ClaimID: "q", Owner: "o", Sealed: []byte("err")}, time.Minute); got.ClaimID != "p" || got.State != replay.Pending {
 		t.Fatalf("an error replaced another's pending claim: %+v", got)
 	}
+	// A taint is added to the record kept.
+	if got, _ = s.Restore(ctx, k2, replay.Record{State: replay.Released, ClaimID: "r", Tainted: true}, time.Minute); got.ClaimID != "p" || !got.Tainted {
+		t.Fatalf("a taint was not added to the kept record: %+v", got)
+	}
 }
 
 // TestReplayEpoch: the epoch is stable while Redis keeps its data and

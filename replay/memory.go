@@ -142,6 +142,9 @@ func (m *Memory) Restore(_ context.Context, key string, rec Record, ttl time.Dur
 	defer m.mu.Unlock()
 	r := m.get(key, now)
 	if !Adds(r.record(), rec) {
+		if r != nil && rec.Tainted {
+			r.Tainted = true // a taint is knowledge too
+		}
 		return r.copy(), nil
 	}
 	nr := &memRec{Record: rec, expires: now.Add(ttl)}

@@ -182,8 +182,9 @@ type Store interface {
 	// Restore writes rec under key, to expire after ttl, where it adds
 	// knowledge: when no record exists (or a Released one), over a
 	// Pending record of the same claim id, and as a Done record holding a
-	// number over any record that does not hold one. It returns the
-	// record stored afterwards. Replicas use it to republish what they
+	// number over any record that does not hold one; a taint in rec is
+	// added to the record kept in any case. It returns the record stored
+	// afterwards. Replicas use it to republish what they
 	// hold after an outage or a data loss.
 	Restore(ctx context.Context, key string, rec Record, ttl time.Duration) (Record, error)
 	// Heartbeat records b and returns what the store knows of the fleet,

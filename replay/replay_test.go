@@ -181,6 +181,7 @@ func TestRestoreAddsKnowledgeOnly(t *testing.T) {
 		{"error over a number", &[]Record{doneNum("b")}[0], doneErr("a"), false, Done},
 		{"number over a number", &[]Record{doneNum("b")}[0], doneNum("a"), false, Done},
 		{"pending over a release", &[]Record{{State: Released, ClaimID: "b"}}[0], pending("a"), true, Pending},
+		{"taint onto another's pending", &[]Record{pending("b")}[0], releasedTainted("a"), false, Pending},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
@@ -192,7 +193,7 @@ func TestRestoreAddsKnowledgeOnly(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if (got.ClaimID == tc.rec.ClaimID) != tc.written || got.State != tc.wantState {
+			if (got.ClaimID == tc.rec.ClaimID) != tc.written || got.State != tc.wantState || tc.rec.Tainted && !got.Tainted {
 				t.Fatalf("Restore(%+v over %+v) = %+v; want written=%v, state %v", tc.rec, tc.cur, got, tc.written, tc.wantState)
 			}
 		})
