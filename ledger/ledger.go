@@ -552,7 +552,7 @@ func (l *Ledger) betterShared(ctx context.Context, key, owner string, e *entry, 
 	var rec replay.Record
 	err := l.sharedOp(ctx, "get", func(ctx context.Context) (err error) { rec, err = l.shared.Get(ctx, key); return err })
 	l.mu.Lock()
-	unresolved, unsynced, id := e.unresolved, !e.synced, e.claimID
+	unresolved, unsynced := e.unresolved, !e.synced
 	l.mu.Unlock()
 	switch {
 	case err != nil && !errors.Is(err, replay.ErrNotFound):
@@ -563,9 +563,11 @@ func (l *Ledger) betterShared(ctx context.Context, key, owner string, e *entry, 
 	case err == nil && rec.State == replay.Done && rec.Number && rec.Owner == owner:
 		l.adopt(e, rec)
 		return Begun{Sealed: rec.Sealed}, false, nil
-	case err == nil && rec.State == replay.Pending && rec.ClaimID != id && rec.Owner == owner && unresolved:
+	case err == nil && rec.State == replay.Pending && rec.Owner == owner && unresolved && time.Now().Before(rec.LeaseUntil):
 		// Another replica still exchanges the code (it claimed it while
-		// this one could not see the store): its outcome decides.
+		// this one could not see the store), or this replica's own
+		// provisional record still waits for one (see restore): that
+		// exchange's outcome decides, until the lease.
 		return l.follow(ctx, key, rec)
 	}
 	l.mu.Lock()
@@ -617,6 +619,11 @@ func (c *Claim) Finish(ctx context.Context, sealed []byte, out Outcome) {
 	l.mu.Lock()
 	e.state, e.sealed, e.number, e.synced = done, sealed, number, false
 	e.unresolved = c.local && out == Unknown
+	if e.unresolved {
+		// How long other replicas' exchanges of the code, made while
+		// this one could not see them, may still bring a number.
+		e.lease = time.Now().Add(l.o.Lease)
+	}
 	inShared, id, ch, unresolved := e.shared, e.claimID, e.done, e.unresolved
 	l.mu.Unlock()
 	close(ch)
@@ -946,11 +953,13 @@ func (l *Ledger) restore(ctx context.Context, key string, e *entry) bool {
 		return true
 	}
 	if st == done && unresolved {
-		// Not final (see Claim.Local): publish only that the code may
-		// have been used, so that a replica claiming it waits for no one
-		// but reads its 40029 right, and another replica's pending claim
-		// or number is not shadowed by a final outcome_unknown.
-		st, rec.Tainted = released, true
+		// Not final (see Claim.Local): published as a pending claim of
+		// this replica until e.lease, tainted. Others do not send the
+		// code meanwhile (WeChat may have used it), they wait for what
+		// an exchange another replica made during the outage brings (its
+		// number replaces this record; its own pending claim, if first,
+		// is kept), and after the lease they answer outcome_unknown.
+		st, rec.Tainted = running, true
 	}
 	switch st {
 	case running:

@@ -697,3 +697,42 @@ func TestClaimWithALostReplyIsPublished(t *testing.T) {
 		}
 	})
 }
+
+// TestUnresolvedOutcomesNeverLetAHealthyReplicaResend (30-minute campaign,
+// seed 26035106601560): two replicas cut off from the store sent the same
+// code and ended without a number. Published as mere taints (released
+// records), they let a healthy replica claim the code and send it a third
+// time after the outage. Published as provisional claims, they make it wait
+// and then answer outcome_unknown (ErrAbandoned), sending nothing.
+func TestUnresolvedOutcomesNeverLetAHealthyReplicaResend(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sw := replaytest.NewSwitch()
+		l1, l2 := sw.Link(), sw.Link()
+		o := Options{Fallback: true, Lease: 17 * time.Second}
+		o.Shared = l1
+		r1 := newLedger(t, o)
+		o.Shared = l2
+		r2 := newLedger(t, o)
+		o.Shared = sw.Link()
+		r0 := newLedger(t, o)
+		l1.SetDown(true)
+		l2.SetDown(true)
+		c1 := begin(t, r1, "k", "o")
+		c1.Claim.Finish(context.Background(), []byte("outcome unknown (40029)"), Unknown)
+		c2 := begin(t, r2, "k", "o")
+		l1.SetDown(false)
+		l2.SetDown(false)
+		time.Sleep(2 * time.Second) // both publish
+		c2.Claim.Finish(context.Background(), []byte("outcome unknown (timeout)"), Unknown)
+		time.Sleep(time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		b, err := r0.Begin(ctx, "k", "o")
+		if b.Claim != nil {
+			t.Fatal("a healthy replica claimed a code two replicas may have used")
+		}
+		if !errors.Is(err, ErrAbandoned) && b.Sealed == nil {
+			t.Fatalf("r0 = %+v, %v; want outcome unknown", b, err)
+		}
+	})
+}
