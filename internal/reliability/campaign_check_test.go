@@ -123,6 +123,25 @@ func (c call) use() bool {
 	return true
 }
 
+// exchangeStart returns the call that began the exchange c belongs to: the
+// same replica's call just before it when that one was answered -1 and c
+// followed within a second (the library's one jittered resend after -1),
+// else c itself.
+func exchangeStart(calls []call, c call) call {
+	start := c
+	for i := len(calls) - 1; i >= 0; i-- {
+		pc := calls[i]
+		if pc.Seq == c.Seq || pc.replica != c.replica || !pc.Received.Before(c.Received) {
+			continue
+		}
+		if pc.Errcode == -1 && pc.Status == http.StatusOK && c.Received.Sub(pc.Done) < time.Second {
+			start = pc
+		}
+		break
+	}
+	return start
+}
+
 // ambiguous reports whether the call left its sender unable to know if the
 // code was used: a use, or a -1 (WeChat also says -1 after using a code).
 func (c call) ambiguous() bool {
@@ -363,7 +382,11 @@ func (h *history) check() checkResult {
 			fellBack := func(x call) bool {
 				return h.replicaDegraded(x.replica, x.Received.Add(-p.redisWindow/2), x.Received.Add(200*time.Millisecond))
 			}
-			out := h.redisOut(c.Received.Add(-p.redisWindow), c.Received) && (fellBack(c) || fellBack(prev))
+			// The one resend after -1 belongs to the exchange of the -1
+			// call it follows: its claim, made then, decides (an exchange
+			// claimed during an outage may resend after Redis is back).
+			first := exchangeStart(calls, c)
+			out := h.redisOut(first.Received.Add(-p.redisWindow), first.Received) && (fellBack(first) || fellBack(prev))
 			if out || h.wiped(prev.Received, c.Received) {
 				degraded = true
 				res.excusedResends++

@@ -139,6 +139,24 @@ func TestCheckerFindsEveryViolation(t *testing.T) {
 			s.obs(101, 1, 1, 490, 510, 502, "outcome_unknown", "")
 			return s
 		}, nil, 0, 1},
+		{"I1 excused: the resend after -1 of an exchange claimed during an outage", func() *synth {
+			s := newSynth(codeValid, number)
+			s.call(0, 10, 3000, answered)
+			s.obs(1, 1, 0, 0, 3100, 200, "", number)
+			s.fault(faultRedis, "redis-stall", -1, 400, 1200)
+			s.degraded(1, 480, 1300)
+			s.call(1, 500, 4000, busy)
+			s.call(1, 4600, 20, refused) // Redis is back by now
+			return s
+		}, nil, 0, 1},
+		{"I1: a resend after -1 of an exchange claimed with Redis healthy", func() *synth {
+			s := newSynth(codeValid, number)
+			s.call(0, 10, 3000, answered)
+			s.obs(1, 1, 0, 0, 3100, 200, "", number)
+			s.call(1, 500, 4000, busy)
+			s.call(1, 4600, 20, refused)
+			return s
+		}, []string{"I1"}, 0, 0},
 		{"I1: Redis paused, but neither replica was on its local fallback", func() *synth {
 			s := newSynth(codeValid, number)
 			s.call(0, 10, 20, answered)
