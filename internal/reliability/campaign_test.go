@@ -60,7 +60,7 @@ func TestCampaign(t *testing.T) {
 		seed = binary.LittleEndian.Uint64(b[:]) >> 1
 	}
 	// go test's -timeout must cover the run, its wind-down and the build.
-	timeout := max(20*time.Minute, (d+10*time.Minute).Round(time.Minute))
+	timeout := max(20*time.Minute, (d + 10*time.Minute).Round(time.Minute))
 	fmt.Printf("campaign: seed %d (replay: WXPHONE_CAMPAIGN=%v WXPHONE_CAMPAIGN_SEED=%d go test -run TestCampaign -timeout %v ./internal/reliability)\n", seed, d, seed, timeout)
 	needRedis(t)
 
