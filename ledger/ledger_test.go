@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -658,19 +659,23 @@ func TestUnresolvedOutcomeIsNotPublishedAsFinal(t *testing.T) {
 	})
 }
 
-// lostReply takes every claim but reports the first as failed (its reply
-// timed out): the claimant then claims on its own.
+// lostReply reports the first claim as failed (its reply timed out): the
+// claimant then claims on its own. With dropped the store never got that
+// claim; without, it took it and only the reply was lost.
 type lostReply struct {
 	replay.Store
-	lost atomic.Bool
+	dropped bool
+	lost    atomic.Bool
 }
 
 func (s *lostReply) Claim(ctx context.Context, c replay.Claim) (replay.ClaimResult, error) {
-	res, err := s.Store.Claim(ctx, c)
 	if s.lost.CompareAndSwap(false, true) {
+		if !s.dropped {
+			_, _ = s.Store.Claim(ctx, c)
+		}
 		return replay.ClaimResult{}, replaytest.ErrDown
 	}
-	return res, err
+	return s.Store.Claim(ctx, c)
 }
 
 // TestClaimWithALostReplyIsPublished (found by the fault campaign): a claim
@@ -678,24 +683,27 @@ func (s *lostReply) Claim(ctx context.Context, c replay.Claim) (replay.ClaimResu
 // it: it is published like any local claim, so another replica waits for
 // it instead of sending the code again.
 func TestClaimWithALostReplyIsPublished(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		mem := replay.NewMemory()
-		a := newLedger(t, Options{Shared: &lostReply{Store: mem}, Fallback: true})
-		b := newLedger(t, Options{Shared: mem, Fallback: true})
-		ca := begin(t, a, "k", "o")
-		if !ca.Claim.Local() {
-			t.Fatal("the claim is not local")
-		}
-		mem.Release(context.Background(), "k", ca.Claim.e.claimID, false) // the store never got it
-		time.Sleep(2 * time.Second)                                       // a's breaker closes, a publishes
-		got := make(chan Begun, 1)
-		go func() { got <- begin(t, b, "k", "o") }()
-		time.Sleep(100 * time.Millisecond)
-		ca.Claim.Finish(context.Background(), []byte("number"), Number)
-		if r := <-got; r.Claim != nil || string(r.Sealed) != "number" {
-			t.Fatalf("b = %+v, want a's number", r)
-		}
-	})
+	for _, dropped := range []bool{false, true} {
+		t.Run(fmt.Sprintf("dropped=%v", dropped), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				mem := replay.NewMemory()
+				a := newLedger(t, Options{Shared: &lostReply{Store: mem, dropped: dropped}, Fallback: true})
+				b := newLedger(t, Options{Shared: mem, Fallback: true})
+				ca := begin(t, a, "k", "o")
+				if !ca.Claim.Local() {
+					t.Fatal("the claim is not local")
+				}
+				time.Sleep(2 * time.Second) // a's breaker closes, a publishes
+				got := make(chan Begun, 1)
+				go func() { got <- begin(t, b, "k", "o") }()
+				time.Sleep(100 * time.Millisecond)
+				ca.Claim.Finish(context.Background(), []byte("number"), Number)
+				if r := <-got; r.Claim != nil || string(r.Sealed) != "number" {
+					t.Fatalf("b = %+v, want a's number", r)
+				}
+			})
+		})
+	}
 }
 
 // TestUnresolvedOutcomesNeverLetAHealthyReplicaResend (30-minute campaign,
