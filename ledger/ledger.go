@@ -417,12 +417,12 @@ func (l *Ledger) claim(ctx context.Context, key, owner string, e, prior *entry, 
 		l.abort(key, e, prior)
 		return Begun{}, false, ErrForeign
 	}
-	if rec.State == replay.Pending {
+	if now := time.Now(); rec.State == replay.Pending || rec.RivalOpen(now) {
 		// Remember that another replica holds the code: should the store
 		// fail before its outcome is known, this replica must not claim
 		// the code on its own (a second send, and an outcome_unknown that
 		// would hide the number the other replica is about to get).
-		l.elsewhere(e, prior, rec.LeaseUntil)
+		l.elsewhere(e, prior, later(rec.LeaseUntil, rec.Rival))
 	} else {
 		l.abort(key, e, prior)
 	}
@@ -432,10 +432,16 @@ func (l *Ledger) claim(ctx context.Context, key, owner string, e, prior *entry, 
 // follow answers Begin from a shared record of another claim: its outcome,
 // or a wait for it (retry).
 func (l *Ledger) follow(ctx context.Context, key string, rec replay.Record) (Begun, bool, error) {
-	switch rec.State {
-	case replay.Done:
+	switch {
+	case rec.State == replay.Done && rec.RivalOpen(time.Now()):
+		// An outcome without a number while a rival exchange of the code
+		// (see replay.Record.Rival) may still bring one: not final yet.
+		if err := l.waitShared(ctx, key, rec.Rival); err != nil {
+			return Begun{}, false, ErrInFlight
+		}
+	case rec.State == replay.Done:
 		return Begun{Sealed: rec.Sealed}, false, nil
-	case replay.Pending:
+	case rec.State == replay.Pending:
 		if time.Now().After(rec.LeaseUntil) {
 			return Begun{}, false, ErrAbandoned
 		}
@@ -563,6 +569,11 @@ func (l *Ledger) betterShared(ctx context.Context, key, owner string, e *entry, 
 	case err == nil && rec.State == replay.Done && rec.Number && rec.Owner == owner:
 		l.adopt(e, rec)
 		return Begun{Sealed: rec.Sealed}, false, nil
+	case err == nil && rec.State == replay.Done && rec.Owner == owner && rec.RivalOpen(time.Now()):
+		// This outcome, or the one the store holds, has no number, and a
+		// replica that claimed the code on its own during an outage still
+		// exchanges it: its outcome decides, until its lease.
+		return l.follow(ctx, key, rec)
 	case err == nil && rec.State == replay.Pending && rec.Owner == owner && unresolved && time.Now().Before(rec.LeaseUntil):
 		// Another replica still exchanges the code (it claimed it while
 		// this one could not see the store), or this replica's own
@@ -648,7 +659,10 @@ func (c *Claim) Finish(ctx context.Context, sealed []byte, out Outcome) {
 // appears (the claim is then finished: the caller neither Finishes nor
 // Releases it). Call it when WeChat refused a tainted claim's code (40029):
 // the code may have been used by a replica that was cut off from the shared
-// store and publishes its number within a heartbeat of its return.
+// store and publishes its number within a heartbeat of its return. Call it
+// with d = 0 for any other outcome without a number: while the store shows
+// a rival exchange of the code (see replay.Record.Rival), it waits for that
+// exchange's outcome, up to its lease and within ctx, whatever d is.
 func (c *Claim) NumberElsewhere(ctx context.Context, d time.Duration) ([]byte, bool) {
 	l, e := c.l, c.e
 	if l.shared == nil {
@@ -665,6 +679,11 @@ func (c *Claim) NumberElsewhere(ctx context.Context, d time.Duration) ([]byte, b
 			l.mu.Unlock()
 			close(ch)
 			return rec.Sealed, true
+		}
+		if err == nil && rec.RivalOpen(time.Now()) && rec.RivalID != e.claimID && rec.Rival.After(deadline) {
+			// A replica that claimed the code on its own during an outage
+			// still exchanges it: wait for its outcome, within ctx.
+			deadline = rec.Rival
 		}
 		if !time.Now().Before(deadline) || wait.Sleep(ctx, min(100*time.Millisecond, time.Until(deadline))) != nil {
 			return nil, false

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -743,4 +744,91 @@ func TestUnresolvedOutcomesNeverLetAHealthyReplicaResend(t *testing.T) {
 			t.Fatalf("r0 = %+v, %v; want outcome unknown", b, err)
 		}
 	})
+}
+
+// TestRivalExchangeDecidesBeforeOutcomeUnknown (30-minute campaign, seed
+// 1388595664866): a replica that could not see the store claimed a code
+// another replica was exchanging, and got the number after the other had
+// ended with outcome unknown (WeChat answered it -1, then 40029). The
+// unknown outcome was final and the caller was told outcome_unknown, so
+// the number was lost. Published as the record's rival, the degraded
+// claim makes the other claimant, its own replays and every other replica
+// wait for its outcome.
+func TestRivalExchangeDecidesBeforeOutcomeUnknown(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// finishFirst: the claimant ends with outcome unknown before the
+		// degraded replica publishes its claim (retries find the rival);
+		// otherwise it meets the rival in NumberElsewhere.
+		finishFirst bool
+	}{{"claimant waits", false}, {"retries wait", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				sw := replaytest.NewSwitch()
+				l0, l1, l2 := sw.Link(), sw.Link(), sw.Link()
+				o := Options{Fallback: true, Lease: 17 * time.Second}
+				o.Shared = l0
+				r0 := newLedger(t, o)
+				o.Shared = l1
+				r1 := newLedger(t, o)
+				o.Shared = l2
+				r2 := newLedger(t, o)
+				time.Sleep(2 * time.Second) // every epoch settled
+				c2 := begin(t, r2, "k", "o")
+				if c2.Claim == nil || c2.Claim.Local() {
+					t.Fatal("r2 did not claim through the store")
+				}
+				l0.SetDown(true)
+				c0 := begin(t, r0, "k", "o")
+				if c0.Claim == nil || !c0.Claim.Local() {
+					t.Fatal("r0 did not claim on its own")
+				}
+				if tc.finishFirst {
+					if _, ok := c2.Claim.NumberElsewhere(context.Background(), 0); ok {
+						t.Fatal("a number before anyone had one")
+					}
+					c2.Claim.Finish(context.Background(), []byte("outcome unknown"), Unknown)
+				}
+				l0.SetDown(false)
+				time.Sleep(time.Second) // r0 publishes its claim
+				got := make(chan string, 3)
+				if !tc.finishFirst {
+					go func() {
+						sealed, ok := c2.Claim.NumberElsewhere(context.Background(), 0)
+						if !ok {
+							c2.Claim.Finish(context.Background(), []byte("outcome unknown"), Unknown)
+						}
+						got <- "claimant: " + string(sealed)
+					}()
+				} else {
+					for _, r := range []*Ledger{r2, r1} {
+						go func() {
+							ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+							defer cancel()
+							b, err := r.Begin(ctx, "k", "o")
+							switch {
+							case err != nil:
+								got <- "retry: " + err.Error()
+							case b.Claim != nil:
+								got <- "retry: claimed the code again"
+							default:
+								got <- "retry: " + string(b.Sealed)
+							}
+						}()
+					}
+				}
+				time.Sleep(3 * time.Second) // WeChat answers r0 late
+				c0.Claim.Finish(context.Background(), []byte("number"), Number)
+				n := 1
+				if tc.finishFirst {
+					n = 2
+				}
+				for range n {
+					if g := <-got; !strings.HasSuffix(g, ": number") {
+						t.Errorf("%s, want the rival's number", g)
+					}
+				}
+			})
+		})
+	}
 }

@@ -21,8 +21,9 @@ import (
 //
 // A record is a hash under <prefix>:replay:{g}:<key>, where g is the key's
 // first character (its group), with the fields st (state 1, 2 or 3),
-// cid (claim id), own (owner), lease (unix ms), sealed, t (tainted, 0 or 1)
-// and n (the outcome is a number, 0 or 1); it expires after the TTL given
+// cid (claim id), own (owner), lease (unix ms), sealed, t (tainted, 0 or 1),
+// n (the outcome is a number, 0 or 1), and rv and rvid (a rival claim's
+// lease in unix ms and its id, see replay.Record.Rival); it expires after the TTL given
 // when it was first claimed. The key given is expected to be a keyed hash
 // already; this store adds no hashing of its own.
 //
@@ -83,7 +84,7 @@ local nowms = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)
 // retried call). A Pending or Done record is returned untouched; a Released
 // one is taken over keeping its TTL and taint; anything else is replaced by
 // a new Pending record that expires after ttl. Returns {claimed, settling,
-// epoch, st, cid, own, lease, sealed, t, n, taint-until}.
+// epoch, taint-until, st, cid, own, lease, sealed, t, n, rv, rvid}.
 var claimScript = goredis.NewScript(nowMS + `
 local tu = redis.call('GET', KEYS[3]) or '0'
 local ep = redis.call('GET', KEYS[2])
@@ -93,29 +94,29 @@ if not ep then
 end
 local born = tonumber(string.match(ep, ':(%d+)$')) or 0
 if nowms - born < tonumber(ARGV[6]) then
-  return {0, 1, ep, false, false, false, false, false, false, false, tu}
+  return {0, 1, ep, tu}
 end
-local r = redis.call('HMGET', KEYS[1], 'st', 'cid', 'own', 'lease', 'sealed', 't', 'n')
+local r = redis.call('HMGET', KEYS[1], 'st', 'cid', 'own', 'lease', 'sealed', 't', 'n', 'rv', 'rvid')
 if r[1] == '1' and r[2] == ARGV[1] then
-  return {1, 0, ep, r[1], r[2], r[3], r[4], r[5], r[6], r[7], tu}
+  return {1, 0, ep, tu, r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9]}
 end
 if r[1] == '1' or r[1] == '2' then
-  return {0, 0, ep, r[1], r[2], r[3], r[4], r[5], r[6], r[7], tu}
+  return {0, 0, ep, tu, r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9]}
 end
 local t = ARGV[5]
 if r[1] == '3' then
   if r[6] == '1' then t = '1' end
   redis.call('HSET', KEYS[1], 'st', '1', 'cid', ARGV[1], 'own', ARGV[2], 'lease', ARGV[3], 't', t, 'n', '0')
-  redis.call('HDEL', KEYS[1], 'sealed')
+  redis.call('HDEL', KEYS[1], 'sealed', 'rv', 'rvid')
   if redis.call('PTTL', KEYS[1]) < 0 then
     redis.call('PEXPIRE', KEYS[1], ARGV[4])
   end
-  return {1, 0, ep, '1', ARGV[1], ARGV[2], ARGV[3], false, t, '0', tu}
+  return {1, 0, ep, tu, '1', ARGV[1], ARGV[2], ARGV[3], false, t, '0', false, false}
 end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'st', '1', 'cid', ARGV[1], 'own', ARGV[2], 'lease', ARGV[3], 't', t, 'n', '0')
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
-return {1, 0, ep, '1', ARGV[1], ARGV[2], ARGV[3], false, t, '0', tu}
+return {1, 0, ep, tu, '1', ARGV[1], ARGV[2], ARGV[3], false, t, '0', false, false}
 `)
 
 // finishScript: KEYS record; ARGV claim id, target state ('2' or '3'),
@@ -142,10 +143,12 @@ return 1
 // ms. Writes the record where it adds knowledge (replay.Adds): no record
 // or a Released one; over a Pending record of the same claim id; a Done
 // number over anything but a Done number. An existing record's TTL and
-// taint are kept, and a taint in the arguments is added to a record kept.
-// Returns {written, st, cid, own, lease, sealed, t, n}.
+// taint are kept, and a taint in the arguments is added to a record kept;
+// so is its rival, unless the record written is a number or the rival's
+// own. A record kept gains or loses its rival as replay.Rivalry says.
+// Returns {written, st, cid, own, lease, sealed, t, n, rv, rvid}.
 var restoreScript = goredis.NewScript(`
-local r = redis.call('HMGET', KEYS[1], 'st', 'cid', 'own', 'lease', 'sealed', 't', 'n')
+local r = redis.call('HMGET', KEYS[1], 'st', 'cid', 'own', 'lease', 'sealed', 't', 'n', 'rv', 'rvid')
 local add = false
 if r[1] == false or r[1] == '3' then
   add = ARGV[1] == '1' or ARGV[1] == '2' or (ARGV[1] == '3' and ARGV[6] == '1' and r[6] ~= '1')
@@ -159,13 +162,27 @@ if not add then
     redis.call('HSET', KEYS[1], 't', '1')
     r[6] = '1'
   end
-  return {0, r[1], r[2], r[3], r[4], r[5], r[6], r[7]}
+  if r[1] and ARGV[1] == '1' and r[2] ~= ARGV[2] and r[1] ~= '3' and r[7] ~= '1' and tonumber(ARGV[4]) > (tonumber(r[8] or '0') or 0) then
+    redis.call('HSET', KEYS[1], 'rv', ARGV[4], 'rvid', ARGV[2])
+    r[8], r[9] = ARGV[4], ARGV[2]
+  elseif r[1] and ARGV[1] ~= '1' and r[9] and r[9] == ARGV[2] and ARGV[7] ~= '1' then
+    redis.call('HDEL', KEYS[1], 'rv', 'rvid')
+    r[8], r[9] = false, false
+  end
+  return {0, r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9]}
 end
 local t = ARGV[6]
 if r[6] == '1' then t = '1' end
+local rv, rvid = false, false
+if ARGV[7] ~= '1' and r[9] and r[9] ~= ARGV[2] then
+  rv, rvid = r[8], r[9]
+end
 local pttl = redis.call('PTTL', KEYS[1])
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'st', ARGV[1], 'cid', ARGV[2], 'own', ARGV[3], 'lease', ARGV[4], 't', t, 'n', ARGV[7])
+if rv then
+  redis.call('HSET', KEYS[1], 'rv', rv, 'rvid', rvid)
+end
 local sealed = false
 if ARGV[1] == '2' then
   redis.call('HSET', KEYS[1], 'sealed', ARGV[5])
@@ -176,7 +193,7 @@ if pttl > 0 then
 else
   redis.call('PEXPIRE', KEYS[1], ARGV[8])
 end
-return {1, ARGV[1], ARGV[2], ARGV[3], ARGV[4], sealed, t, ARGV[7]}
+return {1, ARGV[1], ARGV[2], ARGV[3], ARGV[4], sealed, t, ARGV[7], rv, rvid}
 `)
 
 func flag(b bool) string {
@@ -204,11 +221,11 @@ func (s *ReplayStore) Claim(ctx context.Context, c replay.Claim) (replay.ClaimRe
 	if err != nil {
 		return replay.ClaimResult{}, fmt.Errorf("redis: replay claim: %w", err)
 	}
-	if len(res) != 11 {
+	if len(res) != 4 && len(res) != 13 {
 		return replay.ClaimResult{}, errReply("claim")
 	}
 	var out replay.ClaimResult
-	if ms, ok := toInt64(res[10]); ok && ms > 0 {
+	if ms, ok := toInt64(res[3]); ok && ms > 0 {
 		out.TaintUntil = time.UnixMilli(ms)
 	}
 	if out.Epoch, err = parseEpoch(res[2]); err != nil {
@@ -220,7 +237,10 @@ func (s *ReplayStore) Claim(ctx context.Context, c replay.Claim) (replay.ClaimRe
 	if out.Settling {
 		return out, nil
 	}
-	if out.Record, err = record(res[3:10]); err != nil {
+	if len(res) != 13 {
+		return replay.ClaimResult{}, errReply("claim")
+	}
+	if out.Record, err = record(res[4:]); err != nil {
 		return replay.ClaimResult{}, err
 	}
 	return out, nil
@@ -257,11 +277,11 @@ func (s *ReplayStore) Get(ctx context.Context, key string) (replay.Record, error
 	if err != nil {
 		return replay.Record{}, err
 	}
-	v, err := s.c.HMGet(ctx, k, "st", "cid", "own", "lease", "sealed", "t", "n").Result()
+	v, err := s.c.HMGet(ctx, k, "st", "cid", "own", "lease", "sealed", "t", "n", "rv", "rvid").Result()
 	if err != nil {
 		return replay.Record{}, fmt.Errorf("redis: replay get: %w", err)
 	}
-	if len(v) != 7 {
+	if len(v) != 9 {
 		return replay.Record{}, errReply("HMGET")
 	}
 	if v[0] == nil {
@@ -284,7 +304,7 @@ func (s *ReplayStore) Restore(ctx context.Context, key string, rec replay.Record
 	if err != nil {
 		return replay.Record{}, fmt.Errorf("redis: replay restore: %w", err)
 	}
-	if len(res) != 8 {
+	if len(res) != 10 {
 		return replay.Record{}, errReply("restore")
 	}
 	if res[1] == nil {
@@ -446,8 +466,12 @@ func parseEpoch(v any) (replay.Epoch, error) {
 	return replay.Epoch{ID: id, Born: time.UnixMilli(n)}, nil
 }
 
-// record decodes a record's fields: st, cid, own, lease, sealed, t, n.
+// record decodes a record's fields: st, cid, own, lease, sealed, t, n, rv,
+// rvid.
 func record(f []any) (replay.Record, error) {
+	if len(f) != 9 {
+		return replay.Record{}, errors.New("redis: malformed replay record")
+	}
 	n, ok := toInt64(f[0])
 	if !ok || n < int64(replay.Pending) || n > int64(replay.Released) {
 		return replay.Record{}, errors.New("redis: malformed replay record")
@@ -465,5 +489,9 @@ func record(f []any) (replay.Record, error) {
 	r.Tainted = t == "1"
 	num, _ := toString(f[6])
 	r.Number = num == "1"
+	if rv, ok := toInt64(f[7]); ok && rv > 0 {
+		r.Rival = time.UnixMilli(rv)
+	}
+	r.RivalID, _ = toString(f[8])
 	return r, nil
 }

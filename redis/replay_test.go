@@ -10,6 +10,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/wxphone/wxphone/internal/replaytest"
 	"github.com/wxphone/wxphone/replay"
 )
 
@@ -404,4 +405,12 @@ func TestReplayHeartbeat(t *testing.T) {
 	if f, _ = s.Heartbeat(ctx, replay.Beat{Member: "b", Leave: true}); len(f.Members) != 1 {
 		t.Fatalf("after b left: %+v", f.Members)
 	}
+}
+
+// TestReplayRivals: the Redis scripts follow replay.Rivalry as Memory does
+// (see replaytest.CheckRivals).
+func TestReplayRivals(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	replaytest.CheckRivals(t, newReplayStore(t, e), func() string { return randHex(32) })
 }

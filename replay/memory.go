@@ -145,18 +145,57 @@ func (m *Memory) Restore(_ context.Context, key string, rec Record, ttl time.Dur
 		if r != nil && rec.Tainted {
 			r.Tainted = true // a taint is knowledge too
 		}
+		if r != nil {
+			switch Rivalry(r.Record, rec) {
+			case RivalRaised:
+				r.Rival, r.RivalID = rec.LeaseUntil, rec.ClaimID
+			case RivalEnded:
+				r.Rival, r.RivalID = time.Time{}, ""
+				m.wake(key)
+			}
+		}
 		return r.copy(), nil
 	}
 	nr := &memRec{Record: rec, expires: now.Add(ttl)}
 	nr.Sealed = append([]byte(nil), rec.Sealed...)
+	nr.Rival, nr.RivalID = time.Time{}, ""
 	if r != nil {
 		nr.expires = r.expires
 		nr.Tainted = nr.Tainted || r.Tainted
+		if !rec.Number && r.RivalID != rec.ClaimID {
+			nr.Rival, nr.RivalID = r.Rival, r.RivalID // still running elsewhere
+		}
 	}
 	m.recs[key] = nr
 	m.wake(key)
 	return nr.copy(), nil
 }
+
+// Rivalry says what Restore does to the rival of the record cur it keeps
+// (it does not write rec over cur: see Adds): a Pending rec of another
+// claim, with a later lease than cur's rival, becomes the rival of a
+// record that holds no number; the rival's own outcome or release
+// without a number ends it. Stores share it so the rule is written once.
+func Rivalry(cur Record, rec Record) RivalChange {
+	switch {
+	case rec.State == Pending && rec.ClaimID != cur.ClaimID && cur.State != Released && !cur.Number &&
+		rec.LeaseUntil.After(cur.Rival):
+		return RivalRaised
+	case rec.State != Pending && cur.RivalID != "" && rec.ClaimID == cur.RivalID && !rec.Number:
+		return RivalEnded
+	}
+	return RivalKept
+}
+
+// RivalChange is Rivalry's verdict.
+type RivalChange int
+
+// Rivalry's verdicts.
+const (
+	RivalKept   RivalChange = iota // the rival, if any, stays
+	RivalRaised                    // rec becomes the rival
+	RivalEnded                     // the rival ended without a number
+)
 
 // Adds reports whether Restore writes rec over cur (nil: no record): see
 // Store.Restore. Stores share it so the rule is written once.
@@ -196,11 +235,12 @@ func (m *Memory) Heartbeat(_ context.Context, b Beat) (Fleet, error) {
 }
 
 // Wait implements Waiter: it returns when key's pending record is completed
-// or released, or when ctx ends.
+// or released, or its rival ends (see Record.Rival), or when ctx ends.
 func (m *Memory) Wait(ctx context.Context, key string) error {
 	m.mu.Lock()
-	r := m.get(key, time.Now())
-	if r == nil || r.State != Pending {
+	now := time.Now()
+	r := m.get(key, now)
+	if r == nil || r.State != Pending && !r.RivalOpen(now) {
 		m.mu.Unlock()
 		return nil
 	}

@@ -72,6 +72,21 @@ type Record struct {
 	// Tainted reports that an earlier attempt may have used the code, so
 	// a later 40029 means "outcome unknown", not "invalid code".
 	Tainted bool
+	// Rival is the lease of another claim of the code, made by a replica
+	// that could not see this record (it claimed on its own during an
+	// outage) and published by Restore when it could: until then that
+	// exchange may still bring a number, so an outcome other than a
+	// number is not final (see RivalOpen). RivalID is that claim's id: its
+	// own outcome other than a number ends the wait.
+	Rival   time.Time
+	RivalID string
+}
+
+// RivalOpen reports whether r is a Pending record or an outcome other than
+// a number while a rival claim (see Record.Rival) may still bring a
+// number at now.
+func (r Record) RivalOpen(now time.Time) bool {
+	return r.State != Released && !r.Number && r.RivalID != "" && now.Before(r.Rival)
 }
 
 // Epoch describes the life of a store's data. A store that can lose its
@@ -183,9 +198,11 @@ type Store interface {
 	// knowledge: when no record exists (or a Released one), over a
 	// Pending record of the same claim id, and as a Done record holding a
 	// number over any record that does not hold one; a taint in rec is
-	// added to the record kept in any case. It returns the record stored
-	// afterwards. Replicas use it to republish what they
-	// hold after an outage or a data loss.
+	// added to the record kept in any case. A Pending rec of another
+	// claim id that is not written becomes the kept record's rival (see
+	// Record.Rival and Rivalry); the rival's own outcome other than a
+	// number clears it. It returns the record stored afterwards. Replicas
+	// use it to republish what they hold after an outage or a data loss.
 	Restore(ctx context.Context, key string, rec Record, ttl time.Duration) (Record, error)
 	// Heartbeat records b and returns what the store knows of the fleet,
 	// including its current epoch, which it starts anew if it finds that

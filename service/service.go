@@ -418,18 +418,25 @@ func (s *Service) exchange(parent context.Context, c *wxphone.Client, key string
 // record counts an exchange's outcome and gives it to the ledger: a final
 // one is kept for the code's life, anything else releases the claim.
 func (s *Service) record(parent context.Context, appID, kind, key string, claim *ledger.Claim, info *wxphone.PhoneInfo, err error) (*Result, error) {
-	if claim.Tainted() && errors.Is(err, wxphone.ErrInvalidCode) {
-		// The code may have been used before this claim, possibly by a
-		// replica that was cut off from the shared store and is about to
-		// publish the number it obtained: give it a moment.
-		if !claim.Local() {
-			if sealed, ok := claim.NumberElsewhere(parent, s.ledger.SettleTime()); ok {
-				s.count(appID, "number_elsewhere")
-				return s.replayed(appID, key, sealed)
-			}
-		}
+	tainted40029 := claim.Tainted() && errors.Is(err, wxphone.ErrInvalidCode)
+	if tainted40029 {
 		// A 40029 says nothing about this caller's exchange.
 		err = &wxphone.OutcomeUnknownError{Op: wxphone.OpPhoneNumber, Err: err}
+	}
+	if errors.Is(err, wxphone.ErrOutcomeUnknown) && !claim.Local() {
+		// Another replica may hold the number: one that was cut off from
+		// the shared store and publishes it within a heartbeat of its
+		// return (after a tainted 40029, give it a moment), or one whose
+		// exchange the store shows as still running (always wait for it,
+		// up to its lease): outcome_unknown is final for the caller.
+		var d time.Duration
+		if tainted40029 {
+			d = s.ledger.SettleTime()
+		}
+		if sealed, ok := claim.NumberElsewhere(parent, d); ok {
+			s.count(appID, "number_elsewhere")
+			return s.replayed(appID, key, sealed)
+		}
 	}
 	out, final := toOutcome(info, err)
 	s.count(appID, resultClass(err))

@@ -143,9 +143,12 @@ func exchangeStart(calls []call, c call) call {
 }
 
 // ambiguous reports whether the call left its sender unable to know if the
-// code was used: a use, or a -1 (WeChat also says -1 after using a code).
+// code was used: a use, a -1 (WeChat also says -1 after using a code), or
+// an answer that never reached it (the code reached WeChat, and only
+// WeChat knows what it did with it; seed 1388595664866: a 40001 answered
+// after the replica's exchange timeout).
 func (c call) ambiguous() bool {
-	return c.use() || c.Errcode == -1
+	return c.use() || c.Errcode == -1 || !c.Delivered
 }
 
 func (c call) String() string {
