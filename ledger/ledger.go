@@ -432,22 +432,27 @@ func (l *Ledger) claim(ctx context.Context, key, owner string, e, prior *entry, 
 // follow answers Begin from a shared record of another claim: its outcome,
 // or a wait for it (retry).
 func (l *Ledger) follow(ctx context.Context, key string, rec replay.Record) (Begun, bool, error) {
+	now := time.Now()
+	var until time.Time // when the record may have changed at the latest
 	switch {
-	case rec.State == replay.Done && rec.RivalOpen(time.Now()):
-		// An outcome without a number while a rival exchange of the code
-		// (see replay.Record.Rival) may still bring one: not final yet.
-		if err := l.waitShared(ctx, key, rec.Rival); err != nil {
-			return Begun{}, false, ErrInFlight
-		}
-	case rec.State == replay.Done:
+	case rec.State == replay.Done && !rec.RivalOpen(now):
 		return Begun{Sealed: rec.Sealed}, false, nil
 	case rec.State == replay.Pending:
-		if time.Now().After(rec.LeaseUntil) {
-			return Begun{}, false, ErrAbandoned
-		}
-		if err := l.waitShared(ctx, key, rec.LeaseUntil); err != nil {
-			return Begun{}, false, ErrInFlight
-		}
+		until = rec.LeaseUntil
+	case rec.State != replay.Done:
+		return Begun{}, true, nil
+	}
+	if rec.RivalOpen(now) {
+		// A rival exchange of the code (see replay.Record.Rival) may
+		// still bring a number: an outcome without one is not final, and
+		// a claim abandoned meanwhile is not the end.
+		until = later(until, rec.Rival)
+	}
+	if now.After(until) {
+		return Begun{}, false, ErrAbandoned
+	}
+	if err := l.waitShared(ctx, key, until); err != nil {
+		return Begun{}, false, ErrInFlight
 	}
 	return Begun{}, true, nil
 }

@@ -832,3 +832,49 @@ func TestRivalExchangeDecidesBeforeOutcomeUnknown(t *testing.T) {
 		})
 	}
 }
+
+// TestRivalOutlivesAnAbandonedClaim: the claimant died (its claim stays
+// pending past its lease) while a rival claim made during an outage is
+// still exchanging the code: a retry waits for the rival's outcome
+// instead of answering outcome_unknown (ErrAbandoned).
+func TestRivalOutlivesAnAbandonedClaim(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sw := replaytest.NewSwitch()
+		l0, l2 := sw.Link(), sw.Link()
+		o := Options{Fallback: true, Lease: 17 * time.Second}
+		o.Shared = l0
+		r0 := newLedger(t, o)
+		o.Shared = l2
+		r2 := newLedger(t, o)
+		o.Shared = sw.Link()
+		r1 := newLedger(t, o)
+		time.Sleep(2 * time.Second)
+		if c := begin(t, r2, "k", "o"); c.Claim == nil {
+			t.Fatal("r2 did not claim")
+		} // and never finishes: its replica is gone
+		time.Sleep(5 * time.Second)
+		l0.SetDown(true)
+		c0 := begin(t, r0, "k", "o")
+		l0.SetDown(false)
+		time.Sleep(13 * time.Second) // r2's lease has passed, r0's has not
+		got := make(chan string, 1)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			b, err := r1.Begin(ctx, "k", "o")
+			switch {
+			case err != nil:
+				got <- err.Error()
+			case b.Claim != nil:
+				got <- "claimed the code again"
+			default:
+				got <- string(b.Sealed)
+			}
+		}()
+		time.Sleep(time.Second)
+		c0.Claim.Finish(context.Background(), []byte("number"), Number)
+		if g := <-got; g != "number" {
+			t.Fatalf("r1 = %s, want the rival's number", g)
+		}
+	})
+}
