@@ -345,7 +345,9 @@ func TestCheckerFindsEveryViolation(t *testing.T) {
 		}, nil, 0, 0},
 		{"I4 holds: outcome_unknown when a token error's answer never reached the replica (its exchange timed out)", func() *synth {
 			s := newSynth(codeValid, number)
-			s.call(2, 10, 12000, func(c *wxmock.Call) { c.Processed, c.Errcode, c.Result, c.Delivered = true, 40001, wxmock.CallGone, false })
+			s.call(2, 10, 12000, func(c *wxmock.Call) {
+				c.Processed, c.Errcode, c.Result, c.Delivered = true, 40001, wxmock.CallGone, false
+			})
 			s.obs(1, 1, 2, 0, 3000, 504, "upstream_timeout", "")
 			s.obs(1, 2, 2, 9000, 12010, 502, "outcome_unknown", "")
 			return s
