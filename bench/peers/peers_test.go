@@ -33,7 +33,7 @@ func TestSmoke(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	wantLabels := []string{sdkOurs}
+	wantLabels := []string{sdkOurs, sdkFloor}
 	for _, s := range allSDKs[1:] {
 		wantLabels = append(wantLabels, s+" ("+modeDefault+")", s+" ("+modeTuned+")")
 	}
@@ -44,12 +44,12 @@ func TestSmoke(t *testing.T) {
 				t.Errorf("no row for %s at c=%d", l, c)
 				continue
 			}
-			if l == sdkOurs {
+			if l == sdkOurs || l == sdkFloor {
 				if a.Ops == 0 {
-					t.Errorf("ours made no exchange at c=%d", c)
+					t.Errorf("%s made no exchange at c=%d", l, c)
 				}
 				if a.Errors != 0 || a.Wrong != 0 {
-					t.Errorf("ours at c=%d: %d errors, %d wrong numbers (first: %s)", c, a.Errors, a.Wrong, a.FirstErr)
+					t.Errorf("%s at c=%d: %d errors, %d wrong numbers (first: %s)", l, c, a.Errors, a.Wrong, a.FirstErr)
 				}
 			}
 		}
@@ -83,7 +83,10 @@ func TestSmoke(t *testing.T) {
 			t.Errorf("markdown lacks %q", want)
 		}
 	}
-	for _, l := range wantLabels[1:] {
+	if !strings.Contains(md, "wxphone ÷ floor") {
+		t.Error("markdown lacks the floor table")
+	}
+	for _, l := range wantLabels[2:] {
 		if !strings.Contains(md, "| "+l+" |") {
 			t.Errorf("markdown has no row for %s", l)
 		}
