@@ -215,7 +215,9 @@ func TestServeWritesEveryLogLineOnShutdown(t *testing.T) {
 	var stdout, stderr logtest.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
-	go func() { done <- run(ctx, []string{"serve"}, &stdout, &stderr, func(k string) string { return envs[k] }) }()
+	go func() {
+		done <- run(ctx, []string{"serve"}, &stdout, &stderr, func(k string) string { return envs[k] })
+	}()
 	base := "http://" + addr
 	get := func() error {
 		resp, err := http.Get(base + server.PathHealthz)
