@@ -439,11 +439,17 @@ func TestRedirectIsNotFollowed(t *testing.T) {
 		redirector := newStub(t, func(w http.ResponseWriter, r *http.Request) {
 			http.Redirect(w, r, target.URL+r.URL.RequestURI(), status)
 		})
-		c := stubClient(t, redirector.URL)
-		_, err := c.PhoneNumber(ctxTimeout(t, 10*time.Second), "code-0123456789abcdef")
-		var he *HTTPError
-		if !errors.As(err, &he) || he.StatusCode != status {
-			t.Errorf("redirect %d: err = %v; want *HTTPError", status, err)
+		// Through the caller's http.Client and through wxphone's own
+		// stack (the direct path, which skips http.Client).
+		direct := newTestClient(t, Config{AppID: testAppID, BaseURL: redirector.URL,
+			TokenSource: StaticTokenSource(Token{Value: "STATIC-TOKEN-0123456789", ExpiresAt: time.Now().Add(time.Hour)})})
+		t.Cleanup(direct.up.direct.CloseIdleConnections)
+		for _, c := range []*Client{stubClient(t, redirector.URL), direct} {
+			_, err := c.PhoneNumber(ctxTimeout(t, 10*time.Second), "code-0123456789abcdef")
+			var he *HTTPError
+			if !errors.As(err, &he) || he.StatusCode != status {
+				t.Errorf("redirect %d (direct path %v): err = %v; want *HTTPError", status, c.up.direct != nil, err)
+			}
 		}
 	}
 	if n := target.calls.Load(); n != 0 {
