@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestMain lets the test binary double as the emulator child process.
@@ -147,5 +148,35 @@ func TestExpectedPhone(t *testing.T) {
 	// by TestSmoke; here only the shape checks.
 	if expectedPhone("load-x", "") || expectedPhone("load-x", "12345678901") {
 		t.Fatal("malformed numbers accepted")
+	}
+}
+
+// TestTargetsAgainstFloor checks the target arithmetic on made-up cells:
+// the floor is judged by its own targets, not counted as a peer.
+func TestTargetsAgainstFloor(t *testing.T) {
+	mk := func(label, sdk string, conc int, ops, mallocs int64) cellResult {
+		return cellResult{Label: label, SDK: sdk, Mode: modeDefault, Conc: conc, Ops: ops, Elapsed: time.Second, Mallocs: uint64(mallocs)}
+	}
+	peer := sdkWeapp + " (" + modeDefault + ")"
+	r := &report{Meta: meta{Levels: []int{1, 16}}, Labels: []string{sdkOurs, sdkFloor, peer}}
+	for _, c := range []int{1, 16} {
+		r.Cells = append(r.Cells,
+			mk(sdkOurs, sdkOurs, c, 950, 950*78),
+			mk(sdkFloor, sdkFloor, c, 1000, 1000*72),
+			mk(peer, sdkWeapp, c, 500, 500*83))
+	}
+	tg := r.targets()
+	if !tg.AllocsMet {
+		t.Errorf("fewer allocs than every peer not met: %s", tg.Allocs)
+	}
+	if tg.FloorAllocsMet {
+		t.Error("78 allocs/op judged below the floor's 72")
+	}
+	if !tg.FloorRateMet {
+		t.Errorf("0.95 of the floor judged outside 10 %%: %s", tg.FloorRate)
+	}
+	r.Cells[0].Ops = 800 // c=1: 0.80 of the floor
+	if tg := r.targets(); tg.FloorRateMet || !strings.Contains(tg.FloorRate, "c=1 0.80") {
+		t.Errorf("0.80 of the floor judged met: %s", tg.FloorRate)
 	}
 }

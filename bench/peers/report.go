@@ -207,7 +207,7 @@ func (r *report) targets() targetStatus {
 			continue
 		}
 		for _, l := range r.Labels {
-			if l == sdkOurs {
+			if l == sdkOurs || l == sdkFloor { // the floor has its own target
 				continue
 			}
 			p, ok := r.aggregate(l, c)
