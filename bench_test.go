@@ -273,3 +273,40 @@ func processCPU() time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// BenchmarkPhoneNumberStack compares, in one run, an exchange through
+// wxphone's own HTTP stack (Config.HTTPClient unset: the direct path,
+// Transport.RoundTrip without http.Client) with the same exchange through
+// an http.Client over the same kind of transport (NewHTTPClient passed as
+// Config.HTTPClient). TestExchangeAllocBudget pins the difference.
+func BenchmarkPhoneNumberStack(b *testing.B) {
+	for _, direct := range []bool{true, false} {
+		b.Run(map[bool]string{true: "direct", false: "http.Client"}[direct], func(b *testing.B) {
+			emu := newEmulator(b, func(o *wxmock.Options) { o.LoadPrefix = "load-" })
+			srv := httptest.NewServer(emu)
+			b.Cleanup(srv.Close)
+			cfg := Config{AppID: testAppID, Secret: testSecret, BaseURL: srv.URL}
+			if !direct {
+				cfg.HTTPClient = NewHTTPClient()
+				b.Cleanup(cfg.HTTPClient.CloseIdleConnections)
+			}
+			c := newTestClient(b, cfg)
+			if direct {
+				b.Cleanup(c.up.direct.CloseIdleConnections)
+			}
+			ctx := context.Background()
+			if err := c.Warm(ctx); err != nil {
+				b.Fatal(err)
+			}
+			var buf [32]byte
+			var n int64
+			b.ReportAllocs()
+			for b.Loop() {
+				n++
+				if _, err := c.PhoneNumber(ctx, loadCode(buf[:], n)); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

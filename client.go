@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/url"
-	"sync/atomic"
 	"time"
 
 	"github.com/wxphone/wxphone/apisec"
@@ -24,23 +23,10 @@ type Client struct {
 	log    *slog.Logger
 
 	noOpenID bool // Config.NoOpenIDBinding
-
-	lastQuery atomic.Pointer[tokenQuery] // the query string of the last token used
 }
 
-// tokenQuery caches "access_token=…" for one token value.
-type tokenQuery struct{ token, query string }
-
-// tokenQuery returns the exchange's query string for tok, built once per
-// token rather than once per request.
-func (c *Client) tokenQuery(tok string) string {
-	if q := c.lastQuery.Load(); q != nil && q.token == tok {
-		return q.query
-	}
-	q := &tokenQuery{token: tok, query: "access_token=" + url.QueryEscape(tok)}
-	c.lastQuery.Store(q)
-	return q.query
-}
+// tokenQuery is the query string that carries an access token.
+func tokenQuery(tok string) string { return "access_token=" + url.QueryEscape(tok) }
 
 // New validates cfg and returns a Client. Unless cfg.TokenSource is set, the
 // Client owns a TokenManager (stable tokens, refreshed in the background)
@@ -159,7 +145,7 @@ func (c *Client) phoneNumber(ctx context.Context, code, openid string, st *attem
 	for {
 		var r phoneResp
 		// getuserphonenumber supports the API security mode ("支持加密请求").
-		err := c.up.callSealed(ctx, epPhoneNumber, c.tokenQuery(tok.Value), body, &r, code, tok.Value)
+		err := c.up.callSealed(ctx, epPhoneNumber, tokenQuery(tok.Value), body, &r, code, tok.Value)
 		if err == nil {
 			return c.checkPhone(r.PhoneInfo.info())
 		}

@@ -143,7 +143,7 @@ func (c *Client) callWithToken(ctx context.Context, ep endpoint, body []byte, ou
 		return "", err
 	}
 	for retried := false; ; retried = true {
-		err := c.up.call(ctx, ep, c.tokenQuery(tok.Value), body, out, tok.Value)
+		err := c.up.call(ctx, ep, tokenQuery(tok.Value), body, out, tok.Value)
 		var ae *APIError
 		if err == nil || retried || !errors.As(err, &ae) || !ae.Is(ErrTokenInvalid) {
 			return tok.Value, err

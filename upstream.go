@@ -178,7 +178,11 @@ type upstream struct {
 	// unset): requests then go straight to its transport, skipping
 	// http.Client's redirect, cookie and timeout machinery, none of which
 	// that client uses (no redirects, no jar; the overall timeout is
-	// applied here as a context deadline when the caller set none).
+	// applied here as a context deadline when the caller set none). It
+	// saves 6 allocations per exchange (TestExchangeAllocBudget); the
+	// safety is the same: a redirect answer is returned, not followed
+	// (TestRedirectIsNotFollowed), and a read body is never resent
+	// (sendBody.rewind, which the transport calls on both paths).
 	direct *http.Transport
 	h2c    bool // direct speaks HTTP/2 to plain http:// (Config.H2C)
 
@@ -292,17 +296,14 @@ func mayHaveSent(sb *sendBody, st *sendTrace) bool {
 }
 
 // request builds the request of roundTrip, with the body (a POST) or the
-// trace (a GET) that mayHaveSent reads. It and answer are functions of their own
-// so that their frames (the request is built on the stack) are not on the
-// stack while the call waits for WeChat: a call in flight then holds a
-// shallower goroutine stack.
+// trace (a GET) that mayHaveSent reads.
 func (u *upstream) request(ctx context.Context, method, path, rawQuery string, body []byte) (*http.Request, *sendBody, *sendTrace) {
 	target := u.base // copy
 	target.Path = u.base.Path + path
 	target.RawQuery = rawQuery
 	// Built by hand rather than with http.NewRequestWithContext, which
-	// would parse a URL and allocate a header map only to have both
-	// replaced.
+	// would format and parse the URL and build a header map per request:
+	// 8 allocations of the 76 of an exchange (TestExchangeAllocBudget).
 	base := http.Request{
 		Method:     method,
 		URL:        &target,
@@ -354,7 +355,7 @@ func (u *upstream) request(ctx context.Context, method, path, rawQuery string, b
 	return base.WithContext(ctx), sb, st
 }
 
-// answer reads and decodes resp (see request).
+// answer reads and decodes resp.
 func (u *upstream) answer(op string, resp *http.Response, sealed *apisec.Sealed, out enveloped, sensitive []string) (int, error) {
 	defer resp.Body.Close()
 	buf := bufPool.Get().(*bytes.Buffer)

@@ -2,6 +2,7 @@ package wxphone
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/binary"
@@ -11,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -437,11 +439,17 @@ func TestRedirectIsNotFollowed(t *testing.T) {
 		redirector := newStub(t, func(w http.ResponseWriter, r *http.Request) {
 			http.Redirect(w, r, target.URL+r.URL.RequestURI(), status)
 		})
-		c := stubClient(t, redirector.URL)
-		_, err := c.PhoneNumber(ctxTimeout(t, 10*time.Second), "code-0123456789abcdef")
-		var he *HTTPError
-		if !errors.As(err, &he) || he.StatusCode != status {
-			t.Errorf("redirect %d: err = %v; want *HTTPError", status, err)
+		// Through the caller's http.Client and through wxphone's own
+		// stack (the direct path, which skips http.Client).
+		direct := newTestClient(t, Config{AppID: testAppID, BaseURL: redirector.URL,
+			TokenSource: StaticTokenSource(Token{Value: "STATIC-TOKEN-0123456789", ExpiresAt: time.Now().Add(time.Hour)})})
+		t.Cleanup(direct.up.direct.CloseIdleConnections)
+		for _, c := range []*Client{stubClient(t, redirector.URL), direct} {
+			_, err := c.PhoneNumber(ctxTimeout(t, 10*time.Second), "code-0123456789abcdef")
+			var he *HTTPError
+			if !errors.As(err, &he) || he.StatusCode != status {
+				t.Errorf("redirect %d (direct path %v): err = %v; want *HTTPError", status, c.up.direct != nil, err)
+			}
 		}
 	}
 	if n := target.calls.Load(); n != 0 {
@@ -516,5 +524,112 @@ func TestTransportErrorsAreRedacted(t *testing.T) {
 	_, err = c.Code2Session(ctx, lc.Code)
 	if !errors.As(err, &ue) || strings.Contains(err.Error(), testSecret) || strings.Contains(err.Error(), lc.Code) {
 		t.Errorf("Code2Session err = %v", err)
+	}
+}
+
+// cannedServer is a loopback HTTP/1.1 server that answers every request
+// with the same 200 body without allocating per request, so that
+// testing.AllocsPerRun over an exchange against it counts the client's
+// allocations only. It reads each request's head up to the blank line and
+// skips a Content-Length body.
+func cannedServer(t testing.TB, body string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp := []byte("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
+		strconv.Itoa(len(body)) + "\r\n\r\n" + body)
+	var wg sync.WaitGroup
+	t.Cleanup(func() { _ = ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() { serveCanned(c, resp) })
+		}
+	})
+	return "http://" + ln.Addr().String()
+}
+
+func serveCanned(c net.Conn, resp []byte) {
+	defer c.Close()
+	buf := make([]byte, 64<<10)
+	n := 0
+	for {
+		end := bytes.Index(buf[:n], []byte("\r\n\r\n"))
+		if end < 0 {
+			if n == len(buf) {
+				return
+			}
+			m, err := c.Read(buf[n:])
+			if err != nil {
+				return
+			}
+			n += m
+			continue
+		}
+		need := end + 4 + cannedContentLength(buf[:end])
+		for n < need {
+			m, err := c.Read(buf[n:])
+			if err != nil {
+				return
+			}
+			n += m
+		}
+		if _, err := c.Write(resp); err != nil {
+			return
+		}
+		n = copy(buf, buf[need:n])
+	}
+}
+
+// cannedContentLength returns the Content-Length of a request head, 0 if none.
+func cannedContentLength(head []byte) int {
+	const key = "\r\ncontent-length:"
+	for i := 0; i+len(key) <= len(head); i++ {
+		if !bytes.EqualFold(head[i:i+len(key)], []byte(key)) {
+			continue
+		}
+		v, k := 0, i+len(key)
+		for k < len(head) && head[k] == ' ' {
+			k++
+		}
+		for k < len(head) && head[k] >= '0' && head[k] <= '9' {
+			v = v*10 + int(head[k]-'0')
+			k++
+		}
+		return v
+	}
+	return 0
+}
+
+// exchangeAllocBudget is the allocations of one exchange with wxphone's own
+// HTTP stack (Config.HTTPClient unset), measured with Go 1.26 on
+// linux/amd64: the direct path (Transport.RoundTrip without http.Client)
+// and the hand-built request with shared read-only header maps save 14 of
+// them (6 and 8; docs/benchmarks.md, "Speed-shaped paths"). A change that spends more fails
+// here; one that spends less should lower the budget.
+const exchangeAllocBudget = 76
+
+func TestExchangeAllocBudget(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector changes allocation counts (sync.Pool drops items)")
+	}
+	url := cannedServer(t, phoneStubBody)
+	c := newTestClient(t, Config{AppID: testAppID, BaseURL: url,
+		TokenSource: StaticTokenSource(Token{Value: "STATIC-TOKEN-0123456789", ExpiresAt: time.Now().Add(time.Hour)})})
+	t.Cleanup(c.up.direct.CloseIdleConnections)
+	ctx := context.Background()
+	exchange := func() {
+		if _, err := c.PhoneNumber(ctx, "e31968a7f94cc5ee25fafc2aef2773f0bb8c3937b22520eb8ee345274d00c144"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exchange() // connect
+	if got := testing.AllocsPerRun(500, exchange); got > exchangeAllocBudget {
+		t.Errorf("an exchange made %.1f allocations, budget %d", got, exchangeAllocBudget)
 	}
 }

@@ -32,6 +32,7 @@ import (
 	"github.com/wxphone/wxphone"
 	"github.com/wxphone/wxphone/apisec"
 	"github.com/wxphone/wxphone/apisec/sm"
+	"github.com/wxphone/wxphone/internal/logbuf"
 	"github.com/wxphone/wxphone/metrics"
 	"github.com/wxphone/wxphone/ratelimit"
 	"github.com/wxphone/wxphone/replica"
@@ -63,7 +64,9 @@ type Options struct {
 	// EmulatorAddr is the emulator's listen address (loopback only).
 	// Empty: DefaultEmulatorAddr when free, else a random port.
 	EmulatorAddr string
-	// Log receives the service's JSON request log; nil discards it.
+	// Log receives the service's JSON request log, written every 100 ms
+	// (warnings at once) and completely by the time Run returns; nil
+	// discards it.
 	Log io.Writer
 	// LogLevel is the level of Log.
 	LogLevel slog.Level
@@ -117,9 +120,13 @@ func Run(ctx context.Context, opts Options, out io.Writer) error {
 		<-emuDone
 	}()
 
-	logw := opts.Log
-	if logw == nil {
-		logw = io.Discard
+	var logw io.Writer = io.Discard
+	if opts.Log != nil {
+		// As serve's: info lines every 100 ms, warnings at once; closed
+		// after both backends (deferred before them), so none is lost.
+		lw := logbuf.New(opts.Log, logbuf.Options{})
+		defer lw.Close()
+		logw = lw
 	}
 	// Both backends share the log and the metrics; each is one replica
 	// wired as serve's is.

@@ -106,8 +106,7 @@ func (s *Server) handlePhone(w http.ResponseWriter, r *http.Request, rc *reqCtx)
 	writePhone(w, rc, res)
 }
 
-// writePhone writes a successful exchange (a function of its own so that
-// the response's frame is not on the stack while the exchange waits).
+// writePhone writes a successful exchange.
 func writePhone(w http.ResponseWriter, rc *reqCtx, res *service.Result) {
 	rc.appID = res.AppID
 	rc.replayed = &res.Replayed

@@ -147,10 +147,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 }
 
 // admit routes r and applies the checks before its handler: shutdown
-// refusal, API key, rate limit, content type and declared length. It is a
-// function of its own so that its frame is not on the stack while the
-// handler runs (a request waiting for WeChat then holds a shallower
-// stack).
+// refusal, API key, rate limit, content type and declared length.
 func (s *Server) admit(r *http.Request, rt *route, allow string, rc *reqCtx) *apiError {
 	switch {
 	case ambiguousFraming(r):

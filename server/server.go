@@ -45,6 +45,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/wxphone/wxphone"
+	"github.com/wxphone/wxphone/internal/logbuf"
 	"github.com/wxphone/wxphone/metrics"
 	"github.com/wxphone/wxphone/ratelimit"
 	"github.com/wxphone/wxphone/service"
@@ -332,9 +333,16 @@ func New(cfg Config) (*Server, error) {
 }
 
 // NewLogger returns the JSON logger the server expects: one object per line
-// on w, at level.
+// on w, at level. When w is a *logbuf.Writer (serve and the demo), lines
+// below Warn are buffered in it and warnings and errors written at once.
 func NewLogger(w io.Writer, level slog.Leveler) *slog.Logger {
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level}))
+	newHandler := func(w io.Writer) slog.Handler {
+		return slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})
+	}
+	if lw, ok := w.(*logbuf.Writer); ok {
+		return slog.New(lw.Handler(newHandler))
+	}
+	return slog.New(newHandler(w))
 }
 
 // Handler returns the server's http.Handler (all routes and middleware).

@@ -72,7 +72,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.BoolVar(&c.tuned, "tuned", true, "also measure every peer with our tuned transport")
 	fs.StringVar(&sdks, "sdks", strings.Join(allSDKs, ","), "SDKs to drive (wxphone is always included)")
 	fs.StringVar(&c.profileDir, "profile", "", "instead of the comparison, write CPU and allocs profiles of one SDK's exchange loop to this directory")
-	fs.StringVar(&c.profileSDK, "profile-sdk", sdkOurs, "SDK to profile with -profile")
+	fs.StringVar(&c.profileSDK, "profile-sdk", sdkOurs, "SDK to profile with -profile (or \"floor\", the hand-written floor client)")
 	fs.StringVar(&c.profileMode, "profile-mode", modeDefault, "transport mode of the profiled SDK")
 	fs.IntVar(&c.profileConc, "profile-conc", 128, "concurrency of the profiled run")
 	fs.BoolVar(&c.quiet, "q", false, "no progress lines on stderr")
@@ -252,6 +252,13 @@ func runBench(cfg *config, stderr io.Writer) (*report, error) {
 			in.close()
 		}
 	}()
+	// The floor runs in every cell, next to ours.
+	floor, err := e.newFloorInstance("wxb-floor")
+	if err != nil {
+		return nil, fmt.Errorf("floor: %w", err)
+	}
+	insts = append(insts, floor)
+	rep.Labels = append(rep.Labels, floor.Label())
 	for _, s := range cfg.sdks {
 		modes := []string{modeDefault}
 		if cfg.tuned && s != sdkOurs {
@@ -292,7 +299,12 @@ func runProfile(cfg *config, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer cleanup()
-	in, err := e.newInstance(cfg.profileSDK, cfg.profileMode, "wxb-prof-"+cfg.profileSDK)
+	var in *instance
+	if cfg.profileSDK == sdkFloor {
+		in, err = e.newFloorInstance("wxb-prof-floor")
+	} else {
+		in, err = e.newInstance(cfg.profileSDK, cfg.profileMode, "wxb-prof-"+cfg.profileSDK)
+	}
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestMain lets the test binary double as the emulator child process.
@@ -33,7 +34,7 @@ func TestSmoke(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	wantLabels := []string{sdkOurs}
+	wantLabels := []string{sdkOurs, sdkFloor}
 	for _, s := range allSDKs[1:] {
 		wantLabels = append(wantLabels, s+" ("+modeDefault+")", s+" ("+modeTuned+")")
 	}
@@ -44,12 +45,12 @@ func TestSmoke(t *testing.T) {
 				t.Errorf("no row for %s at c=%d", l, c)
 				continue
 			}
-			if l == sdkOurs {
+			if l == sdkOurs || l == sdkFloor {
 				if a.Ops == 0 {
-					t.Errorf("ours made no exchange at c=%d", c)
+					t.Errorf("%s made no exchange at c=%d", l, c)
 				}
 				if a.Errors != 0 || a.Wrong != 0 {
-					t.Errorf("ours at c=%d: %d errors, %d wrong numbers (first: %s)", c, a.Errors, a.Wrong, a.FirstErr)
+					t.Errorf("%s at c=%d: %d errors, %d wrong numbers (first: %s)", l, c, a.Errors, a.Wrong, a.FirstErr)
 				}
 			}
 		}
@@ -83,7 +84,10 @@ func TestSmoke(t *testing.T) {
 			t.Errorf("markdown lacks %q", want)
 		}
 	}
-	for _, l := range wantLabels[1:] {
+	if !strings.Contains(md, "wxphone ÷ floor") {
+		t.Error("markdown lacks the floor table")
+	}
+	for _, l := range wantLabels[2:] {
 		if !strings.Contains(md, "| "+l+" |") {
 			t.Errorf("markdown has no row for %s", l)
 		}
@@ -144,5 +148,35 @@ func TestExpectedPhone(t *testing.T) {
 	// by TestSmoke; here only the shape checks.
 	if expectedPhone("load-x", "") || expectedPhone("load-x", "12345678901") {
 		t.Fatal("malformed numbers accepted")
+	}
+}
+
+// TestTargetsAgainstFloor checks the target arithmetic on made-up cells:
+// the floor is judged by its own targets, not counted as a peer.
+func TestTargetsAgainstFloor(t *testing.T) {
+	mk := func(label, sdk string, conc int, ops, mallocs int64) cellResult {
+		return cellResult{Label: label, SDK: sdk, Mode: modeDefault, Conc: conc, Ops: ops, Elapsed: time.Second, Mallocs: uint64(mallocs)}
+	}
+	peer := sdkWeapp + " (" + modeDefault + ")"
+	r := &report{Meta: meta{Levels: []int{1, 16}}, Labels: []string{sdkOurs, sdkFloor, peer}}
+	for _, c := range []int{1, 16} {
+		r.Cells = append(r.Cells,
+			mk(sdkOurs, sdkOurs, c, 950, 950*78),
+			mk(sdkFloor, sdkFloor, c, 1000, 1000*72),
+			mk(peer, sdkWeapp, c, 500, 500*83))
+	}
+	tg := r.targets()
+	if !tg.AllocsMet {
+		t.Errorf("fewer allocs than every peer not met: %s", tg.Allocs)
+	}
+	if tg.FloorAllocsMet {
+		t.Error("78 allocs/op judged below the floor's 72")
+	}
+	if !tg.FloorRateMet {
+		t.Errorf("0.95 of the floor judged outside 10 %%: %s", tg.FloorRate)
+	}
+	r.Cells[0].Ops = 800 // c=1: 0.80 of the floor
+	if tg := r.targets(); tg.FloorRateMet || !strings.Contains(tg.FloorRate, "c=1 0.80") {
+		t.Errorf("0.80 of the floor judged met: %s", tg.FloorRate)
 	}
 }

@@ -114,10 +114,48 @@ func ms(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d)/float64(
 func (r *report) ourLabel() string { return sdkOurs }
 
 type targetStatus struct {
-	ThroughputMet bool
-	Throughput    string
-	AllocsMet     bool
-	Allocs        string
+	ThroughputMet  bool
+	Throughput     string
+	AllocsMet      bool
+	Allocs         string
+	FloorRateMet   bool // ours ≥ 0.90 × the floor's exchanges/s at every level
+	FloorAllocsMet bool // ours below the floor's allocs/op at every level
+	FloorRate      string
+}
+
+// floorRatio is the issue's throughput target against the floor client.
+const floorRatio = 0.90
+
+// floorRow is one concurrency level of ours against the floor, measured in
+// the same run.
+type floorRow struct {
+	Conc          int
+	Ours, Floor   agg
+	MinPeerAllocs float64
+	MinPeerLabel  string
+}
+
+// floorRows pairs ours with the floor at every level both were measured at.
+func (r *report) floorRows() []floorRow {
+	var out []floorRow
+	for _, c := range r.Meta.Levels {
+		o, ok1 := r.aggregate(sdkOurs, c)
+		f, ok2 := r.aggregate(sdkFloor, c)
+		if !ok1 || !ok2 {
+			continue
+		}
+		row := floorRow{Conc: c, Ours: o, Floor: f, MinPeerAllocs: -1}
+		for _, l := range r.Labels {
+			if l == sdkOurs || l == sdkFloor {
+				continue
+			}
+			if p, ok := r.aggregate(l, c); ok && (row.MinPeerAllocs < 0 || p.Allocs < row.MinPeerAllocs) {
+				row.MinPeerAllocs, row.MinPeerLabel = p.Allocs, l
+			}
+		}
+		out = append(out, row)
+	}
+	return out
 }
 
 func (r *report) targets() targetStatus {
@@ -143,6 +181,23 @@ func (r *report) targets() targetStatus {
 	} else {
 		t.Throughput = "not measured (c=128 missing)"
 	}
+	rows := r.floorRows()
+	t.FloorRateMet, t.FloorAllocsMet = len(rows) > 0, len(rows) > 0
+	var fr []string
+	for _, row := range rows {
+		q := row.Ours.Rate / row.Floor.Rate
+		if row.Floor.Rate == 0 || q < floorRatio {
+			t.FloorRateMet = false
+		}
+		if row.Ours.Allocs >= row.Floor.Allocs {
+			t.FloorAllocsMet = false
+		}
+		fr = append(fr, fmt.Sprintf("c=%d %.2f", row.Conc, q))
+	}
+	t.FloorRate = "ours ÷ floor exchanges/s: " + strings.Join(fr, ", ")
+	if len(rows) == 0 {
+		t.FloorRate = "not measured"
+	}
 	t.AllocsMet = true
 	var worst []string
 	checked := 0
@@ -152,7 +207,7 @@ func (r *report) targets() targetStatus {
 			continue
 		}
 		for _, l := range r.Labels {
-			if l == sdkOurs {
+			if l == sdkOurs || l == sdkFloor { // the floor has its own target
 				continue
 			}
 			p, ok := r.aggregate(l, c)
@@ -174,7 +229,7 @@ func (r *report) targets() targetStatus {
 		for _, c := range r.Meta.Levels {
 			o, _ := r.aggregate(sdkOurs, c)
 			for _, l := range r.Labels {
-				if l == sdkOurs {
+				if l == sdkOurs || l == sdkFloor {
 					continue
 				}
 				if p, ok := r.aggregate(l, c); ok && p.Allocs > 0 {
@@ -230,7 +285,19 @@ func (r *report) markdown() string {
 
 	t := r.targets()
 	w("**Targets.** Throughput ≥ 2× silenceper at c=128: %s — %s.  \n", yesNo(t.ThroughputMet), t.Throughput)
-	w("Fewer allocations per exchange than every peer: %s — %s.\n\n", yesNo(t.AllocsMet), t.Allocs)
+	w("Fewer allocations per exchange than every peer: %s — %s.  \n", yesNo(t.AllocsMet), t.Allocs)
+	w("Within 10 %% of the floor client's exchanges/s at every concurrency: %s — %s.  \n", yesNo(t.FloorRateMet), t.FloorRate)
+	w("Fewer allocations per exchange than the floor client at every concurrency: %s.\n\n", yesNo(t.FloorAllocsMet))
+
+	w("### wxphone against the floor client (same run, medians)\n\n")
+	w("The floor is a hand-written caller (`bench/peers/floor.go`): one pooled `http.Client` (the tuned transport), a stable token fetched once, and per code one `http.NewRequestWithContext` POST with a JSON body, decoded into errcode and purePhoneNumber. No retries, no token refresh, no checks.\n\n")
+	w("| c | wxphone ex/s | floor ex/s | wxphone ÷ floor | wxphone allocs/op | floor allocs/op | fewest peer allocs/op (who) |\n")
+	w("|---:|---:|---:|---:|---:|---:|---|\n")
+	for _, row := range r.floorRows() {
+		w("| %d | %.0f | %.0f | %s | %.1f | %.1f | %.1f (%s) |\n", row.Conc, row.Ours.Rate, row.Floor.Rate, ratio(row.Ours.Rate, row.Floor.Rate),
+			row.Ours.Allocs, row.Floor.Allocs, row.MinPeerAllocs, row.MinPeerLabel)
+	}
+	w("\n")
 
 	w("### Throughput and client-side allocations (medians)\n\n")
 	w("Ratios are ours ÷ theirs: above 1 is better for exchanges/s, below 1 is better for allocs/op, B/op and CPU. Client CPU is the benchmark process's user+system time per exchange (getrusage), the emulator being another process: on this machine both share the same cores, so exchanges/s is bounded by client plus emulator CPU, while client CPU/op is the SDK's own cost; emulator CPU/op (from /proc, 10 ms ticks) shows what the server side costs, more for SDKs that open a connection per request. ")

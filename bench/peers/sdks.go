@@ -129,7 +129,7 @@ type instance struct {
 }
 
 func (in *instance) Label() string {
-	if in.SDK == sdkOurs {
+	if in.SDK == sdkOurs || in.SDK == sdkFloor {
 		return in.SDK
 	}
 	return in.SDK + " (" + in.Mode + ")"

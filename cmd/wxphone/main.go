@@ -32,6 +32,7 @@ import (
 
 	"github.com/wxphone/wxphone/config"
 	"github.com/wxphone/wxphone/demo"
+	"github.com/wxphone/wxphone/internal/logbuf"
 	"github.com/wxphone/wxphone/redis"
 	"github.com/wxphone/wxphone/replica"
 	"github.com/wxphone/wxphone/server"
@@ -142,7 +143,12 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, getenv 
 		return err
 	}
 	defer stopTracing(tp)
-	r, err := build(ctx, cfg, stdout, replica.Options{TracerProvider: tp.TracerProvider()})
+	// Info lines are written every 100 ms rather than one system call each;
+	// warnings at once. Closed after the replica, so a graceful shutdown
+	// writes every line (docs/operations.md, "Logs").
+	logOut := logbuf.New(stdout, logbuf.Options{})
+	defer logOut.Close()
+	r, err := build(ctx, cfg, logOut, replica.Options{TracerProvider: tp.TracerProvider()})
 	if err != nil {
 		return err
 	}

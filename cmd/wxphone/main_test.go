@@ -191,3 +191,63 @@ func TestMockCommand(t *testing.T) {
 		t.Errorf("output: %s", o)
 	}
 }
+
+// TestServeWritesEveryLogLineOnShutdown runs the serve command, whose info
+// lines are buffered (internal/logbuf), makes requests and stops it at once:
+// by the time serve returns every request's line and the stop line are out.
+func TestServeWritesEveryLogLineOnShutdown(t *testing.T) {
+	emu, err := wxmock.New(wxmock.Options{Apps: []wxmock.App{{AppID: "wxwiring00000001", Secret: "wiring-secret-0123456789"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ets := httptest.NewServer(emu)
+	defer ets.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close() // serve listens on it again
+	envs := map[string]string{
+		"WX_APPID": "wxwiring00000001", "WX_SECRET": "wiring-secret-0123456789", "WX_API_BASE": ets.URL,
+		"WXPHONE_API_KEYS": "wiring-api-key-0123456789", "WXPHONE_ADDR": addr, "WXPHONE_LOG_LEVEL": "debug",
+	}
+	var stdout, stderr logtest.Buffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"serve"}, &stdout, &stderr, func(k string) string { return envs[k] })
+	}()
+	base := "http://" + addr
+	get := func() error {
+		resp, err := http.Get(base + server.PathHealthz)
+		if err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return resp.Body.Close()
+	}
+	for i := 0; get() != nil; i++ {
+		if i == 200 {
+			t.Fatal("serve did not start listening")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	const n = 50
+	for range n {
+		if err := get(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Fatalf("serve exited %d: %s", code, stderr.String())
+	}
+	l := stdout.String()
+	if got := strings.Count(l, `"route":"/healthz"`); got < n+1 {
+		t.Errorf("%d /healthz lines, want at least %d (the start-up probe and %d requests)", got, n+1, n)
+	}
+	if !strings.HasSuffix(strings.TrimSpace(l), "}") || !strings.Contains(l, `"msg":"stopped"`) {
+		t.Errorf("no stop line, or a torn last line:\n%s", l)
+	}
+}

@@ -1,0 +1,5 @@
+//go:build race
+
+package wxphone
+
+const raceEnabled = true
