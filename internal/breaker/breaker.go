@@ -12,6 +12,10 @@ import (
 type Breaker struct {
 	coolOff time.Duration
 	onState func(open bool)
+	// nmu serializes onState calls; reported is the last state given to
+	// it (see notify).
+	nmu      sync.Mutex
+	reported bool
 
 	mu      sync.Mutex
 	open    bool
@@ -46,8 +50,8 @@ func (b *Breaker) Success() {
 	was := b.open
 	b.open, b.probing = false, false
 	b.mu.Unlock()
-	if was && b.onState != nil {
-		b.onState(false)
+	if was {
+		b.notify()
 	}
 }
 
@@ -58,8 +62,26 @@ func (b *Breaker) Failure() {
 	b.open, b.probing = true, false
 	b.retryAt = time.Now().Add(b.coolOff)
 	b.mu.Unlock()
-	if !was && b.onState != nil {
-		b.onState(true)
+	if !was {
+		b.notify()
+	}
+}
+
+// notify reports the breaker's current state to onState if it differs from
+// the last one reported. Calls are serialized and read the state afresh,
+// so transitions racing each other are reported in order and the last
+// report is the breaker's state (two reports racing in the opposite order
+// once logged "available again" while the breaker was open).
+func (b *Breaker) notify() {
+	if b.onState == nil {
+		return
+	}
+	b.nmu.Lock()
+	defer b.nmu.Unlock()
+	open := b.Open()
+	if open != b.reported {
+		b.reported = open
+		b.onState(open)
 	}
 }
 

@@ -1,6 +1,8 @@
 package breaker
 
 import (
+	"runtime"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -37,4 +39,44 @@ func TestBreaker(t *testing.T) {
 			t.Fatalf("transitions = %v", states)
 		}
 	})
+}
+
+// TestReportedStateFollowsTheBreaker (30-minute campaign, seed
+// 1388595664866): a heartbeat's Success and a claim's Failure at the same
+// moment ran their callbacks in the opposite order, so the log said "Redis
+// available again" while the breaker was open and the replica claimed
+// codes on its own. Whatever the interleaving, the last state reported is
+// the breaker's state.
+func TestReportedStateFollowsTheBreaker(t *testing.T) {
+	for round := range 200 {
+		var mu sync.Mutex
+		var last bool
+		b := New(time.Hour, func(open bool) {
+			runtime.Gosched() // widen the window between a transition and its report
+			mu.Lock()
+			last = open
+			mu.Unlock()
+		})
+		var wg sync.WaitGroup
+		for i := range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for j := range 50 {
+					if (i+j)%2 == 0 {
+						b.Failure()
+					} else {
+						b.Success()
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		mu.Lock()
+		got := last
+		mu.Unlock()
+		if got != b.Open() {
+			t.Fatalf("round %d: last reported open=%v, breaker open=%v", round, got, b.Open())
+		}
+	}
 }
