@@ -471,6 +471,15 @@ func (l *ringLog) tail(n int) string {
 // Recording.
 
 func (c *campaign) addObs(o obs) {
+	c.mu.Lock()
+	c.hist.obs[o.code] = append(c.hist.obs[o.code], o)
+	c.statuses[answerClass(o)]++
+	c.mu.Unlock()
+}
+
+// answerClass names what an attempt was told: its status and error code,
+// or its transport error.
+func answerClass(o obs) string {
 	k := strconv.Itoa(o.status)
 	if o.err != "" {
 		k = "transport error"
@@ -480,10 +489,7 @@ func (c *campaign) addObs(o obs) {
 	} else if o.errCode != "" {
 		k += " " + o.errCode
 	}
-	c.mu.Lock()
-	c.hist.obs[o.code] = append(c.hist.obs[o.code], o)
-	c.statuses[k]++
-	c.mu.Unlock()
+	return k
 }
 
 func (c *campaign) addCode(rec *codeRec) {
@@ -989,6 +995,18 @@ func (c *campaign) printSummary(h *history, res checkResult) {
 		len(c.reps), c.cfg.h2c, c.cfg.clients, h.params.requestTimeout, h.params.exchangeTimeout, redisTimeout)
 	fmt.Printf("campaign: codes by kind: %s; client attempts %d; gave up (budget %v) %d\n", sortedCounts(kinds), attempts, c.cfg.budget, c.gaveUp)
 	fmt.Printf("campaign: answers: %s\n", sortedCounts(c.statuses))
+	if c.gaveUp > 0 {
+		// What kept them from a final answer (every attempt counted).
+		given := map[string]int{}
+		for _, code := range h.order {
+			if h.codes[code].gaveUp {
+				for _, o := range h.obs[code] {
+					given[answerClass(o)]++
+				}
+			}
+		}
+		fmt.Printf("campaign: answers to the codes given up: %s\n", sortedCounts(given))
+	}
 	fmt.Printf("campaign: WeChat calls %d, numbers delivered to replicas %d\n", ncalls, delivered)
 	fmt.Printf("campaign: faults by kind: %s\n", sortedCounts(c.faultKind))
 	ex := map[string]int{}
