@@ -154,7 +154,9 @@ func TestCheckerFindsEveryViolation(t *testing.T) {
 			// the token revoked) took 11 s; the resend with a fresh token
 			// came long after the outage, within the same exchange.
 			s := newSynth(codeGarbage, "")
-			s.call(2, 1, 12000, func(c *wxmock.Call) { c.Processed, c.Errcode, c.Result, c.Delivered = true, 40029, wxmock.CallGone, false })
+			s.call(2, 1, 12000, func(c *wxmock.Call) {
+				c.Processed, c.Errcode, c.Result, c.Delivered = true, 40029, wxmock.CallGone, false
+			})
 			s.fault(faultRedis, "redis-sigstop", -1, 6000, 7500)
 			s.degraded(1, 6100, 7600)
 			s.call(1, 6700, 11280, func(c *wxmock.Call) { c.Processed, c.Errcode = true, 40001 })
@@ -164,7 +166,9 @@ func TestCheckerFindsEveryViolation(t *testing.T) {
 		}, nil, 0, 1},
 		{"I1: the resend after a token error of an exchange claimed with Redis healthy", func() *synth {
 			s := newSynth(codeGarbage, "")
-			s.call(2, 1, 12000, func(c *wxmock.Call) { c.Processed, c.Errcode, c.Result, c.Delivered = true, 40029, wxmock.CallGone, false })
+			s.call(2, 1, 12000, func(c *wxmock.Call) {
+				c.Processed, c.Errcode, c.Result, c.Delivered = true, 40029, wxmock.CallGone, false
+			})
 			s.call(1, 6700, 11280, func(c *wxmock.Call) { c.Processed, c.Errcode = true, 40001 })
 			s.call(1, 17999, 1, refused)
 			s.obs(1, 1, 1, 19300, 19320, 502, "outcome_unknown", "")
