@@ -544,6 +544,9 @@ func decodeBody(op string, b []byte, out any) error {
 	if t[0] != '{' {
 		return &DecodeError{Op: op, Reason: "not a JSON object"}
 	}
+	if f, ok := out.(fastDecoder); ok && f.decodeFast(t) {
+		return nil
+	}
 	if err := json.Unmarshal(t, out); err != nil {
 		reason := "invalid JSON"
 		var se *json.SyntaxError
@@ -560,6 +563,10 @@ func decodeBody(op string, b []byte, out any) error {
 	}
 	return nil
 }
+
+// fastDecoder is an answer with a decoder of its own for its common
+// shapes, which reports any other input as not handled (answer.go).
+type fastDecoder interface{ decodeFast(b []byte) bool }
 
 // scrubJSONErr keeps a decoder error's kind but never its quoted input.
 func scrubJSONErr(err error) error {

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/wxphone/wxphone"
+	"github.com/wxphone/wxphone/internal/gopool"
 	"github.com/wxphone/wxphone/ledger"
 	"github.com/wxphone/wxphone/metrics"
 	"github.com/wxphone/wxphone/replay"
@@ -113,6 +114,7 @@ type Service struct {
 	metrics  *metrics.Metrics
 	log      *slog.Logger
 	inflight sync.WaitGroup
+	workers  *gopool.Pool // runs detached exchanges (see run)
 
 	owners  sync.Map     // ownerKey → owner index (no openid), see owner
 	ownersN atomic.Int64 // entries stored in owners, bounded by maxOwnerCache
@@ -129,6 +131,7 @@ func New(cfg Config) (*Service, error) {
 	s := &Service{
 		apps: make(map[string]*wxphone.Client), keyring: cfg.Keyring, ledger: cfg.Ledger,
 		timeout: cfg.ExchangeTimeout, metrics: cfg.Metrics, log: cfg.Logger,
+		workers: gopool.New(maxIdleWorkers),
 	}
 	for _, c := range cfg.Clients {
 		if c == nil {
@@ -348,6 +351,11 @@ func (s *Service) owner(caller, appID, openID string) string {
 
 type ownerKey struct{ caller, appID string }
 
+// maxIdleWorkers bounds the goroutines kept waiting for the next detached
+// exchange: enough for the exchanges in flight at a few thousand a second,
+// each holding a small stack while it waits.
+const maxIdleWorkers = 256
+
 // run performs the upstream exchange for a claimed code, detached from the
 // caller's cancellation, and records its outcome. When the caller's
 // deadline is far enough away that the exchange's own timeout ends first
@@ -375,11 +383,11 @@ func (s *Service) run(ctx context.Context, c *wxphone.Client, key string, claim 
 	var res *Result
 	var rerr error
 	done := make(chan struct{})
-	go func() {
+	s.workers.Go(func() {
 		defer s.inflight.Done()
 		defer close(done)
 		res, rerr = s.exchange(context.WithoutCancel(ctx), c, key, claim, req)
-	}()
+	})
 	select {
 	case <-done:
 		return res, rerr
@@ -606,6 +614,11 @@ func (s *Service) Close(ctx context.Context) error {
 	case <-done:
 	case <-ctx.Done():
 		err = fmt.Errorf("service: exchanges still in flight at shutdown: %w", ctx.Err())
+	}
+	if err == nil {
+		s.workers.Close() // every exchange has ended: only waiting goroutines are left
+	} else {
+		s.workers.Stop() // the rest exit as their exchanges end
 	}
 	for _, id := range s.appIDs {
 		_ = s.apps[id].Close()
