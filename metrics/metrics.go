@@ -117,24 +117,31 @@ func (m *Metrics) Hooks() wxphone.Hooks {
 // errcode when wxphone knows it (wxphone.KnownErrcode), or "transport",
 // "http_<status>", "malformed", "unverified" or "other".
 func ErrcodeLabel(e wxphone.UpstreamEvent) string {
-	var te *wxphone.TransportError
-	var he *wxphone.HTTPError
-	switch {
-	case e.Err == nil || e.ErrCode != 0:
+	if e.Err == nil || e.ErrCode != 0 {
 		if wxphone.KnownErrcode(e.ErrCode) {
 			return strconv.Itoa(e.ErrCode)
 		}
 		return "other"
-	case errors.As(e.Err, &te):
+	}
+	return failureLabel(e.Err)
+}
+
+// failureLabel is ErrcodeLabel for an error without an errcode (its own
+// function so that a success allocates nothing for the errors.As targets).
+func failureLabel(err error) string {
+	var te *wxphone.TransportError
+	var he *wxphone.HTTPError
+	switch {
+	case errors.As(err, &te):
 		return "transport"
-	case errors.As(e.Err, &he):
+	case errors.As(err, &he):
 		if he.StatusCode >= 500 {
 			return "http_5xx"
 		}
 		return "http_4xx"
-	case errors.Is(e.Err, wxphone.ErrMalformedResponse):
+	case errors.Is(err, wxphone.ErrMalformedResponse):
 		return "malformed"
-	case errors.Is(e.Err, wxphone.ErrAnswerUnverified):
+	case errors.Is(err, wxphone.ErrAnswerUnverified):
 		return "unverified"
 	}
 	return "other"
