@@ -9,9 +9,12 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 
+	"github.com/wxphone/wxphone/internal/jsonscan"
 	"github.com/wxphone/wxphone/internal/valid"
 )
 
@@ -193,14 +196,80 @@ type field struct {
 // fields, each a string, each at most once, names matched exactly
 // (encoding/json would take {"CODE":…} for code, and the last of two
 // "code" members). Messages never quote the body.
+//
+// The body is read whole first (it is at most MaxBodyBytes): the usual one,
+// plain strings under the right names, is then read by decodeFieldsFast
+// without encoding/json (a body request's largest cost in the server's
+// CPU profile after the exchange, docs/benchmarks.md); any other goes to
+// decodeFieldsJSON, which decides and words the refusal.
+// FuzzDecodeFieldsFast checks that the two agree on every body the fast
+// path accepts.
 func decodeFields(r *http.Request, fields ...field) *apiError {
-	names := make([]string, len(fields))
-	for i, f := range fields {
-		names[i] = f.name
+	buf := bodyPool.Get().(*bytes.Buffer)
+	buf.Reset()
+	defer func() {
+		clear(buf.Bytes()) // the code
+		bodyPool.Put(buf)
+	}()
+	if _, err := buf.ReadFrom(r.Body); err != nil {
+		return bodyReadError(err, "The body is not a valid JSON object.")
 	}
-	allowed := strings.Join(names, ", ")
+	if decodeFieldsFast(buf.Bytes(), fields) {
+		return nil
+	}
+	return decodeFieldsJSON(bytes.NewReader(buf.Bytes()), fields)
+}
+
+// bodyPool holds the buffers request bodies are read into (MaxBodyBytes
+// at most: MaxBytesReader stops a longer one).
+var bodyPool = sync.Pool{New: func() any { return bytes.NewBuffer(make([]byte, 0, 512)) }}
+
+// decodeFieldsFast decodes b into fields when b is an object of plain
+// strings (see internal/jsonscan) under the fields' exact names, each at
+// most once, and reports whether it did; otherwise it changes nothing.
+func decodeFieldsFast(b []byte, fields []field) bool {
+	var vals [8]string
+	if len(fields) > len(vals) {
+		return false
+	}
+	var seen uint8
+	var d jsonscan.Scanner
+	d.Reset(b)
+	more, ok := d.Object()
+	for ; ok && more; more = d.NextMember() {
+		var key []byte
+		if key, ok = d.Key(); !ok {
+			break
+		}
+		i := slices.IndexFunc(fields, func(f field) bool { return f.name == string(key) })
+		if i < 0 || seen&(1<<i) != 0 {
+			return false
+		}
+		seen |= 1 << i
+		vals[i], ok = d.Str()
+	}
+	if !ok || !d.End() {
+		return false
+	}
+	for i := range fields {
+		if seen&(1<<i) != 0 {
+			*fields[i].dst = vals[i]
+			fields[i].seen = true
+		}
+	}
+	return true
+}
+
+func decodeFieldsJSON(body io.Reader, fields []field) *apiError {
+	allowed := func() string {
+		names := make([]string, len(fields))
+		for i, f := range fields {
+			names[i] = f.name
+		}
+		return strings.Join(names, ", ")
+	}
 	invalid := func(msg string) *apiError { return newError(http.StatusBadRequest, CodeInvalidRequest, msg) }
-	dec := json.NewDecoder(r.Body)
+	dec := json.NewDecoder(body)
 	tok, err := dec.Token()
 	if err != nil {
 		return bodyReadError(err, "The body is not a valid JSON object.")
@@ -225,11 +294,11 @@ func decodeFields(r *http.Request, fields ...field) *apiError {
 		}
 		switch {
 		case f == nil && folded:
-			return invalid("A field name of the body differs from an allowed one in letter case; names are case-sensitive: " + allowed + ".")
+			return invalid("A field name of the body differs from an allowed one in letter case; names are case-sensitive: " + allowed() + ".")
 		case f == nil:
-			return invalid("The body has an unknown field; allowed fields: " + allowed + ".")
+			return invalid("The body has an unknown field; allowed fields: " + allowed() + ".")
 		case f.seen:
-			return invalid("A field appears twice in the body; each of " + allowed + " may appear once.")
+			return invalid("A field appears twice in the body; each of " + allowed() + " may appear once.")
 		}
 		f.seen = true
 		tok, err = dec.Token()
@@ -238,7 +307,7 @@ func decodeFields(r *http.Request, fields ...field) *apiError {
 		}
 		s, ok := tok.(string)
 		if !ok {
-			return invalid("A field of the body has the wrong type; allowed fields (all strings): " + allowed + ".")
+			return invalid("A field of the body has the wrong type; allowed fields (all strings): " + allowed() + ".")
 		}
 		*f.dst = s
 	}

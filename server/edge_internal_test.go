@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -206,5 +207,77 @@ func BenchmarkFramingScanner(b *testing.B) {
 		if s.scan(req) {
 			b.Fatal("ambiguous")
 		}
+	}
+}
+
+// FuzzDecodeFieldsFast: a body the fast path accepts is accepted by the
+// encoding/json path with the same values; one it refuses is left
+// untouched. TestDecodeFieldsFastPath pins that the usual bodies take it.
+func FuzzDecodeFieldsFast(f *testing.F) {
+	for _, b := range append(fastBodies, slowBodies...) {
+		f.Add([]byte(b))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var fast, slow [4]string
+		mk := func(v *[4]string) []field {
+			return []field{{name: "code", dst: &v[0]}, {name: "appid", dst: &v[1]}, {name: "openid", dst: &v[2]}, {name: "kind", dst: &v[3]}}
+		}
+		if !decodeFieldsFast(body, mk(&fast)) {
+			if fast != [4]string{} {
+				t.Fatalf("refused %q but set %q", body, fast)
+			}
+			return
+		}
+		if e := decodeFieldsJSON(bytes.NewReader(body), mk(&slow)); e != nil {
+			t.Fatalf("fast path accepted %q, encoding/json path refuses it: %s", body, e.msg)
+		}
+		if fast != slow {
+			t.Fatalf("%q: fast %q, encoding/json path %q", body, fast, slow)
+		}
+	})
+}
+
+var fastBodies = []string{
+	`{"code":"0a1b2c3d4e5f60718293a4b5c6d7e8f9"}`,
+	`{"code":"0a1b2c3d4e5f60718293a4b5c6d7e8f9","openid":"oAbc-123_x","appid":"wx0123456789abcdef","kind":"realtime"}`,
+	" {\n \"appid\" : \"wx1\" ,\n \"code\" : \"c\" } \n",
+	`{}`,
+}
+
+var slowBodies = []string{
+	`{"code":"a\u0062"}`,       // an escape
+	`{"CODE":"x"}`,             // another case
+	`{"code":"x","code":"y"}`,  // twice
+	`{"code":1}`,               // not a string
+	`{"code":null}`,            // null
+	`{"other":"x"}`,            // unknown
+	`{"code":"x"}{"code":"y"}`, // two objects
+	`{"code":"x"`,              // truncated
+	"{\"code\":\"\xff\"}",      // invalid UTF-8
+	`["code"]`,                 // not an object
+}
+
+func TestDecodeFieldsFastPath(t *testing.T) {
+	for _, b := range fastBodies {
+		var code, appid, openid, kind string
+		if !decodeFieldsFast([]byte(b), []field{{name: "code", dst: &code}, {name: "appid", dst: &appid}, {name: "openid", dst: &openid}, {name: "kind", dst: &kind}}) {
+			t.Errorf("fast path refused %q", b)
+		}
+	}
+	for _, b := range slowBodies {
+		var code string
+		if decodeFieldsFast([]byte(b), []field{{name: "code", dst: &code}}) {
+			t.Errorf("fast path took %q", b)
+		}
+	}
+	var code, openid string
+	r := httptest.NewRequest(http.MethodPost, "/", strings.NewReader(fastBodies[1]))
+	if n := testing.AllocsPerRun(100, func() {
+		r.Body = io.NopCloser(strings.NewReader(fastBodies[1]))
+		if e := decodeFields(r, field{name: "code", dst: &code}, field{name: "openid", dst: &openid}, field{name: "appid", dst: new(string)}, field{name: "kind", dst: new(string)}); e != nil {
+			t.Fatal(e.msg)
+		}
+	}); n > 6 && !raceEnabled {
+		t.Errorf("%v allocations to decode a usual body, want at most 6", n)
 	}
 }

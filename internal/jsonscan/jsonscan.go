@@ -1,0 +1,208 @@
+// Package jsonscan reads a small, unambiguous subset of JSON without
+// reflection: objects, strings without escapes, integers, true and false.
+// It is the fast path of two decoders that see the same few shapes on
+// every request (WeChat's phone answer, the body of a request to wxphone
+// serve): each reads what it expects with a Scanner and, at the first thing
+// outside the subset, falls back to encoding/json, which stays the
+// reference. A Scanner never accepts invalid JSON; what it reads is
+// exactly what encoding/json would decode (each user checks that with a
+// differential fuzz target).
+package jsonscan
+
+import (
+	"bytes"
+	"unicode/utf8"
+)
+
+// Scanner reads b from the start. Strings it returns share one copy of b,
+// made on first use (b may be a reused buffer).
+type Scanner struct {
+	b   []byte
+	i   int
+	s   string // string(b), once a value needs it
+	bad bool   // NextMember met something else than ',' or '}'
+}
+
+// New returns a Scanner over b.
+func New(b []byte) *Scanner { return &Scanner{b: b} }
+
+// Reset makes s read b from the start.
+func (s *Scanner) Reset(b []byte) { *s = Scanner{b: b} }
+
+func (s *Scanner) ws() {
+	for s.i < len(s.b) {
+		switch s.b[s.i] {
+		case ' ', '\t', '\n', '\r':
+			s.i++
+		default:
+			return
+		}
+	}
+}
+
+// Peek returns the next byte after white space, or 0 at the end.
+func (s *Scanner) Peek() byte {
+	s.ws()
+	if s.i < len(s.b) {
+		return s.b[s.i]
+	}
+	return 0
+}
+
+func (s *Scanner) consume(c byte) bool {
+	if s.Peek() == c {
+		s.i++
+		return true
+	}
+	return false
+}
+
+// Object reads an object's opening brace and reports whether it has a
+// first member (else it reads the closing brace too). ok is false when
+// the next value is not an object.
+func (s *Scanner) Object() (more, ok bool) {
+	if !s.consume('{') {
+		return false, false
+	}
+	return !s.consume('}'), true
+}
+
+// NextMember reads the comma before the next member, or the closing brace
+// (then it reports false). Anything else also reports false and makes the
+// scan fail (see Failed).
+func (s *Scanner) NextMember() bool {
+	switch {
+	case s.consume(','):
+		return true
+	case s.consume('}'):
+		return false
+	}
+	s.bad = true
+	return false
+}
+
+// Failed reports whether NextMember met something it could not read.
+func (s *Scanner) Failed() bool { return s.bad }
+
+// Key reads a member's name (a string, see String) and its colon. The
+// name aliases the scanned bytes.
+func (s *Scanner) Key() ([]byte, bool) {
+	start, end, ok := s.raw()
+	if !ok || !s.consume(':') {
+		return nil, false
+	}
+	return s.b[start:end], true
+}
+
+// raw reads a string without escapes or control characters whose content
+// is valid UTF-8 (encoding/json would replace invalid bytes).
+func (s *Scanner) raw() (start, end int, ok bool) {
+	if s.Peek() != '"' {
+		return 0, 0, false
+	}
+	start = s.i + 1
+	for j := start; j < len(s.b); j++ {
+		switch c := s.b[j]; {
+		case c == '"':
+			s.i = j + 1
+			return start, j, utf8.Valid(s.b[start:j])
+		case c == '\\' || c < 0x20:
+			return 0, 0, false
+		}
+	}
+	return 0, 0, false
+}
+
+// Str reads a string without escapes, control characters or invalid
+// UTF-8.
+func (s *Scanner) Str() (string, bool) {
+	start, end, ok := s.raw()
+	if !ok {
+		return "", false
+	}
+	return s.text(start, end), true
+}
+
+func (s *Scanner) text(start, end int) string {
+	if start == end {
+		return ""
+	}
+	if s.s == "" {
+		s.s = string(s.b)
+	}
+	return s.s[start:end]
+}
+
+// Integer reads -?(0|[1-9][0-9]*) of at most 18 digits, not followed by a
+// fraction or an exponent: its value and its text.
+func (s *Scanner) Integer() (int64, string, bool) {
+	s.ws()
+	start := s.i
+	j := start
+	neg := j < len(s.b) && s.b[j] == '-'
+	if neg {
+		j++
+	}
+	digits := j
+	var v int64
+	for j < len(s.b) && '0' <= s.b[j] && s.b[j] <= '9' {
+		v = v*10 + int64(s.b[j]-'0')
+		j++
+	}
+	n := j - digits
+	switch {
+	case n == 0 || n > 18, n > 1 && s.b[digits] == '0':
+		return 0, "", false
+	case j < len(s.b) && (s.b[j] == '.' || s.b[j] == 'e' || s.b[j] == 'E'):
+		return 0, "", false
+	}
+	s.i = j
+	if neg {
+		v = -v
+	}
+	return v, s.text(start, j), true
+}
+
+// SkipScalar skips a value that is a string (see Str), an integer
+// (see Integer), true or false.
+func (s *Scanner) SkipScalar() bool {
+	switch s.Peek() {
+	case '"':
+		_, _, ok := s.raw()
+		return ok
+	case 't':
+		return s.literal("true")
+	case 'f':
+		return s.literal("false")
+	}
+	_, _, ok := s.Integer()
+	return ok
+}
+
+func (s *Scanner) literal(lit string) bool {
+	if !bytes.HasPrefix(s.b[s.i:], []byte(lit)) {
+		return false
+	}
+	s.i += len(lit)
+	return true
+}
+
+// End reports whether the scan succeeded and only white space is left.
+func (s *Scanner) End() bool {
+	if s.bad {
+		return false
+	}
+	s.ws()
+	return s.i == len(s.b)
+}
+
+// FoldsTo reports whether key equals one of names under Unicode case
+// folding, as encoding/json matches a key that is not an exact field name.
+func FoldsTo(key []byte, names ...string) bool {
+	for _, n := range names {
+		if bytes.EqualFold(key, []byte(n)) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,89 @@
+package jsonscan
+
+import (
+	"encoding/json"
+	"testing"
+)
+
+func TestScalars(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		ok   bool
+		text string // Str's or Integer's text
+	}{
+		{`"abc"`, true, "abc"},
+		{` "中文" `, true, "中文"},
+		{`""`, true, ""},
+		{`"a\"b"`, false, ""},
+		{`"a\u0062"`, false, ""},
+		{"\"a\tb\"", false, ""},
+		{"\"\xff\"", false, ""},
+		{`"abc`, false, ""},
+		{`0`, true, "0"},
+		{`-12`, true, "-12"},
+		{`012`, false, ""},
+		{`-`, false, ""},
+		{`1.5`, false, ""},
+		{`1e3`, false, ""},
+		{`123456789012345678`, true, "123456789012345678"},
+		{`1234567890123456789`, false, ""},
+		{`true`, true, ""},
+		{`false`, true, ""},
+		{`null`, false, ""},
+		{`tru`, false, ""},
+	} {
+		var s Scanner
+		s.Reset([]byte(c.in))
+		var ok bool
+		var text string
+		switch s.Peek() {
+		case '"':
+			text, ok = s.Str()
+		case 't', 'f', 'n':
+			ok = s.SkipScalar()
+		default:
+			_, text, ok = s.Integer()
+		}
+		ok = ok && s.End()
+		if ok != c.ok || text != c.text {
+			t.Errorf("%q: ok %v text %q, want %v %q", c.in, ok, text, c.ok, c.text)
+		}
+		if ok && !json.Valid([]byte(c.in)) {
+			t.Errorf("%q accepted but not JSON", c.in)
+		}
+	}
+}
+
+func TestObject(t *testing.T) {
+	for _, c := range []struct {
+		in string
+		ok bool
+	}{
+		{`{}`, true},
+		{` { "a" : "b" , "c" : 1 } `, true},
+		{`{"a":"b",}`, false},
+		{`{"a":"b" "c":1}`, false},
+		{`{,}`, false},
+		{`{"a"}`, false},
+		{`{"a":"b"} x`, false},
+		{`{"a":"b"`, false},
+	} {
+		var s Scanner
+		s.Reset([]byte(c.in))
+		more, ok := s.Object()
+		for ; ok && more; more = s.NextMember() {
+			if _, ok = s.Key(); ok {
+				ok = s.SkipScalar()
+			}
+		}
+		if got := ok && s.End(); got != c.ok {
+			t.Errorf("%q: %v, want %v", c.in, got, c.ok)
+		}
+	}
+}
+
+func TestFoldsTo(t *testing.T) {
+	if !FoldsTo([]byte("WATERMARK"), "appid", "watermark") || !FoldsTo([]byte("watermar\u212a"), "watermark") || FoldsTo([]byte("water"), "watermark") {
+		t.Fatal("FoldsTo does not fold as bytes.EqualFold")
+	}
+}
