@@ -43,14 +43,21 @@ const (
 // toOutcome converts an exchange's result; final reports whether it is to
 // be stored (otherwise the claim is released so the code can be retried).
 func toOutcome(info *wxphone.PhoneInfo, err error) (out outcome, final bool) {
-	var ae *wxphone.APIError
-	var we *wxphone.WatermarkError
-	switch {
-	case err == nil:
+	if err == nil {
 		return outcome{Phone: &phoneData{
 			PhoneNumber: info.PhoneNumber.Reveal(), PurePhoneNumber: info.PurePhoneNumber.Reveal(),
 			CountryCode: info.CountryCode, AppID: info.Watermark.AppID, Timestamp: info.Watermark.Timestamp,
 		}}, true
+	}
+	return errOutcome(err)
+}
+
+// errOutcome is toOutcome for a failure (its own function so that a
+// success allocates nothing for the errors.As targets).
+func errOutcome(err error) (out outcome, final bool) {
+	var ae *wxphone.APIError
+	var we *wxphone.WatermarkError
+	switch {
 	case errors.Is(err, wxphone.ErrOutcomeUnknown):
 		e := &errData{Kind: kindOutcomeUnknown}
 		if errors.As(err, &ae) {

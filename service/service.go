@@ -131,7 +131,7 @@ func New(cfg Config) (*Service, error) {
 	s := &Service{
 		apps: make(map[string]*wxphone.Client), keyring: cfg.Keyring, ledger: cfg.Ledger,
 		timeout: cfg.ExchangeTimeout, metrics: cfg.Metrics, log: cfg.Logger,
-		workers: gopool.New(maxIdleWorkers),
+		workers: gopool.New(maxIdleWorkers, time.Second),
 	}
 	for _, c := range cfg.Clients {
 		if c == nil {
@@ -352,8 +352,8 @@ func (s *Service) owner(caller, appID, openID string) string {
 type ownerKey struct{ caller, appID string }
 
 // maxIdleWorkers bounds the goroutines kept waiting for the next detached
-// exchange: enough for the exchanges in flight at a few thousand a second,
-// each holding a small stack while it waits.
+// exchange (each for up to a second): enough for the exchanges in flight
+// at a few thousand a second, each holding a small stack while it waits.
 const maxIdleWorkers = 256
 
 // run performs the upstream exchange for a claimed code, detached from the

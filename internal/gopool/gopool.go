@@ -7,12 +7,15 @@
 // the service's CPU (docs/benchmarks.md). A goroutine kept for the next
 // exchange keeps its grown stack (until a garbage collection finds it idle
 // and halves it). Pool.Go behaves as a go statement otherwise: the
-// function starts at once, on a goroutine of its own.
+// function starts at once, on a goroutine of its own. A goroutine that
+// waits longer than the pool's idle time exits, so that a process's
+// goroutines return to what they were once the traffic stops.
 package gopool
 
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Pool keeps at most MaxIdle goroutines waiting for work. The zero value
@@ -20,16 +23,17 @@ import (
 type Pool struct {
 	tasks   chan func() // unbuffered: a send succeeds when a worker waits
 	maxIdle int64
+	idleFor time.Duration
 	idle    atomic.Int64
 	done    chan struct{}
 	once    sync.Once
 	wg      sync.WaitGroup
 }
 
-// New returns a Pool that keeps up to maxIdle goroutines waiting (at least
-// one).
-func New(maxIdle int) *Pool {
-	return &Pool{tasks: make(chan func()), maxIdle: int64(max(maxIdle, 1)), done: make(chan struct{})}
+// New returns a Pool that keeps up to maxIdle goroutines (at least one)
+// waiting, each for at most idleFor (at least a millisecond).
+func New(maxIdle int, idleFor time.Duration) *Pool {
+	return &Pool{tasks: make(chan func()), maxIdle: int64(max(maxIdle, 1)), idleFor: max(idleFor, time.Millisecond), done: make(chan struct{})}
 }
 
 // Go runs f on a waiting goroutine, or on a new one if none waits. After
@@ -46,15 +50,29 @@ func (p *Pool) Go(f func()) {
 
 func (p *Pool) work(f func()) {
 	defer p.wg.Done()
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
 	for {
 		f()
 		if p.idle.Add(1) > p.maxIdle {
 			p.idle.Add(-1)
 			return
 		}
+		if timer == nil {
+			timer = time.NewTimer(p.idleFor)
+		} else {
+			timer.Reset(p.idleFor)
+		}
 		select {
 		case f = <-p.tasks:
 			p.idle.Add(-1)
+		case <-timer.C:
+			p.idle.Add(-1)
+			return
 		case <-p.done:
 			p.idle.Add(-1)
 			return

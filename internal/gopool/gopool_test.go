@@ -5,11 +5,12 @@ import (
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
+	"time"
 )
 
 func TestGoRunsOnAWaitingGoroutine(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		p := New(4)
+		p := New(4, time.Minute)
 		defer p.Close()
 		var ran atomic.Int32
 		p.Go(func() { ran.Add(1) })
@@ -32,7 +33,7 @@ func TestGoRunsOnAWaitingGoroutine(t *testing.T) {
 
 func TestAtMostMaxIdleWait(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		p := New(3)
+		p := New(3, time.Minute)
 		defer p.Close()
 		release := make(chan struct{})
 		var wg sync.WaitGroup
@@ -55,7 +56,7 @@ func TestAtMostMaxIdleWait(t *testing.T) {
 
 func TestCloseEndsEveryGoroutine(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		p := New(8)
+		p := New(8, time.Minute)
 		for range 5 {
 			p.Go(func() {})
 		}
@@ -73,6 +74,33 @@ func TestCloseEndsEveryGoroutine(t *testing.T) {
 		close(running)
 		p.Close() // returns once the running function's goroutine exits too
 		// synctest.Test fails if any goroutine of the bubble is left.
+	})
+}
+
+func TestAnIdleGoroutineExits(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := New(4, time.Second)
+		defer p.Close()
+		p.Go(func() {})
+		synctest.Wait()
+		time.Sleep(999 * time.Millisecond)
+		synctest.Wait()
+		if got := p.Idle(); got != 1 {
+			t.Fatalf("%d idle before the idle time, want 1", got)
+		}
+		p.Go(func() {}) // reuses it: its idle time starts again
+		synctest.Wait()
+		time.Sleep(999 * time.Millisecond)
+		synctest.Wait()
+		if got := p.Idle(); got != 1 {
+			t.Fatalf("%d idle, want 1: the second wait restarted", got)
+		}
+		time.Sleep(2 * time.Millisecond)
+		synctest.Wait()
+		if got := p.Idle(); got != 0 {
+			t.Fatalf("%d idle after the idle time, want 0", got)
+		}
+		p.wg.Wait() // it has exited
 	})
 }
 
@@ -102,7 +130,7 @@ func BenchmarkStackGrowth(b *testing.B) {
 	}
 	b.Run("go", func(b *testing.B) { run(b, func(f func()) { go f() }) })
 	b.Run("pool", func(b *testing.B) {
-		p := New(16)
+		p := New(16, time.Minute)
 		defer p.Close()
 		run(b, p.Go)
 	})
