@@ -20,33 +20,22 @@ func (r *phoneResp) decodeFast(b []byte) bool {
 	d.Reset(b)
 	var out phoneResp
 	var info wirePhoneInfo
-	var seen, bit uint8
-	more, ok := d.Object()
-	for ; ok && more; more = d.NextMember() {
-		var key []byte
-		if key, ok = d.Key(); !ok {
-			break
-		}
+	ok := d.Members(func(key []byte) (uint64, bool) {
 		switch string(key) {
 		case "errcode":
-			bit = 1
-			var n int64
-			n, _, ok = d.Integer()
+			n, _, ok := d.Integer()
 			out.ErrCode = flexInt(n)
+			return 1, ok
 		case "errmsg":
-			bit = 2
+			var ok bool
 			out.ErrMsg, ok = d.Str()
+			return 2, ok
 		case "phone_info":
-			bit = 4
-			ok = phoneInfoFast(&d, &info)
 			out.PhoneInfo = &info
-		default:
-			bit = 0
-			ok = !jsonscan.FoldsTo(key, "errcode", "errmsg", "phone_info") && d.SkipScalar()
+			return 4, phoneInfoFast(&d, &info)
 		}
-		ok = ok && seen&bit == 0
-		seen |= bit
-	}
+		return 0, !jsonscan.FoldsTo(key, "errcode", "errmsg", "phone_info") && d.SkipScalar()
+	})
 	if !ok || !d.End() {
 		return false
 	}
@@ -56,69 +45,47 @@ func (r *phoneResp) decodeFast(b []byte) bool {
 
 // phoneInfoFast decodes the phone_info object.
 func phoneInfoFast(d *jsonscan.Scanner, w *wirePhoneInfo) bool {
-	var seen, bit uint8
-	more, ok := d.Object()
-	for ; ok && more; more = d.NextMember() {
-		var key []byte
-		if key, ok = d.Key(); !ok {
-			break
-		}
-		var s string
+	return d.Members(func(key []byte) (uint64, bool) {
 		switch string(key) {
 		case "phoneNumber":
-			bit = 1
-			s, ok = d.Str()
+			s, ok := d.Str()
 			w.PhoneNumber = PhoneNumber(s)
+			return 1, ok
 		case "purePhoneNumber":
-			bit = 2
-			s, ok = d.Str()
+			s, ok := d.Str()
 			w.PurePhoneNumber = PhoneNumber(s)
+			return 2, ok
 		case "countryCode":
 			// A string, or a number kept as its text (flexString).
-			bit = 4
+			var s string
+			var ok bool
 			if d.Peek() == '"' {
 				s, ok = d.Str()
 			} else {
 				_, s, ok = d.Integer()
 			}
 			w.CountryCode = flexString(s)
+			return 4, ok
 		case "watermark":
-			bit = 8
-			ok = watermarkFast(d, w)
-		default:
-			bit = 0
-			ok = !jsonscan.FoldsTo(key, "phoneNumber", "purePhoneNumber", "countryCode", "watermark") && d.SkipScalar()
+			return 8, watermarkFast(d, w)
 		}
-		ok = ok && seen&bit == 0
-		seen |= bit
-	}
-	return ok && !d.Failed()
+		return 0, !jsonscan.FoldsTo(key, "phoneNumber", "purePhoneNumber", "countryCode", "watermark") && d.SkipScalar()
+	})
 }
 
 // watermarkFast decodes phone_info.watermark.
 func watermarkFast(d *jsonscan.Scanner, w *wirePhoneInfo) bool {
-	var seen, bit uint8
-	more, ok := d.Object()
-	for ; ok && more; more = d.NextMember() {
-		var key []byte
-		if key, ok = d.Key(); !ok {
-			break
-		}
+	return d.Members(func(key []byte) (uint64, bool) {
 		switch string(key) {
 		case "appid":
-			bit = 1
+			var ok bool
 			w.Watermark.AppID, ok = d.Str()
+			return 1, ok
 		case "timestamp":
-			bit = 2
-			var n int64
-			n, _, ok = d.Integer()
+			n, _, ok := d.Integer()
 			w.Watermark.Timestamp = flexInt(n)
-		default:
-			bit = 0
-			ok = !jsonscan.FoldsTo(key, "appid", "timestamp") && d.SkipScalar()
+			return 2, ok
 		}
-		ok = ok && seen&bit == 0
-		seen |= bit
-	}
-	return ok && !d.Failed()
+		return 0, !jsonscan.FoldsTo(key, "appid", "timestamp") && d.SkipScalar()
+	})
 }

@@ -232,22 +232,19 @@ func decodeFieldsFast(b []byte, fields []field) bool {
 	if len(fields) > len(vals) {
 		return false
 	}
-	var seen uint8
+	var seen uint64
 	var d jsonscan.Scanner
 	d.Reset(b)
-	more, ok := d.Object()
-	for ; ok && more; more = d.NextMember() {
-		var key []byte
-		if key, ok = d.Key(); !ok {
-			break
-		}
+	ok := d.Members(func(key []byte) (uint64, bool) {
 		i := slices.IndexFunc(fields, func(f field) bool { return f.name == string(key) })
-		if i < 0 || seen&(1<<i) != 0 {
-			return false
+		if i < 0 {
+			return 0, false // unknown, or in another case: decodeFieldsJSON words it
 		}
-		seen |= 1 << i
+		var ok bool
 		vals[i], ok = d.Str()
-	}
+		seen |= 1 << i
+		return 1 << i, ok
+	})
 	if !ok || !d.End() {
 		return false
 	}

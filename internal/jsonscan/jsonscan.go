@@ -17,10 +17,9 @@ import (
 // Scanner reads b from the start. Strings it returns share one copy of b,
 // made on first use (b may be a reused buffer).
 type Scanner struct {
-	b   []byte
-	i   int
-	s   string // string(b), once a value needs it
-	bad bool   // NextMember met something else than ',' or '}'
+	b []byte
+	i int
+	s string // string(b), once a value needs it
 }
 
 // New returns a Scanner over b.
@@ -57,41 +56,36 @@ func (s *Scanner) consume(c byte) bool {
 	return false
 }
 
-// Object reads an object's opening brace and reports whether it has a
-// first member (else it reads the closing brace too). ok is false when
-// the next value is not an object.
-func (s *Scanner) Object() (more, ok bool) {
+// Members reads an object, giving each member's name to member, which
+// reads the value and returns the field it filled (a distinct bit; 0 for a
+// member it skipped) and whether it could. It reports whether the whole
+// object was read, with no field twice. The name aliases the scanned bytes.
+func (s *Scanner) Members(member func(name []byte) (field uint64, ok bool)) bool {
 	if !s.consume('{') {
-		return false, false
-	}
-	return !s.consume('}'), true
-}
-
-// NextMember reads the comma before the next member, or the closing brace
-// (then it reports false). Anything else also reports false and makes the
-// scan fail (see Failed).
-func (s *Scanner) NextMember() bool {
-	switch {
-	case s.consume(','):
-		return true
-	case s.consume('}'):
 		return false
 	}
-	s.bad = true
-	return false
-}
-
-// Failed reports whether NextMember met something it could not read.
-func (s *Scanner) Failed() bool { return s.bad }
-
-// Key reads a member's name (a string, see String) and its colon. The
-// name aliases the scanned bytes.
-func (s *Scanner) Key() ([]byte, bool) {
-	start, end, ok := s.raw()
-	if !ok || !s.consume(':') {
-		return nil, false
+	if s.consume('}') {
+		return true
 	}
-	return s.b[start:end], true
+	var seen uint64
+	for {
+		start, end, ok := s.raw()
+		if !ok || !s.consume(':') {
+			return false
+		}
+		f, ok := member(s.b[start:end])
+		if !ok || seen&f != 0 {
+			return false
+		}
+		seen |= f
+		switch {
+		case s.consume(','):
+		case s.consume('}'):
+			return true
+		default:
+			return false
+		}
+	}
 }
 
 // raw reads a string without escapes or control characters whose content
@@ -187,11 +181,8 @@ func (s *Scanner) literal(lit string) bool {
 	return true
 }
 
-// End reports whether the scan succeeded and only white space is left.
+// End reports whether only white space is left.
 func (s *Scanner) End() bool {
-	if s.bad {
-		return false
-	}
 	s.ws()
 	return s.i == len(s.b)
 }

@@ -67,18 +67,29 @@ func TestObject(t *testing.T) {
 		{`{"a"}`, false},
 		{`{"a":"b"} x`, false},
 		{`{"a":"b"`, false},
+		{`{"a" "b"}`, false},
+		{`{"a":{}}`, false},
 	} {
 		var s Scanner
 		s.Reset([]byte(c.in))
-		more, ok := s.Object()
-		for ; ok && more; more = s.NextMember() {
-			if _, ok = s.Key(); ok {
-				ok = s.SkipScalar()
-			}
-		}
+		ok := s.Members(func([]byte) (uint64, bool) { return 0, s.SkipScalar() })
 		if got := ok && s.End(); got != c.ok {
 			t.Errorf("%q: %v, want %v", c.in, got, c.ok)
 		}
+	}
+}
+
+func TestMembersRefusesARepeatedField(t *testing.T) {
+	var s Scanner
+	s.Reset([]byte(`{"a":"1","b":"2","a":"3"}`))
+	if s.Members(func(k []byte) (uint64, bool) {
+		_, ok := s.Str()
+		if string(k) == "a" {
+			return 1, ok
+		}
+		return 0, ok
+	}) {
+		t.Fatal("a repeated field was accepted")
 	}
 }
 
