@@ -283,6 +283,9 @@ type Claim struct {
 	e       *entry
 	tainted bool
 	local   bool // made without the shared store (degraded mode)
+	// unread: NumberElsewhere could not read the shared store, so it
+	// cannot know whether a rival still exchanges the code.
+	unread bool
 }
 
 // Tainted reports that the code may already have been used (an earlier
@@ -295,6 +298,17 @@ func (c *Claim) Tainted() bool { return c.tainted }
 // than a number is then not final: Finish keeps it, and a retry is answered
 // ErrUnresolved until the shared store was consulted.
 func (c *Claim) Local() bool { return c.local }
+
+// Unresolved reports that Finish kept an outcome without a number that is
+// not final: the claim was Local, or NumberElsewhere could not read the
+// shared store, so another replica may still obtain the number. Retries
+// are answered ErrUnresolved until the store was read, and the caller
+// should be too.
+func (c *Claim) Unresolved() bool {
+	c.l.mu.Lock()
+	defer c.l.mu.Unlock()
+	return c.e.state == done && c.e.unresolved
+}
 
 // Begin decides what happens to key for owner: a replay of a known outcome,
 // a claim to exchange it, or an error (see the Err* variables; the caller's
@@ -634,7 +648,7 @@ func (c *Claim) Finish(ctx context.Context, sealed []byte, out Outcome) {
 	number := out == Number
 	l.mu.Lock()
 	e.state, e.sealed, e.number, e.synced = done, sealed, number, false
-	e.unresolved = c.local && out == Unknown
+	e.unresolved = (c.local || c.unread) && out == Unknown
 	if e.unresolved {
 		// How long other replicas' exchanges of the code, made while
 		// this one could not see them, may still bring a number.
@@ -667,16 +681,20 @@ func (c *Claim) Finish(ctx context.Context, sealed []byte, out Outcome) {
 // store and publishes its number within a heartbeat of its return. Call it
 // with d = 0 for any other outcome without a number: while the store shows
 // a rival exchange of the code (see replay.Record.Rival), it waits for that
-// exchange's outcome, up to its lease and within ctx, whatever d is.
+// exchange's outcome, up to its lease and within ctx, whatever d is. When
+// it could not read the store at all, the outcome Finish then records
+// without a number is Unresolved.
 func (c *Claim) NumberElsewhere(ctx context.Context, d time.Duration) ([]byte, bool) {
 	l, e := c.l, c.e
 	if l.shared == nil {
 		return nil, false
 	}
 	deadline := time.Now().Add(d)
+	read := false
 	for {
 		var rec replay.Record
 		err := l.sharedOp(ctx, "get", func(ctx context.Context) (err error) { rec, err = l.shared.Get(ctx, c.key); return err })
+		read = read || err == nil || errors.Is(err, replay.ErrNotFound)
 		if err == nil && rec.State == replay.Done && rec.Number && rec.Owner == e.owner {
 			l.mu.Lock()
 			e.state, e.sealed, e.number, e.shared, e.synced, e.unresolved = done, rec.Sealed, true, true, true, false
@@ -691,6 +709,9 @@ func (c *Claim) NumberElsewhere(ctx context.Context, d time.Duration) ([]byte, b
 			deadline = rec.Rival
 		}
 		if !time.Now().Before(deadline) || wait.Sleep(ctx, min(100*time.Millisecond, time.Until(deadline))) != nil {
+			// Without one read of the store, a rival is unknown: see
+			// Unresolved.
+			c.unread = !read
 			return nil, false
 		}
 	}

@@ -833,6 +833,78 @@ func TestRivalExchangeDecidesBeforeOutcomeUnknown(t *testing.T) {
 	}
 }
 
+// TestOutcomeUnknownWithoutTheStoreIsUnresolved: a claimant whose exchange
+// ends without a number while it cannot read the shared store cannot know
+// whether a rival (a replica that claimed the code on its own during an
+// outage) still exchanges it: its outcome is unresolved until the store was
+// read, never a final outcome_unknown. (Campaign seed 20261207: the
+// claimant answered outcome_unknown during a Redis SIGSTOP, and the rival's
+// number arrived 3 s later for nobody.)
+func TestOutcomeUnknownWithoutTheStoreIsUnresolved(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sw := replaytest.NewSwitch()
+		l0, l1, l2 := sw.Link(), sw.Link(), sw.Link()
+		o := Options{Fallback: true, Lease: 17 * time.Second}
+		o.Shared = l0
+		r0 := newLedger(t, o)
+		o.Shared = l1
+		r1 := newLedger(t, o)
+		o.Shared = l2
+		r2 := newLedger(t, o)
+		time.Sleep(2 * time.Second) // every epoch settled
+		c2 := begin(t, r2, "k", "o")
+		if c2.Claim == nil || c2.Claim.Local() {
+			t.Fatal("r2 did not claim through the store")
+		}
+		l0.SetDown(true)
+		c0 := begin(t, r0, "k", "o")
+		if c0.Claim == nil || !c0.Claim.Local() {
+			t.Fatal("r0 did not claim on its own")
+		}
+		l0.SetDown(false)
+		time.Sleep(time.Second) // r0 publishes its claim: a rival
+		l2.SetDown(true)        // r2 cannot read the store when its exchange ends
+		if _, ok := c2.Claim.NumberElsewhere(context.Background(), 0); ok {
+			t.Fatal("a number before anyone had one")
+		}
+		c2.Claim.Finish(context.Background(), []byte("outcome unknown"), Unknown)
+		if !c2.Claim.Unresolved() {
+			t.Error("an outcome unknown decided without reading the store is final")
+		}
+		if b, err := r2.Begin(context.Background(), "k", "o"); !errors.Is(err, ErrUnresolved) {
+			t.Errorf("retry at r2 while its store is down: %+v, %v; want ErrUnresolved", b, err)
+		}
+		l2.SetDown(false)
+		got := make(chan string, 2)
+		for _, r := range []*Ledger{r2, r1} {
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				b, err := r.Begin(ctx, "k", "o")
+				for errors.Is(err, ErrUnresolved) { // as a client does, after Retry-After
+					time.Sleep(time.Second)
+					b, err = r.Begin(ctx, "k", "o")
+				}
+				switch {
+				case err != nil:
+					got <- "retry: " + err.Error()
+				case b.Claim != nil:
+					got <- "retry: claimed the code again"
+				default:
+					got <- "retry: " + string(b.Sealed)
+				}
+			}()
+		}
+		time.Sleep(3 * time.Second) // WeChat answers r0 late
+		c0.Claim.Finish(context.Background(), []byte("number"), Number)
+		for range 2 {
+			if g := <-got; g != "retry: number" {
+				t.Errorf("%s, want the rival's number", g)
+			}
+		}
+	})
+}
+
 // TestRivalOutlivesAnAbandonedClaim: the claimant died (its claim stays
 // pending past its lease) while a rival claim made during an outage is
 // still exchanging the code: a retry waits for the rival's outcome

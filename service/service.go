@@ -460,12 +460,13 @@ func (s *Service) record(parent context.Context, appID, kind, key string, claim 
 		} else {
 			claim.Finish(parent, s.keyring.Seal(b, []byte(key)), outcomeKind(err))
 		}
-		if claim.Local() && outcomeKind(err) == ledger.Unknown {
-			// Made while the shared store was unreachable: another
-			// replica may hold the number (a 40029 here often means
-			// just that). Not final until the store can be read.
+		if claim.Unresolved() {
+			// Made while the shared store was unreachable, or ended
+			// while it could not be read: another replica may hold or
+			// still obtain the number (a 40029 here often means just
+			// that). Not final until the store can be read.
 			s.count(appID, "unresolved")
-			s.log.Warn("exchange during a replay-store outage ended without a number; answered as unresolved until the store can be read", "err", err)
+			s.log.Warn("exchange ended without a number while the replay store could not be read; answered as unresolved until it can be", "err", err)
 			return nil, ErrUnresolved
 		}
 	default:
