@@ -84,7 +84,8 @@ func (p *Pool) work(f func()) {
 // function exit after it. Go may still be called; see Go.
 func (p *Pool) Stop() { p.once.Do(func() { close(p.done) }) }
 
-// Close is Stop, then waits until every goroutine of p has exited.
+// Close is Stop, then waits until every goroutine of p has exited. Go
+// must not be called during or after Close.
 func (p *Pool) Close() {
 	p.Stop()
 	p.wg.Wait()
