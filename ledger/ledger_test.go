@@ -746,6 +746,55 @@ func TestUnresolvedOutcomesNeverLetAHealthyReplicaResend(t *testing.T) {
 	})
 }
 
+// rivalFleet is three ledgers on one store: r[2] claimed "k" through the
+// store (c2), then r[0], cut off, claimed it on its own (c0), its link
+// still down.
+type rivalFleet struct {
+	r      [3]*Ledger
+	links  [3]*replaytest.Switch
+	c0, c2 Begun
+}
+
+func newRivalFleet(t *testing.T) *rivalFleet {
+	t.Helper()
+	f := &rivalFleet{}
+	sw := replaytest.NewSwitch()
+	for i := range f.r {
+		f.links[i] = sw.Link()
+		f.r[i] = newLedger(t, Options{Fallback: true, Lease: 17 * time.Second, Shared: f.links[i]})
+	}
+	time.Sleep(2 * time.Second) // every epoch settled
+	f.c2 = begin(t, f.r[2], "k", "o")
+	if f.c2.Claim == nil || f.c2.Claim.Local() {
+		t.Fatal("r2 did not claim through the store")
+	}
+	f.links[0].SetDown(true)
+	f.c0 = begin(t, f.r[0], "k", "o")
+	if f.c0.Claim == nil || !f.c0.Claim.Local() {
+		t.Fatal("r0 did not claim on its own")
+	}
+	return f
+}
+
+// retry is a client's retry of "k" on r, within 30 s: what it got. With
+// again, an ErrUnresolved is retried a second later, as after Retry-After.
+func retry(r *Ledger, again bool) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b, err := r.Begin(ctx, "k", "o")
+	for again && errors.Is(err, ErrUnresolved) {
+		time.Sleep(time.Second)
+		b, err = r.Begin(ctx, "k", "o")
+	}
+	switch {
+	case err != nil:
+		return "retry: " + err.Error()
+	case b.Claim != nil:
+		return "retry: claimed the code again"
+	}
+	return "retry: " + string(b.Sealed)
+}
+
 // TestRivalExchangeDecidesBeforeOutcomeUnknown (30-minute campaign, seed
 // 1388595664866): a replica that could not see the store claimed a code
 // another replica was exchanging, and got the number after the other had
@@ -764,25 +813,8 @@ func TestRivalExchangeDecidesBeforeOutcomeUnknown(t *testing.T) {
 	}{{"claimant waits", false}, {"retries wait", true}} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				sw := replaytest.NewSwitch()
-				l0, l1, l2 := sw.Link(), sw.Link(), sw.Link()
-				o := Options{Fallback: true, Lease: 17 * time.Second}
-				o.Shared = l0
-				r0 := newLedger(t, o)
-				o.Shared = l1
-				r1 := newLedger(t, o)
-				o.Shared = l2
-				r2 := newLedger(t, o)
-				time.Sleep(2 * time.Second) // every epoch settled
-				c2 := begin(t, r2, "k", "o")
-				if c2.Claim == nil || c2.Claim.Local() {
-					t.Fatal("r2 did not claim through the store")
-				}
-				l0.SetDown(true)
-				c0 := begin(t, r0, "k", "o")
-				if c0.Claim == nil || !c0.Claim.Local() {
-					t.Fatal("r0 did not claim on its own")
-				}
+				f := newRivalFleet(t)
+				r1, r2, l0, c0, c2 := f.r[1], f.r[2], f.links[0], f.c0, f.c2
 				if tc.finishFirst {
 					if _, ok := c2.Claim.NumberElsewhere(context.Background(), 0); ok {
 						t.Fatal("a number before anyone had one")
@@ -802,19 +834,7 @@ func TestRivalExchangeDecidesBeforeOutcomeUnknown(t *testing.T) {
 					}()
 				} else {
 					for _, r := range []*Ledger{r2, r1} {
-						go func() {
-							ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-							defer cancel()
-							b, err := r.Begin(ctx, "k", "o")
-							switch {
-							case err != nil:
-								got <- "retry: " + err.Error()
-							case b.Claim != nil:
-								got <- "retry: claimed the code again"
-							default:
-								got <- "retry: " + string(b.Sealed)
-							}
-						}()
+						go func() { got <- retry(r, false) }()
 					}
 				}
 				time.Sleep(3 * time.Second) // WeChat answers r0 late
@@ -842,25 +862,8 @@ func TestRivalExchangeDecidesBeforeOutcomeUnknown(t *testing.T) {
 // number arrived 3 s later for nobody.)
 func TestOutcomeUnknownWithoutTheStoreIsUnresolved(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		sw := replaytest.NewSwitch()
-		l0, l1, l2 := sw.Link(), sw.Link(), sw.Link()
-		o := Options{Fallback: true, Lease: 17 * time.Second}
-		o.Shared = l0
-		r0 := newLedger(t, o)
-		o.Shared = l1
-		r1 := newLedger(t, o)
-		o.Shared = l2
-		r2 := newLedger(t, o)
-		time.Sleep(2 * time.Second) // every epoch settled
-		c2 := begin(t, r2, "k", "o")
-		if c2.Claim == nil || c2.Claim.Local() {
-			t.Fatal("r2 did not claim through the store")
-		}
-		l0.SetDown(true)
-		c0 := begin(t, r0, "k", "o")
-		if c0.Claim == nil || !c0.Claim.Local() {
-			t.Fatal("r0 did not claim on its own")
-		}
+		f := newRivalFleet(t)
+		r1, r2, l0, l2, c0, c2 := f.r[1], f.r[2], f.links[0], f.links[2], f.c0, f.c2
 		l0.SetDown(false)
 		time.Sleep(time.Second) // r0 publishes its claim: a rival
 		l2.SetDown(true)        // r2 cannot read the store when its exchange ends
@@ -877,23 +880,7 @@ func TestOutcomeUnknownWithoutTheStoreIsUnresolved(t *testing.T) {
 		l2.SetDown(false)
 		got := make(chan string, 2)
 		for _, r := range []*Ledger{r2, r1} {
-			go func() {
-				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-				defer cancel()
-				b, err := r.Begin(ctx, "k", "o")
-				for errors.Is(err, ErrUnresolved) { // as a client does, after Retry-After
-					time.Sleep(time.Second)
-					b, err = r.Begin(ctx, "k", "o")
-				}
-				switch {
-				case err != nil:
-					got <- "retry: " + err.Error()
-				case b.Claim != nil:
-					got <- "retry: claimed the code again"
-				default:
-					got <- "retry: " + string(b.Sealed)
-				}
-			}()
+			go func() { got <- retry(r, true) }()
 		}
 		time.Sleep(3 * time.Second) // WeChat answers r0 late
 		c0.Claim.Finish(context.Background(), []byte("number"), Number)
