@@ -19,7 +19,6 @@ func (r *phoneResp) decodeFast(b []byte) bool {
 	var d jsonscan.Scanner
 	d.Reset(b)
 	var out phoneResp
-	var info wirePhoneInfo
 	ok := d.Members(func(key []byte) (uint64, bool) {
 		switch string(key) {
 		case "errcode":
@@ -31,8 +30,8 @@ func (r *phoneResp) decodeFast(b []byte) bool {
 			out.ErrMsg, ok = d.Str()
 			return 2, ok
 		case "phone_info":
-			out.PhoneInfo = &info
-			return 4, phoneInfoFast(&d, &info)
+			out.PhoneInfo = new(wirePhoneInfo)
+			return 4, phoneInfoFast(&d, out.PhoneInfo)
 		}
 		return 0, !jsonscan.FoldsTo(key, "errcode", "errmsg", "phone_info") && d.SkipScalar()
 	})

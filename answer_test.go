@@ -86,7 +86,7 @@ func TestPhoneAnswerFastPath(t *testing.T) {
 }
 
 // TestPhoneAnswerFastAllocs pins what the fast path buys: the whole answer
-// in one string and the phone_info struct.
+// in one string, and the phone_info struct when there is one.
 func TestPhoneAnswerFastAllocs(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector changes allocation counts")
@@ -100,6 +100,15 @@ func TestPhoneAnswerFastAllocs(t *testing.T) {
 	})
 	if n > 2 {
 		t.Fatalf("%v allocations per decode, want at most 2", n)
+	}
+	b = []byte(fastAnswers[3]) // an errcode answer: no phone_info to allocate
+	if n := testing.AllocsPerRun(200, func() {
+		var r phoneResp
+		if !r.decodeFast(b) {
+			t.Fatal("refused")
+		}
+	}); n > 1 {
+		t.Fatalf("%v allocations to decode an errcode answer, want at most 1", n)
 	}
 }
 

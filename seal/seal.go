@@ -39,10 +39,9 @@ type Keyring struct {
 }
 
 type key struct {
-	id    [4]byte     // first bytes of SHA-256 of the encryption key, stored with each sealed value
-	aead  cipher.AEAD // AES-256-GCM under a key derived for sealing
-	index []byte      // HMAC key derived for indexing
-	macs  *sync.Pool  // of *indexer under index
+	id   [4]byte     // first bytes of SHA-256 of the encryption key, stored with each sealed value
+	aead cipher.AEAD // AES-256-GCM under a key derived for sealing
+	macs *sync.Pool  // of *indexer: HMACs under the key derived for indexing
 }
 
 // indexer is an HMAC under one key with its scratch space, reused from a
@@ -77,7 +76,7 @@ func NewKeyring(keys ...[]byte) (*Keyring, error) {
 		copy(id[:], sum[:4])
 		index := derive(k, "wxphone index v1")
 		macs := &sync.Pool{New: func() any { return &indexer{mac: hmac.New(sha256.New, index)} }}
-		kr.keys = append(kr.keys, key{id: id, aead: aead, index: index, macs: macs})
+		kr.keys = append(kr.keys, key{id: id, aead: aead, macs: macs})
 	}
 	return kr, nil
 }

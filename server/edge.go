@@ -221,7 +221,8 @@ func decodeFields(r *http.Request, fields ...field) *apiError {
 }
 
 // bodyPool holds the buffers request bodies are read into (MaxBodyBytes
-// at most: MaxBytesReader stops a longer one).
+// at most: MaxBytesReader stops a longer one) and JSON answers are
+// written from (writeJSON keeps those up to 64 KiB).
 var bodyPool = sync.Pool{New: func() any { return bytes.NewBuffer(make([]byte, 0, 512)) }}
 
 // decodeFieldsFast decodes b into fields when b is an object of plain

@@ -22,9 +22,6 @@ type Scanner struct {
 	s string // string(b), once a value needs it
 }
 
-// New returns a Scanner over b.
-func New(b []byte) *Scanner { return &Scanner{b: b} }
-
 // Reset makes s read b from the start.
 func (s *Scanner) Reset(b []byte) { *s = Scanner{b: b} }
 
@@ -130,9 +127,18 @@ func (s *Scanner) text(start, end int) string {
 // Integer reads -?(0|[1-9][0-9]*) of at most 18 digits, not followed by a
 // fraction or an exponent: its value and its text.
 func (s *Scanner) Integer() (int64, string, bool) {
-	s.ws()
 	start := s.i
-	j := start
+	v, ok := s.integer()
+	if !ok {
+		return 0, "", false
+	}
+	return v, s.text(start, s.i), true
+}
+
+// integer is Integer without the text.
+func (s *Scanner) integer() (int64, bool) {
+	s.ws()
+	j := s.i
 	neg := j < len(s.b) && s.b[j] == '-'
 	if neg {
 		j++
@@ -146,15 +152,15 @@ func (s *Scanner) Integer() (int64, string, bool) {
 	n := j - digits
 	switch {
 	case n == 0 || n > 18, n > 1 && s.b[digits] == '0':
-		return 0, "", false
+		return 0, false
 	case j < len(s.b) && (s.b[j] == '.' || s.b[j] == 'e' || s.b[j] == 'E'):
-		return 0, "", false
+		return 0, false
 	}
 	s.i = j
 	if neg {
 		v = -v
 	}
-	return v, s.text(start, j), true
+	return v, true
 }
 
 // SkipScalar skips a value that is a string (see Str), an integer
@@ -169,7 +175,7 @@ func (s *Scanner) SkipScalar() bool {
 	case 'f':
 		return s.literal("false")
 	}
-	_, _, ok := s.Integer()
+	_, ok := s.integer()
 	return ok
 }
 
