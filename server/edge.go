@@ -206,11 +206,7 @@ type field struct {
 // path accepts.
 func decodeFields(r *http.Request, fields ...field) *apiError {
 	buf := bodyPool.Get().(*bytes.Buffer)
-	buf.Reset()
-	defer func() {
-		clear(buf.Bytes()) // the code
-		bodyPool.Put(buf)
-	}()
+	defer putBody(buf) // cleared: the code
 	if _, err := buf.ReadFrom(r.Body); err != nil {
 		return bodyReadError(err, "The body is not a valid JSON object.")
 	}
@@ -222,7 +218,8 @@ func decodeFields(r *http.Request, fields ...field) *apiError {
 
 // bodyPool holds the buffers request bodies are read into (MaxBodyBytes
 // at most: MaxBytesReader stops a longer one) and JSON answers are
-// written from (writeJSON keeps those up to 64 KiB).
+// written from (putBody keeps those up to 64 KiB). A buffer comes out
+// empty: putBody resets it.
 var bodyPool = sync.Pool{New: func() any { return bytes.NewBuffer(make([]byte, 0, 512)) }}
 
 // decodeFieldsFast decodes b into fields when b is an object of plain

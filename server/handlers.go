@@ -1,17 +1,20 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net/http"
 	"slices"
 	"sort"
+	"strconv"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/wxphone/wxphone"
+	"github.com/wxphone/wxphone/internal/jsonscan"
 	"github.com/wxphone/wxphone/internal/valid"
 	"github.com/wxphone/wxphone/metrics"
 	"github.com/wxphone/wxphone/service"
@@ -115,13 +118,47 @@ func writePhone(w http.ResponseWriter, rc *reqCtx, res *service.Result) {
 		rc.phone = res.Phone.PurePhoneNumber
 	}
 	// The one place the full number leaves the process.
-	writeJSON(w, http.StatusOK, phoneResponse{
+	resp := phoneResponse{
 		PhoneNumber:     res.Phone.PhoneNumber.Reveal(),
 		PurePhoneNumber: res.Phone.PurePhoneNumber.Reveal(),
 		CountryCode:     res.Phone.CountryCode,
 		Watermark:       watermarkJSON{AppID: res.Phone.Watermark.AppID, Timestamp: res.Phone.Watermark.Timestamp},
 		Replayed:        res.Replayed,
-	})
+	}
+	buf := bodyPool.Get().(*bytes.Buffer)
+	defer putBody(buf)
+	b, ok := resp.appendJSON(buf.AvailableBuffer())
+	if !ok {
+		writeJSON(w, http.StatusOK, resp)
+		return
+	}
+	writeRaw(w, http.StatusOK, b)
+	clear(b) // the number
+}
+
+// appendJSON appends what encoding/json's Encoder writes for p (the
+// answer, then a newline) when every string in it is one encoding/json
+// writes as is; otherwise it reports false and encoding/json writes it.
+// It is the reflective encoder's output without its cost (1.3 µs of the
+// server's 8 µs per answer, BenchmarkServePhone); FuzzPhoneResponseJSON
+// checks the two agree byte for byte.
+func (p *phoneResponse) appendJSON(b []byte) ([]byte, bool) {
+	if !jsonscan.Plain(p.PhoneNumber) || !jsonscan.Plain(p.PurePhoneNumber) || !jsonscan.Plain(p.CountryCode) || !jsonscan.Plain(p.Watermark.AppID) {
+		return nil, false
+	}
+	b = append(b, `{"phoneNumber":"`...)
+	b = append(b, p.PhoneNumber...)
+	b = append(b, `","purePhoneNumber":"`...)
+	b = append(b, p.PurePhoneNumber...)
+	b = append(b, `","countryCode":"`...)
+	b = append(b, p.CountryCode...)
+	b = append(b, `","watermark":{"appid":"`...)
+	b = append(b, p.Watermark.AppID...)
+	b = append(b, `","timestamp":`...)
+	b = strconv.AppendInt(b, p.Watermark.Timestamp, 10)
+	b = append(b, `},"replayed":`...)
+	b = strconv.AppendBool(b, p.Replayed)
+	return append(b, "}\n"...), true
 }
 
 type tokenResponse struct {

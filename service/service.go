@@ -453,7 +453,7 @@ func (s *Service) record(parent context.Context, appID, kind, key string, claim 
 	}
 	switch {
 	case final:
-		b, merr := json.Marshal(out)
+		b, merr := out.encode()
 		if merr != nil {
 			s.log.Error("cannot encode an outcome", "err", merr)
 			claim.Release(parent, true)

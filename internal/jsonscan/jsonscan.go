@@ -6,7 +6,8 @@
 // outside the subset, falls back to encoding/json, which stays the
 // reference. A Scanner never accepts invalid JSON; what it reads is
 // exactly what encoding/json would decode (each user checks that with a
-// differential fuzz target).
+// differential fuzz target). Its writing half is Plain: the strings an
+// encoder may copy between quotes as they are.
 package jsonscan
 
 import (
@@ -202,4 +203,17 @@ func FoldsTo(key []byte, names ...string) bool {
 		}
 	}
 	return false
+}
+
+// Plain reports whether encoding/json writes s between quotes unchanged:
+// ASCII without control characters (DEL is copied) and without the
+// characters it escapes (", \ and the HTML-sensitive <, >, &). A hand-written encoder copies a plain string and
+// leaves any other to encoding/json.
+func Plain(s string) bool {
+	for i := range len(s) {
+		if c := s[i]; c < 0x20 || c >= 0x80 || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			return false
+		}
+	}
+	return true
 }

@@ -98,3 +98,33 @@ func TestFoldsTo(t *testing.T) {
 		t.Fatal("FoldsTo does not fold as bytes.EqualFold")
 	}
 }
+
+// TestPlain checks Plain against encoding/json for every byte and rune
+// below 256 and a few strings: a plain string is one encoding/json copies
+// as is, and an ASCII string encoding/json copies as is is plain (Plain
+// leaves all non-ASCII to encoding/json).
+func TestPlain(t *testing.T) {
+	cases := []string{"", "+86 13800138000", "wx0123456789abcdef", "a\u2028b", "é", "\xff", "~", "a<b"}
+	for c := range 256 {
+		cases = append(cases, "x"+string(rune(c))+"y", "x"+string([]byte{byte(c)})+"y")
+	}
+	for _, s := range cases {
+		b, err := json.Marshal(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		asIs := string(b) == `"`+s+`"`
+		if Plain(s) && !asIs || !Plain(s) && asIs && isASCII(s) {
+			t.Errorf("Plain(%q) = %v, encoding/json writes %s", s, Plain(s), b)
+		}
+	}
+}
+
+func isASCII(s string) bool {
+	for i := range len(s) {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
