@@ -69,3 +69,7 @@ func FuzzPhoneResponseJSON(f *testing.F) {
 		}
 	})
 }
+
+// RaceEnabled is raceEnabled for the package's external tests (allocation
+// pins do not hold under the race detector).
+const RaceEnabled = raceEnabled

@@ -145,3 +145,27 @@ func TestRequestLogLine(t *testing.T) {
 		t.Errorf("a 200 logged at level warn: %s", buf.Bytes())
 	}
 }
+
+// TestServeAllocBudget pins the server's own allocations per answered
+// exchange (BenchmarkServePhone's path): 20 before the hand-written answer
+// encoder and the log line's record (docs/benchmarks.md), 18 after.
+func TestServeAllocBudget(t *testing.T) {
+	if server.RaceEnabled {
+		t.Skip("allocation counts differ under the race detector")
+	}
+	h, req := servePath(t, io.Discard, slog.LevelInfo)
+	r := req()
+	raw, _ := io.ReadAll(r.Body)
+	body := string(raw)
+	rb := new(reusableBody)
+	w := &discardWriter{h: http.Header{}}
+	allocs := testing.AllocsPerRun(200, func() {
+		rb.Reset(body)
+		r.Body = rb
+		clear(w.h)
+		h.ServeHTTP(w, r)
+	})
+	if budget := 18.0; allocs > budget {
+		t.Errorf("%.0f allocations per answered exchange, budget %.0f", allocs, budget)
+	}
+}
