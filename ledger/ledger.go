@@ -161,6 +161,11 @@ type Ledger struct {
 	// orphans: claims the shared store may hold for claimants that gave
 	// up before sending; released by the background loop.
 	orphans []orphanClaim
+	// forgotten counts the outcomes evict dropped that the shared store
+	// does not hold, since the last warning (warned): one warning a
+	// minute, since a ledger that stays full forgets one per new code.
+	forgotten int
+	warned    time.Time
 
 	wake   chan struct{} // asks the background loop to sync now
 	cancel context.CancelFunc
@@ -340,7 +345,7 @@ func (l *Ledger) Begin(ctx context.Context, key, owner string) (Begun, error) {
 			e = &entry{expires: now.Add(l.o.TTL)}
 			l.entries[key] = e
 			l.order = append(l.order, orderItem{key, e.expires})
-			l.evict()
+			l.evict(now)
 		case e.state == starting || e.state == running:
 			ch := e.done
 			l.mu.Unlock()
@@ -1060,8 +1065,11 @@ func (l *Ledger) sweep(now time.Time) {
 	l.compact()
 }
 
+// forgetWarnEvery spaces the warnings about forgotten outcomes.
+const forgetWarnEvery = time.Minute
+
 // evict forgets the oldest finished entries beyond MaxEntries.
-func (l *Ledger) evict() {
+func (l *Ledger) evict(now time.Time) {
 	for scanned := 0; len(l.entries) > l.o.MaxEntries && l.head < len(l.order) && scanned < 8; scanned++ {
 		it := l.order[l.head]
 		l.order[l.head] = orderItem{}
@@ -1072,7 +1080,7 @@ func (l *Ledger) evict() {
 			// Gone, or a later entry of the same code: not the oldest.
 		case e.state == done || e.state == released || e.state == elsewhere:
 			if !e.synced {
-				l.log.Warn("ledger full: forgetting an outcome the shared store has not recorded", "max_entries", l.o.MaxEntries)
+				l.forgotten++
 			}
 			delete(l.entries, it.key)
 		default: // still being exchanged: keep it, look again later
@@ -1080,6 +1088,14 @@ func (l *Ledger) evict() {
 		}
 	}
 	l.compact()
+	if l.forgotten > 0 && now.Sub(l.warned) >= forgetWarnEvery {
+		msg := "ledger full: forgot outcomes of codes still within their life that the shared store has not recorded; a retry of one reaches WeChat again"
+		if l.shared == nil {
+			msg = "ledger full: forgot outcomes of codes still within their life; a retry of one reaches WeChat again (a shared store keeps every outcome for the code's life)"
+		}
+		l.log.Warn(msg, "forgotten", l.forgotten, "max_entries", l.o.MaxEntries) // forgotten: since the last warning
+		l.forgotten, l.warned = 0, now
+	}
 }
 
 func (l *Ledger) compact() {

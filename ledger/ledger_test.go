@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -11,6 +12,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/wxphone/wxphone/internal/logtest"
 	"github.com/wxphone/wxphone/internal/replaytest"
 	"github.com/wxphone/wxphone/replay"
 )
@@ -354,6 +356,44 @@ func TestMemoryIsBounded(t *testing.T) {
 		_ = begin(t, l, "fresh", "o")
 		if n := l.Len(); n != 1 {
 			t.Fatalf("%d entries after the TTL, want 1", n)
+		}
+	})
+}
+
+// TestForgettingWarnsOnceAMinute: a ledger full of outcomes the shared
+// store does not hold forgets one per new code, and says so in one warning
+// a minute with the count, not one line per code (a flood of 75,000
+// immediate log lines in 30 s of load on one replica, each written while
+// the ledger's lock was held).
+func TestForgettingWarnsOnceAMinute(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var logs logtest.Buffer
+		l := newLedger(t, Options{MaxEntries: 10, Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+		fill := func(prefix string, n int) {
+			for i := range n {
+				b := begin(t, l, fmt.Sprintf("%s%d", prefix, i), "o")
+				b.Claim.Finish(context.Background(), []byte("x"), Number)
+			}
+		}
+		fill("a", 50)
+		if got := strings.Count(logs.String(), "ledger full"); got != 1 {
+			t.Fatalf("%d warnings for 40 forgotten outcomes, want 1:\n%s", got, logs.String())
+		}
+		time.Sleep(30 * time.Second)
+		fill("b", 20)
+		if got := strings.Count(logs.String(), "ledger full"); got != 1 {
+			t.Fatalf("%d warnings within a minute, want 1", got)
+		}
+		time.Sleep(31 * time.Second)
+		fill("c", 1)
+		if got := strings.Count(logs.String(), "ledger full"); got != 2 {
+			t.Fatalf("%d warnings after a minute, want 2", got)
+		}
+		if !strings.Contains(logs.String(), `"forgotten":1,`) || !strings.Contains(logs.String(), `"forgotten":60,`) {
+			t.Errorf("the warnings do not count the outcomes forgotten (the first at once, then the 39 + 20 + 1 after it):\n%s", logs.String())
+		}
+		if !strings.Contains(logs.String(), "reaches WeChat again") {
+			t.Errorf("the warning does not say what forgetting costs:\n%s", logs.String())
 		}
 	})
 }
