@@ -88,7 +88,7 @@ func (o outcome) encode() ([]byte, error) {
 	if p == nil || o.Err != nil || !jsonscan.Plain(p.PhoneNumber) || !jsonscan.Plain(p.PurePhoneNumber) || !jsonscan.Plain(p.CountryCode) || !jsonscan.Plain(p.AppID) {
 		return json.Marshal(o)
 	}
-	b := make([]byte, 0, 48+len(p.PhoneNumber)+len(p.PurePhoneNumber)+len(p.CountryCode)+len(p.AppID))
+	b := make([]byte, 0, 64+len(p.PhoneNumber)+len(p.PurePhoneNumber)+len(p.CountryCode)+len(p.AppID))
 	b = append(b, `{"p":{"n":"`...)
 	b = append(b, p.PhoneNumber...)
 	b = append(b, `","pn":"`...)
