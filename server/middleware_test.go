@@ -79,27 +79,35 @@ type reusableBody struct{ strings.Reader }
 
 func (*reusableBody) Close() error { return nil }
 
+// resender sends the same request to h again and again (its body rewound,
+// the response discarded) and returns the status of each.
+func resender(h http.Handler, req func() *http.Request) func() int {
+	r := req()
+	raw, _ := io.ReadAll(r.Body)
+	body := string(raw)
+	rb := new(reusableBody)
+	w := &discardWriter{h: http.Header{}}
+	return func() int {
+		rb.Reset(body)
+		r.Body = rb
+		clear(w.h)
+		w.status = 0
+		h.ServeHTTP(w, r)
+		return w.status
+	}
+}
+
 // BenchmarkServePhone is the server's own cost of one answered exchange,
 // without net/http's connection handling and without the service: one
 // request, its body rewound each time.
 func BenchmarkServePhone(b *testing.B) {
 	lw := logbuf.New(io.Discard, logbuf.Options{})
 	b.Cleanup(func() { _ = lw.Close() })
-	h, req := servePath(b, lw, slog.LevelInfo)
-	r := req()
-	raw, _ := io.ReadAll(r.Body)
-	body := string(raw)
-	rb := new(reusableBody)
-	w := &discardWriter{h: http.Header{}}
+	send := resender(servePath(b, lw, slog.LevelInfo))
 	b.ReportAllocs()
 	for b.Loop() {
-		rb.Reset(body)
-		r.Body = rb
-		clear(w.h)
-		w.status = 0
-		h.ServeHTTP(w, r)
-		if w.status != http.StatusOK {
-			b.Fatalf("status %d", w.status)
+		if status := send(); status != http.StatusOK {
+			b.Fatalf("status %d", status)
 		}
 	}
 }
@@ -153,18 +161,8 @@ func TestServeAllocBudget(t *testing.T) {
 	if server.RaceEnabled {
 		t.Skip("allocation counts differ under the race detector")
 	}
-	h, req := servePath(t, io.Discard, slog.LevelInfo)
-	r := req()
-	raw, _ := io.ReadAll(r.Body)
-	body := string(raw)
-	rb := new(reusableBody)
-	w := &discardWriter{h: http.Header{}}
-	allocs := testing.AllocsPerRun(200, func() {
-		rb.Reset(body)
-		r.Body = rb
-		clear(w.h)
-		h.ServeHTTP(w, r)
-	})
+	send := resender(servePath(t, io.Discard, slog.LevelInfo))
+	allocs := testing.AllocsPerRun(200, func() { send() })
 	if budget := 18.0; allocs > budget {
 		t.Errorf("%.0f allocations per answered exchange, budget %.0f", allocs, budget)
 	}
