@@ -62,7 +62,7 @@ urls = {"direct": "http://127.0.0.1:18081/wxa/business/getuserphonenumber?access
         "servicebase": "http://127.0.0.1:18096/v1/phone-number"}
 if not base:
     del urls["servicebase"]
-for phase, n, runs in (("latency", 12000, 2 * rounds), ("throughput", 240000, 2 * trounds)):
+for phase, n, runs in (("warmup", 3000, 1), ("latency", 12000, 2 * rounds), ("throughput", 240000, 2 * trounds)):
     for name, url in urls.items():
         if phase == "throughput" and trounds > 1:
             # 8 s at the proxy's or the service's pace needs far fewer codes
@@ -86,6 +86,12 @@ attack() { # attack PHASE NAME RATE WORKERS DURATION
 }
 echo "== latency: 1000 req/s, 50 ms upstream, 10 s (order direct, nullproxy, $services, nullproxy, direct)"
 curl -s -X POST 127.0.0.1:18081/admin/faults -d '{"endpoint":"phone","kind":"latency","latency_ms":50}' >/dev/null
+# Each target first takes 2 s of the same load, unmeasured: a process's
+# first seconds (connection pools, kept goroutines, heap growth) are not
+# its steady state, and measured a first-run p99 of +41 ms here.
+for n in direct proxy $(tr ' ' '\n' <<<"$services" | sort -u); do
+  "$V" attack -format=json -targets="$work/warmup-${n}0.jsonl" -rate=1000 -workers=2000 -max-workers=2000 -duration=2s >/dev/null
+done
 for r in $(seq 1 "$rounds"); do
   [ "$rounds" -gt 1 ] && echo "-- round $r"
   for n in direct proxy $services proxy direct; do attack latency "$n" 1000 2000 10s; done
