@@ -13,7 +13,8 @@
 # rounds. THROUGHPUT_ROUNDS=N does the same for the throughput phase (the
 # direct runs only in the first round). The last lines summarize both
 # phases against nullproxy, paired within each round: median p99 over the
-# proxy's, and median throughput ÷ the proxy's.
+# proxy's, and median throughput ÷ the proxy's; then each target's CPU time
+# per request in the throughput runs (from /proc).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
@@ -32,13 +33,17 @@ GOBIN="$work" go install github.com/tsenart/vegeta/v12@v12.13.0
 V="$work/vegeta"
 app=wxfloor000000001 secret=floor-secret-0123456789 key=floor-api-key-0123456789abcdef
 "$work/wxphone" mock --addr 127.0.0.1:18081 --app "$app:$secret" --load-prefix load- >"$work/emu.log" 2>&1 &
+emu=$!
 "$work/nullproxy" -addr 127.0.0.1:18090 -upstream http://127.0.0.1:18081 >"$work/proxy.log" 2>&1 &
+declare -A pid=([direct]=$emu [proxy]=$!)
 env -i PATH="$PATH" HOME="$HOME" WX_APPID=$app WX_SECRET=$secret WX_API_BASE=http://127.0.0.1:18081 \
   WXPHONE_API_KEYS=$key WXPHONE_RATE_LIMIT=0 WXPHONE_ADDR=127.0.0.1:18095 "$work/wxphone" serve >"$work/svc.log" 2>&1 &
+pid[service]=$!
 ports="18081 18090 18095"
 if [ -n "${BASE:-}" ]; then
   env -i PATH="$PATH" HOME="$HOME" WX_APPID=$app WX_SECRET=$secret WX_API_BASE=http://127.0.0.1:18081 \
     WXPHONE_API_KEYS=$key WXPHONE_RATE_LIMIT=0 WXPHONE_ADDR=127.0.0.1:18096 "$work/wxphone-base" serve >"$work/svcbase.log" 2>&1 &
+  pid[servicebase]=$!
   ports="$ports 18096"
 fi
 for p in $ports; do
@@ -78,11 +83,14 @@ for phase, n, runs in (("warmup", 3000, 1), ("latency", 12000, 2 * rounds), ("th
                     f.write(json.dumps({"method": "POST", "url": url, "body": body, "header": header}) + "\n")
 PY
 declare -A runs=()
+cputicks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # user + system, in clock ticks
 attack() { # attack PHASE NAME RATE WORKERS DURATION
-  local phase=$1 name=$2 rate=$3 workers=$4 dur=$5 run=${runs[$1$2]:-0}
+  local phase=$1 name=$2 rate=$3 workers=$4 dur=$5 run=${runs[$1$2]:-0} c0
   runs[$phase$name]=$((run + 1))
+  c0=$(cputicks "${pid[$name]}")
   "$V" attack -format=json -targets="$work/$phase-$name$run.jsonl" -rate="$rate" -workers="$workers" -max-workers="$workers" -duration="$dur" |
     "$V" report -type=text | awk -v n="$name" '/Requests|Latencies/ {print n ": " $0}' | tee -a "$work/$phase.txt"
+  echo "$name: CPU ticks $(($(cputicks "${pid[$name]}") - c0))" >>"$work/$phase.txt"
 }
 echo "== latency: 1000 req/s, 50 ms upstream, 10 s (order direct, nullproxy, $services, nullproxy, direct)"
 curl -s -X POST 127.0.0.1:18081/admin/faults -d '{"endpoint":"phone","kind":"latency","latency_ms":50}' >/dev/null
@@ -105,7 +113,7 @@ for r in $(seq 1 "$trounds"); do
 done
 echo "== summary against nullproxy"
 python3 - "$work" "$rounds" "$trounds" <<'PY'
-import re, statistics, sys
+import re, statistics, subprocess, sys
 work, rounds, trounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 def values(phase, field):
     out = {}
@@ -137,6 +145,19 @@ for name in tp:
     k = len(tp[name]) // trounds
     ratios = [statistics.mean(tp[name][r * k:(r + 1) * k]) / statistics.mean(tp["proxy"][r * pk:(r + 1) * pk]) for r in range(trounds)]
     print("%s: throughput %.0f ok/s, %.2f of the proxy's (%.0f) (median of %d rounds: %s)" % (name, statistics.mean(tp[name]), statistics.median(ratios), statistics.mean(tp["proxy"]), trounds, " ".join("%.2f" % x for x in ratios)))
+# CPU time of the target's process per request served (user + system from
+# /proc, over each closed-loop run): steadier than throughput on a shared
+# machine, though a neighbour's load still inflates it.
+hz = float(subprocess.check_output(["getconf", "CLK_TCK"]))
+ticks = {}
+for line in open("%s/throughput.txt" % work):
+    m = re.match(r"(\w+): CPU ticks (\d+)", line)
+    if m:
+        ticks.setdefault(m.group(1), []).append(int(m.group(2)))
+for name in ("proxy", "service", "servicebase"):
+    if name in ticks:
+        us = [t / hz * 1e6 / (ok * 8) for t, ok in zip(ticks[name], tp[name])]
+        print("%s: CPU per request %.0f µs (median of %d runs)" % (name, statistics.median(us), len(us)))
 PY
 # Every phone call must have used a fresh code (errcode 0 only).
 echo "== emulator phone answers by errcode (want only \"0\"):"
