@@ -139,8 +139,8 @@ func writePhone(w http.ResponseWriter, rc *reqCtx, res *service.Result) {
 // appendJSON appends what encoding/json's Encoder writes for p (the
 // answer, then a newline) when every string in it is one encoding/json
 // writes as is; otherwise it reports false and encoding/json writes it.
-// It is the reflective encoder's output without its cost (1.3 µs of the
-// server's 8 µs per answer, BenchmarkServePhone); FuzzPhoneResponseJSON
+// It is the reflective encoder's output without its cost (150 against
+// 840 ns per answer, BenchmarkPhoneResponseJSON); FuzzPhoneResponseJSON
 // checks the two agree byte for byte.
 func (p *phoneResponse) appendJSON(b []byte) ([]byte, bool) {
 	if !jsonscan.Plain(p.PhoneNumber) || !jsonscan.Plain(p.PurePhoneNumber) || !jsonscan.Plain(p.CountryCode) || !jsonscan.Plain(p.Watermark.AppID) {

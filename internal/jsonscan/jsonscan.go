@@ -207,8 +207,9 @@ func FoldsTo(key []byte, names ...string) bool {
 
 // Plain reports whether encoding/json writes s between quotes unchanged:
 // ASCII without control characters (DEL is copied) and without the
-// characters it escapes (", \ and the HTML-sensitive <, >, &). A hand-written encoder copies a plain string and
-// leaves any other to encoding/json.
+// characters it escapes (", \ and the HTML-sensitive <, >, &). A
+// hand-written encoder copies a plain string and leaves any other to
+// encoding/json (which also copies most non-ASCII; Plain does not try).
 func Plain(s string) bool {
 	for i := range len(s) {
 		if c := s[i]; c < 0x20 || c >= 0x80 || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
