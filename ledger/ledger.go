@@ -161,8 +161,8 @@ type Ledger struct {
 	// orphans: claims the shared store may hold for claimants that gave
 	// up before sending; released by the background loop.
 	orphans []orphanClaim
-	// forgotten counts the outcomes evict dropped that the shared store
-	// does not hold, since the last warning (warned): one warning a
+	// forgotten counts the finished entries (outcomes, releases) evict
+	// dropped that the shared store does not hold, since the last warning (warned): one warning a
 	// minute, since a ledger that stays full forgets one per new code.
 	forgotten int
 	warned    time.Time
@@ -1089,9 +1089,9 @@ func (l *Ledger) evict(now time.Time) {
 	}
 	l.compact()
 	if l.forgotten > 0 && now.Sub(l.warned) >= forgetWarnEvery {
-		msg := "ledger full: forgot outcomes of codes still within their life that the shared store has not recorded; a retry of one reaches WeChat again"
+		msg := "ledger full: forgot codes still within their life that the shared store has not recorded; a retry of one can reach WeChat again"
 		if l.shared == nil {
-			msg = "ledger full: forgot outcomes of codes still within their life; a retry of one reaches WeChat again (a shared store keeps every outcome for the code's life)"
+			msg = "ledger full: forgot codes still within their life; a retry of one can reach WeChat again (a shared store keeps every outcome for the code's life)"
 		}
 		l.log.Warn(msg, "forgotten", l.forgotten, "max_entries", l.o.MaxEntries) // forgotten: since the last warning
 		l.forgotten, l.warned = 0, now
