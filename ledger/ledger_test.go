@@ -392,7 +392,7 @@ func TestForgettingWarnsOnceAMinute(t *testing.T) {
 		if !strings.Contains(logs.String(), `"forgotten":1,`) || !strings.Contains(logs.String(), `"forgotten":60,`) {
 			t.Errorf("the warnings do not count the outcomes forgotten (the first at once, then the 39 + 20 + 1 after it):\n%s", logs.String())
 		}
-		if !strings.Contains(logs.String(), "reaches WeChat again") {
+		if !strings.Contains(logs.String(), "can reach WeChat again") {
 			t.Errorf("the warning does not say what forgetting costs:\n%s", logs.String())
 		}
 	})
